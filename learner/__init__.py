@@ -1,0 +1,1 @@
+"""DeepSpeed learner: engine setup, log-probs, algorithms, weight export."""

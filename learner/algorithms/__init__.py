@@ -1,0 +1,1 @@
+"""Self-play algorithms, one module each: sampling needs, targets and loss in one place."""

@@ -1,0 +1,139 @@
+"""The policy learner: a DeepSpeed engine around the HF policy, a frozen reference, one algorithm's loss.
+
+The same code runs DeepSpeed's CPU accelerator with gloo here and CUDA with NCCL on GPUs; only the
+accelerator and backend differ. The reference policy is a plain frozen module (no optimizer state);
+it is refreshed from the engine's (gathered, under ZeRO-3) parameters when the algorithm says so.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+
+import torch
+
+from learner.algorithms.base import Algorithm
+from learner.batch import TrainingBatch
+from learner.logprobs import pad_sequences, response_logprobs
+from rollout.records import WeightBucket
+from rollout.weight_buckets import pack_buckets, weights_digest
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def deepspeed_config(micro_batch_size: int, grad_accum: int, zero_stage: int, grad_clip: float,
+                     dtype: str) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "gradient_clipping": grad_clip,
+        "zero_optimization": {
+            "stage": zero_stage,
+            # Tiny models: without this ZeRO-3 keeps every (small) parameter whole on every rank.
+            "stage3_param_persistence_threshold": 0,
+        },
+        "zero_allow_untested_optimizer": True,
+        "bf16": {"enabled": dtype == "bfloat16"},
+        "fp16": {"enabled": dtype == "float16"},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def init_distributed(rank: int, world_size: int, master_addr: str, master_port: int, backend: str) -> None:
+    import deepspeed
+
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": "0",
+                       "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)})
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
+                               distributed_port=master_port, rank=rank, world_size=world_size)
+
+
+class PolicyLearner:
+    def __init__(self, model_path: str, algorithm: Algorithm, *, lr: float, weight_decay: float,
+                 grad_clip: float, micro_batch_size: int, sequences_per_step: int, zero_stage: int,
+                 dtype: str, reduction: str, seed: int) -> None:
+        import deepspeed
+        from deepspeed.accelerator import get_accelerator
+        from transformers import AutoModelForCausalLM
+
+        torch.manual_seed(seed)
+        self.algorithm = algorithm
+        self.reduction = reduction
+        self.zero_stage = zero_stage
+        self.device = torch.device(get_accelerator().device_name(), get_accelerator().current_device()) \
+            if get_accelerator().device_name() != "cpu" else torch.device("cpu")
+        self.grad_accum = max(1, math.ceil(sequences_per_step / micro_batch_size))
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype])
+        self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.engine, *_ = deepspeed.initialize(
+            model=model, optimizer=optimizer,
+            config=deepspeed_config(micro_batch_size, self.grad_accum, zero_stage, grad_clip, dtype))
+        self.reference = AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype]).to(self.device)
+        self.reference.requires_grad_(False).eval()
+        self.steps = 0
+
+    # -- training -----------------------------------------------------------------------------------
+
+    def train_step(self, batch: TrainingBatch) -> dict[str, float]:
+        """One optimizer step over ``batch``, split into ``grad_accum`` micro-batches."""
+        self.engine.train()
+        totals: dict[str, float] = {}
+        parts = batch.split(self.grad_accum)
+        for micro in parts:
+            ids, attention, mask = (t.to(self.device) for t in pad_sequences(
+                micro.prompt_token_ids, micro.response_token_ids, self.pad_id))
+            with torch.no_grad():
+                ref_logps = response_logprobs(self.reference, ids, attention, mask, self.reduction)
+            policy_logps = response_logprobs(self.engine, ids, attention, mask, self.reduction)
+            loss, terms = self.algorithm.loss(policy_logps, ref_logps, micro)
+            self.engine.backward(loss)
+            self.engine.step()
+            terms["kl_to_ref"] = (policy_logps - ref_logps).detach().mean().item()
+            for key, value in terms.items():
+                totals[key] = totals.get(key, 0.0) + value / len(parts)
+        self.steps += 1
+        grad_norm = self.engine.get_global_grad_norm()
+        if grad_norm is not None:
+            totals["grad_norm"] = float(grad_norm)
+        return totals
+
+    # -- parameters ---------------------------------------------------------------------------------
+
+    def full_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(HF name, full tensor) one at a time; under ZeRO-3 each is gathered, then released."""
+        import deepspeed
+
+        for name, param in self.engine.module.named_parameters():
+            if self.zero_stage == 3:
+                with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                    yield name, param.detach().to("cpu").clone()
+            else:
+                yield name, param.detach().to("cpu")
+
+    def export_weights(self, version: int, bucket_bytes: int) -> list[WeightBucket]:
+        return pack_buckets(self.full_parameters(), version, bucket_bytes)
+
+    def weights_digest(self) -> str:
+        return weights_digest(self.full_parameters())
+
+    def reset_reference(self) -> None:
+        """pi_ref <- current policy."""
+        with torch.no_grad():
+            ref = dict(self.reference.named_parameters())
+            for name, tensor in self.full_parameters():
+                ref[name].copy_(tensor.to(ref[name].device))
+
+    @torch.no_grad()
+    def sequence_logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:
+        """Per-token log-probs of whole sequences under the current policy (for weight fingerprints)."""
+        self.engine.eval()
+        result = []
+        for ids in token_ids:
+            x = torch.tensor([ids], device=self.device)
+            logits = self.engine(input_ids=x).logits.float()
+            logp = torch.log_softmax(logits, dim=-1)
+            result.append(logp[0, :-1].gather(-1, x[0, 1:, None]).squeeze(-1).tolist())
+        return result

@@ -1,0 +1,1 @@
+"""The controller: config, CLI, the training loop, run directory and metrics."""

@@ -1,0 +1,69 @@
+"""``selfplay`` command line: ``selfplay train [CONFIG.yaml] [key=value ...] [--dry-run] [--debug]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from orchestration.errors import SelfplayError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="selfplay", description="Online self-play preference training.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a policy (the embedded tiny default with no arguments)")
+    train.add_argument("items", nargs="*", metavar="CONFIG.yaml | key=value",
+                       help="an optional YAML config file, then dotted key=value overrides")
+    train.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    train.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser
+
+
+def split_items(items: list[str]) -> tuple[str | None, list[str]]:
+    path, overrides = None, []
+    for i, item in enumerate(items):
+        if "=" in item:
+            overrides.append(item)
+        elif i == 0 and path is None:
+            path = item
+        else:
+            raise SelfplayError(f"unexpected argument '{item}': give the config file first, then key=value")
+    return path, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        from orchestration.config import load_config, to_yaml
+
+        path, overrides = split_items(args.items)
+        config = load_config(path, overrides)
+        if args.dry_run:
+            print(to_yaml(config), end="")
+            return 0
+        from orchestration.controller import train
+        train(config)
+        return 0
+    except SelfplayError as exc:
+        if args.debug:
+            raise
+        print(f"selfplay: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("selfplay: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or an engine failure: one line unless --debug
+        if args.debug:
+            raise
+        print(f"selfplay: error: {type(exc).__name__}: {_first_line(exc)} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

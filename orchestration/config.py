@@ -1,0 +1,318 @@
+"""Typed run configuration: dataclasses, loaded from one YAML file plus ``key=value`` overrides.
+
+Every field carries a one-line ``help``. Loading checks names and types recursively and raises
+``ConfigError`` with the dotted key path of the first bad entry, so the CLI can print one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from orchestration.errors import ConfigError
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class RunConfig:
+    name: str = _f("tiny-sppo", "run name; the run directory is <output_dir>/<name>")
+    output_dir: str = _f("runs", "parent folder of run directories")
+    total_steps: int = _f(120, "learner optimisation steps to take")
+    seed: int = _f(0, "seed for prompts order, sampling and model init")
+    log_every: int = _f(5, "steps between console progress lines")
+    overwrite: bool = _f(False, "replace an existing run directory of the same name")
+
+
+@dataclass
+class PolicyConfig:
+    model_path: str | None = _f(
+        None, "HF model directory or hub id; empty builds the embedded tiny model offline")
+    dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "weights dtype")
+
+
+@dataclass
+class TaskConfig:
+    name: Literal["sorting"] = _f("sorting", "built-in task that makes prompts when no file is given")
+    prompts_path: str | None = _f(None, "JSONL file, one {\"prompt\": str} object per line")
+    num_train_prompts: int = _f(4096, "built-in task: training prompts drawn from the seed")
+    num_eval_prompts: int = _f(32, "held-out prompts for the win-rate evaluation")
+    prompt_letters: int = _f(6, "sorting task: letters per prompt")
+    alphabet_size: int = _f(16, "sorting task: letters a.. in the alphabet (<= 26)")
+
+
+@dataclass
+class VLLMConfig:
+    kv_cache_gib: int = _f(1, "CPU KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)")
+    gpu_memory_utilization: float = _f(0.5, "fraction of GPU memory vLLM may take (GPU only)")
+    enforce_eager: bool = _f(True, "disable CUDA graphs / torch.compile (required on CPU)")
+    max_model_len: int = _f(64, "longest prompt + response the engine accepts")
+
+
+@dataclass
+class RolloutConfig:
+    engine: Literal["vllm", "torch"] = _f("vllm", "generation engine")
+    num_workers: int = _f(1, "rollout worker actors")
+    prompts_per_step: int = _f(16, "prompts sampled per learner step")
+    k: int = _f(4, "responses sampled per prompt (SPPO needs >= 2)")
+    temperature: float = _f(1.0, "sampling temperature")
+    top_p: float = _f(1.0, "nucleus sampling mass")
+    max_tokens: int = _f(6, "longest response in tokens")
+    ignore_eos: bool = _f(True, "keep sampling past EOS (the tiny model never learnt EOS)")
+    vllm: VLLMConfig = _f(None, "vLLM engine options", )
+
+
+@dataclass
+class PreferenceConfig:
+    kind: Literal["sorting"] = _f("sorting", "preference model: the built-in programmatic judge")
+    sharpness: float = _f(20.0, "sorting judge: P(a > b) = sigmoid(sharpness * (score_a - score_b))")
+
+
+@dataclass
+class SPPOConfig:
+    eta: float = _f(10.0, "step size eta of the multiplicative-weights update (paper: 1000)")
+    form: Literal["all_k", "best_worst"] = _f(
+        "all_k", "train on all K responses, or on the best and worst as the reference scripts do")
+    iteration_steps: int = _f(10, "learner steps per SPPO iteration; the reference resets after each")
+
+
+@dataclass
+class AlgorithmConfig:
+    name: Literal["sppo"] = _f("sppo", "self-play algorithm")
+    logprob_reduction: Literal["sum", "mean"] = _f(
+        "sum", "how response log-probs are reduced over tokens (SPPO theory: sum)")
+    sppo: SPPOConfig = _f(None, "SPPO options")
+
+
+@dataclass
+class LearnerConfig:
+    lr: float = _f(1e-3, "AdamW learning rate")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    grad_clip: float = _f(1.0, "gradient norm clip (0 disables)")
+    micro_batch_size: int = _f(64, "sequences per forward/backward; gradients accumulate to the step")
+    zero_stage: int = _f(0, "DeepSpeed ZeRO stage 0-3")
+    backend: Literal["auto", "gloo", "nccl"] = _f("auto", "torch.distributed backend; auto: nccl on GPU, gloo on CPU")
+
+
+@dataclass
+class SyncConfig:
+    every_steps: int = _f(1, "push learner weights to the rollout workers every N steps")
+    bucket_mb: int = _f(64, "weight push bucket size in MiB")
+
+
+@dataclass
+class EvalConfig:
+    every_steps: int = _f(30, "steps between win-rate evaluations (0: only at the end)")
+    samples_per_prompt: int = _f(4, "responses per held-out prompt from each policy")
+    temperature: float = _f(1.0, "sampling temperature of the evaluation")
+
+
+@dataclass
+class RayConfig:
+    address: str | None = _f(None, "cluster address; empty starts an in-process cluster")
+    num_cpus: int = _f(4, "logical CPUs of the in-process cluster")
+    object_store_gib: float = _f(1.0, "object store size of the in-process cluster")
+
+
+@dataclass
+class Config:
+    run: RunConfig = _f(None, "run identity and length")
+    policy: PolicyConfig = _f(None, "the policy model")
+    task: TaskConfig = _f(None, "where prompts come from")
+    rollout: RolloutConfig = _f(None, "sampling")
+    preference: PreferenceConfig = _f(None, "the preference model")
+    algorithm: AlgorithmConfig = _f(None, "the self-play algorithm")
+    learner: LearnerConfig = _f(None, "the DeepSpeed learner")
+    sync: SyncConfig = _f(None, "weight push to the rollout workers")
+    eval: EvalConfig = _f(None, "win-rate evaluation")
+    ray: RayConfig = _f(None, "Ray cluster")
+
+    def __post_init__(self) -> None:
+        _fill_nested_defaults(self)
+
+
+def _fill_nested_defaults(obj: Any) -> None:
+    """Nested config fields default to None above (dataclasses cannot share mutable defaults)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint) and getattr(obj, f.name) is None:
+            value = hint()
+            _fill_nested_defaults(value)
+            setattr(obj, f.name, value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading: YAML dict + overrides -> typed Config, with the key path in every error.
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{path}' must be a mapping, got {type(value).__name__}")
+        return _build(hint, value, path)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError:
+                continue
+        names = " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
+        raise ConfigError(f"config key '{path}' expects {names}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"config key '{path}' must be one of {', '.join(map(str, choices))}; "
+                              f"got {value!r}")
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{path}' expects true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{path}' expects an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key '{path}' expects a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config key '{path}' expects a string, got {value!r}")
+    raise ConfigError(f"config key '{path}' has an unsupported type {hint}")  # pragma: no cover
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(f"unknown config key '{where}' (valid keys here: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in data.items():
+        path = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], path)
+    obj = cls(**kwargs)
+    _fill_nested_defaults(obj)
+    return obj
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=3`` -> (["a", "b"], 3); the value is parsed as YAML so numbers and booleans keep their type."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key=value")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{text}': '{part}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {p}{where} is not valid YAML") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    data = read_yaml(path) if path is not None else {}
+    apply_overrides(data, list(overrides or []))
+    config = _build(Config, data, "")
+    validate(config)
+    return config
+
+
+def config_from_dict(data: dict) -> Config:
+    config = _build(Config, data, "")
+    validate(config)
+    return config
+
+
+def to_dict(config: Config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def validate(config: Config) -> None:
+    """Range checks that types alone cannot express; each error names its key."""
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"config key '{key}' {what}")
+
+    need(config.run.total_steps >= 1, "run.total_steps", "must be >= 1")
+    need(config.run.log_every >= 1, "run.log_every", "must be >= 1")
+    need(bool(config.run.name) and "/" not in config.run.name, "run.name", "must be a non-empty name without '/'")
+    need(config.rollout.num_workers >= 1, "rollout.num_workers", "must be >= 1")
+    need(config.rollout.prompts_per_step >= 1, "rollout.prompts_per_step", "must be >= 1")
+    need(config.rollout.k >= 2, "rollout.k", "must be >= 2 (self-play compares responses)")
+    need(config.rollout.temperature > 0, "rollout.temperature", "must be > 0")
+    need(0 < config.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
+    need(config.rollout.max_tokens >= 1, "rollout.max_tokens", "must be >= 1")
+    need(config.preference.sharpness > 0, "preference.sharpness", "must be > 0")
+    need(config.algorithm.sppo.eta > 0, "algorithm.sppo.eta", "must be > 0")
+    need(config.algorithm.sppo.iteration_steps >= 1, "algorithm.sppo.iteration_steps", "must be >= 1")
+    need(config.learner.lr > 0, "learner.lr", "must be > 0")
+    need(config.learner.micro_batch_size >= 1, "learner.micro_batch_size", "must be >= 1")
+    need(config.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage", "must be 0, 1, 2 or 3")
+    need(config.sync.every_steps >= 1, "sync.every_steps", "must be >= 1")
+    need(config.sync.bucket_mb >= 1, "sync.bucket_mb", "must be >= 1")
+    need(config.eval.every_steps >= 0, "eval.every_steps", "must be >= 0")
+    need(config.eval.samples_per_prompt >= 1, "eval.samples_per_prompt", "must be >= 1")
+    need(config.task.num_eval_prompts >= 1, "task.num_eval_prompts", "must be >= 1")
+    need(2 <= config.task.alphabet_size <= 26, "task.alphabet_size", "must be in [2, 26]")
+    need(config.task.prompt_letters >= 1, "task.prompt_letters", "must be >= 1")
+    need(config.ray.num_cpus >= 1, "ray.num_cpus", "must be >= 1")
+    need(config.ray.object_store_gib > 0, "ray.object_store_gib", "must be > 0")
+
+
+def samples_per_step(config: Config) -> int:
+    return config.rollout.prompts_per_step * config.rollout.k

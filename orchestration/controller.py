@@ -1,0 +1,234 @@
+"""The controller: owns the schedule and the run state, and drives the actors.
+
+Synchronous loop: sample K responses per prompt -> K x K preferences -> training targets -> one learner
+step -> weight push every ``sync.every_steps`` -> metrics, evaluation. Each phase is one call into the
+module that owns it, and is timed.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+
+from actors.learner_worker import LearnerWorker
+from actors.preference_service import PreferenceService
+from actors.rollout_worker import RolloutWorker
+from learner.algorithms.registry import build_algorithm
+from orchestration.config import Config, to_dict
+from orchestration.metrics import MetricsLog
+from orchestration.placement import actor_options, check_capacity, start_ray
+from orchestration.policy_model import check_model_path, resolve_policy_model
+from orchestration.progress import Progress
+from orchestration.prompt_stream import PromptStream
+from orchestration.run_dir import create_run_dir, write_json_atomic
+from orchestration.win_rate import mean, win_rate_pairs
+from rollout.records import Completion, PreferenceGroup, SamplingSpec
+from tasks.prompts import train_and_eval_prompts
+
+
+@dataclass
+class RunState:
+    """Everything the controller owns; a checkpoint of the controller is this plus the prompt stream."""
+    step: int = 0
+    samples: int = 0
+    policy_version: int = 0
+    preference_calls: int = 0
+    pushes: list[dict] = field(default_factory=list)
+    win_rates: list[tuple[int, float]] = field(default_factory=list)
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+
+
+class Controller:
+    def __init__(self, config: Config, run_dir: Path, model_path: str,
+                 prompts: tuple[list[str], list[str]]) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.model_path = model_path
+        self.algorithm = build_algorithm(config)
+        self.train_prompts, self.eval_prompts = prompts
+        self.stream = PromptStream(len(self.train_prompts), config.run.seed)
+        self.state = RunState()
+        self.metrics = MetricsLog(run_dir)
+        self._launch_actors()
+
+    # -- actors -------------------------------------------------------------------------------------
+
+    def _launch_actors(self) -> None:
+        c = self.config
+        check_capacity(c)
+        vllm_options = to_dict(c)["rollout"]["vllm"]
+        self.rollouts = [
+            RolloutWorker.options(**actor_options("rollout")).remote(
+                c.rollout.engine, self.model_path, c.policy.dtype, c.run.seed + i, vllm_options)
+            for i in range(c.rollout.num_workers)]
+        self.preference = PreferenceService.options(**actor_options("preference")).remote(
+            c.preference.kind, {"sharpness": c.preference.sharpness, "alphabet_size": c.task.alphabet_size})
+        sequences = self.algorithm.sequences_per_step(c.rollout.prompts_per_step)
+        self.learner = LearnerWorker.options(**actor_options("learner")).remote(
+            to_dict(c), self.model_path, 0, 1, "127.0.0.1", _free_port(), sequences)
+        # Surface start-up errors (bad model, engine refusal) before the loop starts.
+        ray.get([w.weights_state.remote() for w in self.rollouts] + [self.learner.weights_digest.remote()])
+
+    # -- phases -------------------------------------------------------------------------------------
+
+    def rollout(self, indices: list[int], prompts: list[str], spec: SamplingSpec) -> list[list[Completion]]:
+        """Split prompts round-robin-free into contiguous shards, one per worker; keeps prompt order."""
+        shards = _shard(list(range(len(prompts))), len(self.rollouts))
+        futures = []
+        for worker, shard in zip(self.rollouts, shards):
+            if not shard:
+                continue
+            shard_spec = SamplingSpec(**{**spec.__dict__,
+                                         "seed": None if spec.seed is None else spec.seed + shard[0]})
+            futures.append(worker.generate.remote([prompts[i] for i in shard], [indices[i] for i in shard],
+                                                  shard_spec))
+        return [group for groups in ray.get(futures) for group in groups]
+
+    def score(self, groups: list[list[Completion]]) -> list[PreferenceGroup]:
+        matrices, calls = ray.get(self.preference.matrices.remote(groups))
+        self.state.preference_calls += calls
+        return [PreferenceGroup(g, m) for g, m in zip(groups, matrices)]
+
+    def push_weights(self) -> dict:
+        """Send the learner's weights to every rollout worker as version ``policy_version + 1``."""
+        version = self.state.policy_version + 1
+        start = time.perf_counter()
+        buckets = self.learner.export_weights.remote(version, self.config.sync.bucket_mb * 2**20)
+        loaded = ray.get([w.load_weights.remote(buckets) for w in self.rollouts])
+        if {v for v, _ in loaded} != {version} or len({d for _, d in loaded}) != 1:
+            raise RuntimeError(f"weight push {version} left the rollout workers inconsistent: {loaded}")
+        self.state.policy_version = version
+        push = {"version": version, "digest": loaded[0][1], "seconds": time.perf_counter() - start,
+                "step": self.state.step}
+        self.state.pushes.append(push)
+        return push
+
+    def sample_eval(self) -> list[list[Completion]]:
+        e = self.config.eval
+        spec = SamplingSpec(n=e.samples_per_prompt, temperature=e.temperature, top_p=1.0,
+                            max_tokens=self.config.rollout.max_tokens,
+                            ignore_eos=self.config.rollout.ignore_eos, seed=self.config.run.seed + 7)
+        return self.rollout(list(range(len(self.eval_prompts))), self.eval_prompts, spec)
+
+    def evaluate(self, initial: list[list[Completion]]) -> dict[str, float]:
+        """Win-rate of fresh samples against the initial policy's, and the task score where there is one."""
+        current = self.sample_eval()
+        prompts, first, second = win_rate_pairs(current, initial)
+        result = {"win_rate_vs_initial": mean(ray.get(
+            self.preference.probabilities.remote(prompts, first, second)))}
+        result.update(self.eval_score(current))
+        return result
+
+    def eval_score(self, groups: list[list[Completion]]) -> dict[str, float]:
+        flat = [c for g in groups for c in g]
+        scores = ray.get(self.preference.scores.remote([c.prompt for c in flat], [c.response_text for c in flat]))
+        return {} if scores is None else {"eval_score": mean(scores)}
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        c, s = self.config, self.state
+        started = time.perf_counter()
+        initial = self.sample_eval()
+        initial_score = self.eval_score(initial).get("eval_score")
+        spec = SamplingSpec(n=c.rollout.k, temperature=c.rollout.temperature, top_p=c.rollout.top_p,
+                            max_tokens=c.rollout.max_tokens, ignore_eos=c.rollout.ignore_eos)
+        progress = Progress(c.run.total_steps, c.run.log_every)
+        while s.step < c.run.total_steps:
+            timer = Timer()
+            step = s.step + 1
+            indices = self.stream.take(c.rollout.prompts_per_step)
+            with timer.phase("generate"):
+                spec.seed = c.run.seed * 1_000_003 + step * 10_007
+                groups = self.rollout(indices, [self.train_prompts[i] for i in indices], spec)
+            with timer.phase("preference"):
+                scored = self.score(groups)
+            batch, batch_metrics = self.algorithm.build_batch(scored)
+            with timer.phase("train"):
+                train_metrics = ray.get(self.learner.train_step.remote(batch))
+            s.step, s.samples = step, s.samples + len(batch)
+            if self.algorithm.reference_resets_after(step):
+                ray.get(self.learner.reset_reference.remote())
+            if step % c.sync.every_steps == 0 or step == c.run.total_steps:
+                with timer.phase("push"):
+                    self.push_weights()
+            row = {**train_metrics, **batch_metrics, **{f"time/{k}": v for k, v in timer.seconds.items()},
+                   "samples": s.samples, "policy_version": s.policy_version,
+                   "preference_calls": s.preference_calls,
+                   "policy_lag": s.policy_version - min(batch.policy_versions),
+                   "samples_per_second": len(batch) / max(sum(timer.seconds.values()), 1e-9)}
+            if c.eval.every_steps and step % c.eval.every_steps == 0 and step < c.run.total_steps:
+                row.update(self.evaluate(initial))
+                s.win_rates.append((step, row["win_rate_vs_initial"]))
+            self.metrics.write(step, row)
+            progress.update(step, row)
+        final_eval = self.evaluate(initial)
+        final = final_eval["win_rate_vs_initial"]
+        s.win_rates.append((s.step, final))
+        self.metrics.write(s.step, final_eval)
+        summary = {"algorithm": c.algorithm.name, "steps": s.step, "samples": s.samples,
+                   "policy_version": s.policy_version, "win_rate_vs_initial": final,
+                   "wall_seconds": time.perf_counter() - started, "preference_calls": s.preference_calls,
+                   "rollout_engine": c.rollout.engine, "win_rate_curve": s.win_rates,
+                   "initial_eval_score": initial_score, "final_eval_score": final_eval.get("eval_score"),
+                   "last_push": s.pushes[-1] if s.pushes else None}
+        write_json_atomic(self.run_dir / "summary.json", summary)
+        progress.close(summary)
+        self.metrics.close()
+        return summary
+
+
+    def shutdown(self) -> None:
+        for actor in [*self.rollouts, self.preference, self.learner]:
+            ray.kill(actor)
+
+
+def prepare(config: Config) -> Controller:
+    """Check every input before anything starts, then start Ray and the actors."""
+    prompts = train_and_eval_prompts(config.task, config.run.seed)
+    if config.policy.model_path:
+        check_model_path(config.policy.model_path)
+    run_dir = create_run_dir(config)
+    model_path = resolve_policy_model(config, run_dir)
+    start_ray(config)
+    return Controller(config, run_dir, model_path, prompts)
+
+
+def train(config: Config) -> dict:
+    """Run a whole training job; returns the summary also written to ``summary.json``."""
+    controller = prepare(config)
+    try:
+        return controller.run()
+    finally:
+        controller.shutdown()
+
+
+def _shard(items: list[int], parts: int) -> list[list[int]]:
+    size, extra = divmod(len(items), parts)
+    out, start = [], 0
+    for p in range(parts):
+        end = start + size + (1 if p < extra else 0)
+        out.append(items[start:end])
+        start = end
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

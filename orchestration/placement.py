@@ -1,0 +1,70 @@
+"""Ray start-up and where each actor runs: the same code on one CPU machine and on a GPU cluster."""
+
+from __future__ import annotations
+
+import os
+
+import ray
+
+from orchestration.config import Config
+from orchestration.errors import SelfplayError
+
+# Environment every actor gets: quiet engines, and DeepSpeed's CPU accelerator when there is no GPU.
+_CPU_ENV = {"DS_ACCELERATOR": "cpu"}
+# vLLM warns on every in-place reload that the rotary cache has no weights to load; ERROR keeps the console
+# readable (set VLLM_LOGGING_LEVEL to see more).
+_COMMON_ENV = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "ERROR"),
+               "TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def start_ray(config: Config) -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return
+    if config.ray.address:
+        ray.init(address=config.ray.address, runtime_env={"env_vars": _COMMON_ENV})
+        return
+    # The in-process cluster listens on this machine only; token auth protects shared clusters.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    env = dict(_COMMON_ENV)
+    if not _has_local_gpu():
+        env.update(_CPU_ENV)
+    ray.init(num_cpus=config.ray.num_cpus, object_store_memory=int(config.ray.object_store_gib * 2**30),
+             include_dashboard=False, runtime_env={"env_vars": env}, logging_level="WARNING")
+
+
+def _has_local_gpu() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def cluster_has_gpus() -> bool:
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def check_capacity(config: Config) -> None:
+    """Fail fast, naming the keys to change, when the actors cannot all be placed (Ray would wait forever).
+    Only for the in-process cluster: an autoscaling cluster may still grow."""
+    if config.ray.address:
+        return
+    roles = ["learner", "preference"] + ["rollout"] * config.rollout.num_workers
+    need_cpu = sum(actor_options(role)["num_cpus"] for role in roles)
+    need_gpu = sum(actor_options(role)["num_gpus"] for role in roles)
+    free = ray.available_resources()
+    if need_cpu > free.get("CPU", 0) or need_gpu > free.get("GPU", 0):
+        raise SelfplayError(
+            f"the Ray cluster has {free.get('CPU', 0):g} free CPUs and {free.get('GPU', 0):g} GPUs, but the learner, "
+            f"the preference service and {config.rollout.num_workers} rollout worker(s) need {need_cpu:g} CPUs and "
+            f"{need_gpu:g} GPUs: raise ray.num_cpus or lower rollout.num_workers")
+
+
+def actor_options(role: str) -> dict:
+    """Ray options for one actor of ``role`` (learner, rollout, preference)."""
+    gpus = cluster_has_gpus()
+    if role in ("learner", "rollout"):
+        options: dict = {"num_cpus": 1, "num_gpus": 1 if gpus else 0}
+    else:
+        options = {"num_cpus": 0.5, "num_gpus": 0}
+    if not gpus:
+        options["runtime_env"] = {"env_vars": {**_COMMON_ENV, **_CPU_ENV}}
+    return options

@@ -1,0 +1,1 @@
+"""Preference models behind one interface, and K x K matrices built from them."""

@@ -1,0 +1,27 @@
+"""Programmatic judge for the embedded sorting task: a soft Bradley-Terry preference on the task score.
+
+P(a > b | x) = sigmoid(sharpness * (score(x, a) - score(x, b))). It is transitive; the intransitive
+games of the algorithm tests live elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tasks.sorting import score
+
+
+class SortingJudge:
+    def __init__(self, sharpness: float = 20.0, alphabet_size: int = 16) -> None:
+        self.sharpness = sharpness
+        self.alphabet_size = alphabet_size
+
+    def score(self, prompt: str, response: str) -> float:
+        return score(prompt, response, self.alphabet_size)
+
+    def probabilities(self, prompts: list[str], first: list[str], second: list[str]) -> list[float]:
+        out = []
+        for x, a, b in zip(prompts, first, second, strict=True):
+            margin = self.sharpness * (self.score(x, a) - self.score(x, b))
+            out.append(1.0 / (1.0 + math.exp(-margin)))
+        return out

@@ -1,0 +1,1 @@
+"""Generation engines behind one interface, records and their codec, weight buckets."""

@@ -1,0 +1,90 @@
+"""Records that cross process boundaries, and their msgpack codec.
+
+Plain dataclasses; numpy arrays go on the wire as raw bytes + dtype + shape so a batch can be spilled
+to disk, sent to a remote preference service, or replayed after a resume without pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+
+@dataclass
+class SamplingSpec:
+    """What a rollout worker needs to know to sample (engine-independent)."""
+    n: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 16
+    ignore_eos: bool = False
+    seed: int | None = None
+
+
+@dataclass
+class Completion:
+    """One sampled response to one prompt, tagged with the policy version that produced it."""
+    prompt_index: int
+    prompt: str
+    prompt_token_ids: list[int]
+    response_token_ids: list[int]
+    response_text: str
+    policy_version: int
+    finished: bool = True  # False when the response was cut at max_tokens without EOS
+
+
+@dataclass
+class PreferenceGroup:
+    """K responses to one prompt and their K x K preference matrix P[i, j] = P(y_i > y_j | x)."""
+    completions: list[Completion]
+    matrix: np.ndarray
+
+    @property
+    def k(self) -> int:
+        return len(self.completions)
+
+
+@dataclass
+class WeightBucket:
+    """A slice of the policy's weights, serialised with safetensors, part of a versioned push."""
+    version: int
+    index: int
+    count: int
+    payload: bytes
+    sha256: str = ""
+    names: list[str] = field(default_factory=list)
+
+
+_RECORD_TYPES = {cls.__name__: cls for cls in (SamplingSpec, Completion, PreferenceGroup, WeightBucket)}
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return {"__nd__": True, "dtype": obj.dtype.str, "shape": list(obj.shape),
+                "data": np.ascontiguousarray(obj).tobytes()}
+    if dataclasses.is_dataclass(obj) and type(obj).__name__ in _RECORD_TYPES:
+        return {"__record__": type(obj).__name__,
+                "fields": {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}}
+    raise TypeError(f"cannot encode {type(obj).__name__} as a selfplay record")
+
+
+def _object_hook(obj: dict) -> Any:
+    if obj.get("__nd__"):
+        return np.frombuffer(obj["data"], dtype=np.dtype(obj["dtype"])).reshape(obj["shape"]).copy()
+    if "__record__" in obj:
+        cls = _RECORD_TYPES[obj["__record__"]]
+        return cls(**obj["fields"])
+    return obj
+
+
+def encode(value: Any) -> bytes:
+    """Records, lists and dicts of records, numpy arrays and plain values -> msgpack bytes."""
+    return msgpack.packb(value, default=_default, use_bin_type=True)
+
+
+def decode(data: bytes) -> Any:
+    return msgpack.unpackb(data, object_hook=_object_hook, raw=False, strict_map_key=False)

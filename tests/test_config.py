@@ -1,0 +1,91 @@
+import pytest
+
+from orchestration.config import Config, load_config, parse_override, to_yaml, config_from_dict
+from orchestration.errors import ConfigError
+import yaml
+
+
+def test_defaults_are_the_embedded_tiny_run():
+    config = load_config()
+    assert config.algorithm.name == "sppo"
+    assert config.rollout.engine == "vllm"
+    assert config.policy.model_path is None
+    assert config.rollout.vllm.max_model_len == 64
+
+
+def test_overrides_keep_yaml_types():
+    config = load_config(None, ["rollout.k=6", "learner.lr=0.5", "rollout.ignore_eos=false",
+                                "policy.model_path=/models/x", "algorithm.sppo.form=best_worst"])
+    assert config.rollout.k == 6 and isinstance(config.rollout.k, int)
+    assert config.learner.lr == 0.5
+    assert config.rollout.ignore_eos is False
+    assert config.policy.model_path == "/models/x"
+    assert config.algorithm.sppo.form == "best_worst"
+
+
+def test_int_accepted_for_float_field():
+    assert load_config(None, ["learner.lr=1"]).learner.lr == 1.0
+
+
+def test_yaml_file_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("run:\n  total_steps: 7\nrollout:\n  k: 3\n")
+    config = load_config(path, ["rollout.k=5"])
+    assert config.run.total_steps == 7
+    assert config.rollout.k == 5
+
+
+@pytest.mark.parametrize("override, key", [
+    ("rollout.kk=3", "rollout.kk"),
+    ("nosuch=1", "nosuch"),
+    ("algorithm.sppo.etaa=1", "algorithm.sppo.etaa"),
+])
+def test_unknown_key_names_the_key(override, key):
+    with pytest.raises(ConfigError, match=f"unknown config key '{key}'"):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("rollout.k=abc", "'rollout.k' expects an integer"),
+    ("rollout.k=2.5", "'rollout.k' expects an integer"),
+    ("learner.lr=fast", "'learner.lr' expects a number"),
+    ("rollout.ignore_eos=3", "'rollout.ignore_eos' expects true or false"),
+    ("rollout.engine=tgi", "'rollout.engine' must be one of vllm, torch"),
+    ("algorithm.name=ppo", "'algorithm.name' must be one of sppo"),
+    ("rollout=3", "'rollout' must be a mapping"),
+])
+def test_wrong_type_names_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("rollout.k=1", "rollout.k"), ("run.total_steps=0", "run.total_steps"),
+    ("learner.zero_stage=4", "learner.zero_stage"), ("rollout.top_p=1.5", "rollout.top_p"),
+])
+def test_range_errors_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        load_config(None, [override])
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_override("rollout.k")
+    with pytest.raises(ConfigError, match="empty key"):
+        parse_override("rollout..k=3")
+
+
+def test_bad_yaml_file_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("run:\n  name: a\n  total_steps: [1,\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml line \d+ is not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_resolved_yaml_round_trips():
+    config = load_config(None, ["rollout.k=5", "run.name=x"])
+    again = config_from_dict(yaml.safe_load(to_yaml(config)))
+    assert again == config
+    assert isinstance(again, Config)

@@ -1,0 +1,48 @@
+import pytest
+
+from orchestration.config import load_config
+from orchestration.errors import InputError
+from tasks.prompts import load_prompts_jsonl, train_and_eval_prompts
+
+
+def test_reads_prompts_and_skips_blank_lines(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "a"}\n\n{"prompt": "b", "id": 2}\n')
+    assert load_prompts_jsonl(path) == ["a", "b"]
+
+
+@pytest.mark.parametrize("text, line, what", [
+    ('{"prompt": "a"}\n{"prompt": \n', 2, "not valid JSON"),
+    ('{"prompt": "a"}\n{"text": "b"}\n', 2, "non-empty string 'prompt'"),
+    ('["a"]\n', 1, "non-empty string 'prompt'"),
+    ('{"prompt": ""}\n', 1, "non-empty string 'prompt'"),
+])
+def test_malformed_lines_name_file_and_line(tmp_path, text, line, what):
+    path = tmp_path / "p.jsonl"
+    path.write_text(text)
+    with pytest.raises(InputError, match=f"p.jsonl:{line}: .*{what}"):
+        load_prompts_jsonl(path)
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_prompts_jsonl(tmp_path / "none.jsonl")
+    (tmp_path / "e.jsonl").write_text("\n")
+    with pytest.raises(InputError, match="holds no prompts"):
+        load_prompts_jsonl(tmp_path / "e.jsonl")
+
+
+def test_builtin_task_splits_are_disjoint_and_seeded():
+    task = load_config(None, ["task.num_train_prompts=200", "task.num_eval_prompts=10"]).task
+    train, held = train_and_eval_prompts(task, seed=3)
+    assert len(train) == 200 and len(held) == 10
+    assert not set(train) & set(held)
+    assert (train, held) == train_and_eval_prompts(task, seed=3)
+
+
+def test_file_split_holds_out_eval_prompts(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(f'{{"prompt": "p{i}"}}\n' for i in range(20)))
+    task = load_config(None, [f"task.prompts_path={path}", "task.num_eval_prompts=5"]).task
+    train, held = train_and_eval_prompts(task, seed=0)
+    assert len(train) == 15 and len(held) == 5 and not set(train) & set(held)

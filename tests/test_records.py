@@ -1,0 +1,22 @@
+import numpy as np
+
+from rollout.records import Completion, PreferenceGroup, WeightBucket, decode, encode
+
+
+def test_round_trip_of_records_and_arrays():
+    group = PreferenceGroup([Completion(3, "sort: b a", [1, 5, 7, 6], [6, 7], "a b", 4, finished=False)],
+                            np.array([[0.5]], dtype=np.float64))
+    bucket = WeightBucket(version=2, index=0, count=1, payload=b"\x00\x01", sha256="ab", names=["w"])
+    back = decode(encode({"groups": [group], "bucket": bucket, "step": 9}))
+    assert back["step"] == 9
+    assert back["bucket"] == bucket
+    g = back["groups"][0]
+    assert g.completions == group.completions
+    assert g.matrix.dtype == np.float64 and g.matrix.shape == (1, 1) and g.matrix[0, 0] == 0.5
+
+
+def test_arrays_keep_dtype_and_shape():
+    a = np.arange(12, dtype=np.int32).reshape(3, 4)
+    b = decode(encode(a))
+    assert b.dtype == np.int32 and b.shape == (3, 4) and (a == b).all()
+    b[0, 0] = 99  # decoded arrays are writable copies
