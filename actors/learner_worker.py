@@ -19,6 +19,7 @@ class LearnerWorker:
         config = config_from_dict(config_dict)
         lc = config.learner
         init_distributed(rank, world_size, master_addr, master_port, _backend(lc.backend))
+        self._rank = rank
         self._learner = PolicyLearner(
             model_path, build_algorithm(config), lr=lc.lr, weight_decay=lc.weight_decay,
             grad_clip=lc.grad_clip, micro_batch_size=lc.micro_batch_size,
@@ -36,6 +37,12 @@ class LearnerWorker:
 
     def reset_reference(self) -> None:
         self._learner.reset_reference()
+
+    def save_checkpoint(self, directory: str) -> None:
+        self._learner.save_checkpoint(directory, self._rank)
+
+    def load_checkpoint(self, directory: str) -> None:
+        self._learner.load_checkpoint(directory, self._rank)
 
     def sequence_logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:
         return self._learner.sequence_logprobs(token_ids)

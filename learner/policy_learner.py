@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
+import msgpack
 import torch
+from safetensors.torch import load_file as st_load_file
+from safetensors.torch import save_file as st_save_file
 
 from learner.algorithms.base import Algorithm
 from learner.batch import TrainingBatch
@@ -73,6 +78,7 @@ class PolicyLearner:
             config=deepspeed_config(micro_batch_size, self.grad_accum, zero_stage, grad_clip, dtype))
         self.reference = AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype]).to(self.device)
         self.reference.requires_grad_(False).eval()
+        self.model_path = model_path
         self.steps = 0
 
     # -- training -----------------------------------------------------------------------------------
@@ -82,18 +88,24 @@ class PolicyLearner:
         self.engine.train()
         totals: dict[str, float] = {}
         parts = batch.split(self.grad_accum)
-        for micro in parts:
+        # DeepSpeed steps the optimizer after exactly grad_accum backward passes; a short batch (fewer
+        # groups than that) gets zero-weight passes so every call is exactly one optimizer step.
+        weights = [1.0] * len(parts) + [0.0] * (self.grad_accum - len(parts))
+        parts = parts + [parts[-1]] * (self.grad_accum - len(parts))
+        for micro, weight in zip(parts, weights):
             ids, attention, mask = (t.to(self.device) for t in pad_sequences(
                 micro.prompt_token_ids, micro.response_token_ids, self.pad_id))
             with torch.no_grad():
                 ref_logps = response_logprobs(self.reference, ids, attention, mask, self.reduction)
             policy_logps = response_logprobs(self.engine, ids, attention, mask, self.reduction)
             loss, terms = self.algorithm.loss(policy_logps, ref_logps, micro)
-            self.engine.backward(loss)
+            self.engine.backward(loss * weight)
             self.engine.step()
+            if weight == 0.0:
+                continue
             terms["kl_to_ref"] = (policy_logps - ref_logps).detach().mean().item()
             for key, value in terms.items():
-                totals[key] = totals.get(key, 0.0) + value / len(parts)
+                totals[key] = totals.get(key, 0.0) + value / sum(weights)
         self.steps += 1
         grad_norm = self.engine.get_global_grad_norm()
         if grad_norm is not None:
@@ -125,6 +137,47 @@ class PolicyLearner:
             ref = dict(self.reference.named_parameters())
             for name, tensor in self.full_parameters():
                 ref[name].copy_(tensor.to(ref[name].device))
+
+    # -- checkpoints --------------------------------------------------------------------------------
+
+    def save_checkpoint(self, directory: str, rank: int) -> None:
+        """Engine state (model, optimizer, ZeRO shards) through DeepSpeed; the reference policy, the RNG
+        and, on rank 0, the full policy as a Hugging Face directory (what ``selfplay export`` copies)."""
+        out = Path(directory)
+        self.engine.save_checkpoint(str(out / "engine"), tag="state", save_latest=False)
+        if rank != 0:
+            return
+        st_save_file({k: v.contiguous() for k, v in self.reference.state_dict().items()},
+                     str(out / "reference.safetensors"))
+        (out / f"learner_rank{rank}.msgpack").write_bytes(msgpack.packb({
+            "steps": self.steps, "torch_rng": bytes(torch.get_rng_state().numpy().tobytes())}))
+        self.save_hf_policy(out / "policy")
+
+    def load_checkpoint(self, directory: str, rank: int) -> None:
+        path = Path(directory)
+        loaded, _ = self.engine.load_checkpoint(str(path / "engine"), tag="state", load_optimizer_states=True,
+                                                load_lr_scheduler_states=True)
+        if loaded is None:
+            raise RuntimeError(f"DeepSpeed could not load the engine state under {path / 'engine'}")
+        reference = st_load_file(str(path / "reference.safetensors"))
+        missing, unexpected = self.reference.load_state_dict(reference, strict=False)
+        if unexpected or [m for m in missing if not m.endswith("rotary_emb.inv_freq")]:
+            raise RuntimeError(f"reference weights do not fit the model: missing {missing[:3]}, "
+                               f"unexpected {unexpected[:3]}")
+        state = msgpack.unpackb((path / "learner_rank0.msgpack").read_bytes())
+        self.steps = state["steps"]
+        torch.set_rng_state(torch.frombuffer(bytearray(state["torch_rng"]), dtype=torch.uint8))
+
+    def save_hf_policy(self, out: Path) -> None:
+        """The current policy as a Hugging Face model directory: config and tokenizer from the initial model,
+        weights gathered from the engine."""
+        out.mkdir(parents=True, exist_ok=True)
+        for item in Path(self.model_path).iterdir():
+            if item.is_file() and not item.name.endswith((".safetensors", ".bin", ".pt")) \
+                    and item.name != "model.safetensors.index.json":
+                shutil.copy2(item, out / item.name)
+        st_save_file({name: t.contiguous() for name, t in self.full_parameters()}, str(out / "model.safetensors"),
+                     metadata={"format": "pt"})
 
     @torch.no_grad()
     def sequence_logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:

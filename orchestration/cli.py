@@ -16,6 +16,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="an optional YAML config file, then dotted key=value overrides")
     train.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     train.add_argument("--debug", action="store_true", help="show full tracebacks")
+    resume = sub.add_parser("resume", help="continue a run from its latest complete checkpoint")
+    resume.add_argument("run_dir", help="the run directory, e.g. runs/tiny-sppo")
+    resume.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="keys that do not change what is learnt, e.g. run.total_steps=400")
+    resume.add_argument("--debug", action="store_true", help="show full tracebacks")
+    export = sub.add_parser("export", help="write a checkpoint's policy as a Hugging Face model directory")
+    export.add_argument("run_dir", help="the run directory")
+    export.add_argument("out_dir", help="where to write the model directory (must be new or empty)")
+    export.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest complete)")
+    export.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser
 
 
@@ -34,6 +44,18 @@ def split_items(items: list[str]) -> tuple[str | None, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "resume":
+            from orchestration.launch import resume
+            for item in args.overrides:
+                if "=" not in item:
+                    raise SelfplayError(f"unexpected argument '{item}': resume takes key=value overrides")
+            resume(args.run_dir, args.overrides)
+            return 0
+        if args.command == "export":
+            from orchestration.launch import export
+            out = export(args.run_dir, args.out_dir, args.step)
+            print(f"exported {out}")
+            return 0
         from orchestration.config import load_config, to_yaml
 
         path, overrides = split_items(args.items)
@@ -41,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(to_yaml(config), end="")
             return 0
-        from orchestration.controller import train
+        from orchestration.launch import train
         train(config)
         return 0
     except SelfplayError as exc:

@@ -118,6 +118,14 @@ class EvalConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every_steps: int = _f(50, "steps between checkpoints (0: only on SIGTERM/SIGINT and at the end)")
+    keep_last: int = _f(3, "complete checkpoints to keep")
+    keep_every: int = _f(0, "also keep every checkpoint whose step is a multiple of this (0: none)")
+    at_end: bool = _f(True, "write a checkpoint when the run finishes")
+
+
+@dataclass
 class RayConfig:
     address: str | None = _f(None, "cluster address; empty starts an in-process cluster")
     num_cpus: int = _f(4, "logical CPUs of the in-process cluster")
@@ -135,7 +143,10 @@ class Config:
     learner: LearnerConfig = _f(None, "the DeepSpeed learner")
     sync: SyncConfig = _f(None, "weight push to the rollout workers")
     eval: EvalConfig = _f(None, "win-rate evaluation")
+    checkpoint: CheckpointConfig = _f(None, "checkpoints and retention")
     ray: RayConfig = _f(None, "Ray cluster")
+    resume: Literal["never", "auto"] = _f(
+        "never", "auto: continue from the run directory's latest complete checkpoint if there is one")
 
     def __post_init__(self) -> None:
         _fill_nested_defaults(self)
@@ -310,9 +321,27 @@ def validate(config: Config) -> None:
     need(config.task.num_eval_prompts >= 1, "task.num_eval_prompts", "must be >= 1")
     need(2 <= config.task.alphabet_size <= 26, "task.alphabet_size", "must be in [2, 26]")
     need(config.task.prompt_letters >= 1, "task.prompt_letters", "must be >= 1")
+    need(config.checkpoint.every_steps >= 0, "checkpoint.every_steps", "must be >= 0")
+    need(config.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
+    need(config.checkpoint.keep_every >= 0, "checkpoint.keep_every", "must be >= 0")
     need(config.ray.num_cpus >= 1, "ray.num_cpus", "must be >= 1")
     need(config.ray.object_store_gib > 0, "ray.object_store_gib", "must be > 0")
 
 
-def samples_per_step(config: Config) -> int:
-    return config.rollout.prompts_per_step * config.rollout.k
+# Keys a resumed run may change: they alter how long it runs and what it reports, not what it learns.
+RESUMABLE_OVERRIDES = ("run.total_steps", "run.log_every", "checkpoint.", "eval.every_steps", "ray.", "resume",
+                       "run.overwrite", "run.output_dir", "run.name")
+
+
+def structural_differences(saved: Config, new: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs, leaving out those a resume may change."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            out.update(flat(v, key + ".") if isinstance(v, dict) else {key: v})
+        return out
+
+    a, b = flat(to_dict(saved)), flat(to_dict(new))
+    return sorted(k for k in a if a[k] != b.get(k) and not any(
+        k == p or (p.endswith(".") and k.startswith(p)) for p in RESUMABLE_OVERRIDES))

@@ -1,8 +1,9 @@
 """The controller: owns the schedule and the run state, and drives the actors.
 
 Synchronous loop: sample K responses per prompt -> K x K preferences -> training targets -> one learner
-step -> weight push every ``sync.every_steps`` -> metrics, evaluation. Each phase is one call into the
-module that owns it, and is timed.
+step -> weight push every ``sync.every_steps`` -> metrics, evaluation -> checkpoint every
+``checkpoint.every_steps``. Each phase is one call into the module that owns it, and is timed. SIGTERM or
+SIGINT finishes the current step, writes a checkpoint and returns (pre-emption looks like that).
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ from actors.preference_service import PreferenceService
 from actors.rollout_worker import RolloutWorker
 from learner.algorithms.registry import build_algorithm
 from orchestration.config import Config, to_dict
+from orchestration.faults import fault_point
 from orchestration.metrics import MetricsLog
 from orchestration.placement import actor_options, check_capacity, start_ray
-from orchestration.policy_model import check_model_path, resolve_policy_model
 from orchestration.progress import Progress
 from orchestration.prompt_stream import PromptStream
-from orchestration.run_dir import create_run_dir, write_json_atomic
+from orchestration.run_checkpoint import save_checkpoint
+from orchestration.run_dir import write_json_atomic
+from orchestration.stop_signals import StopSignals
 from orchestration.win_rate import mean, win_rate_pairs
 from rollout.records import Completion, PreferenceGroup, SamplingSpec
-from tasks.prompts import train_and_eval_prompts
 
 
 @dataclass
@@ -38,8 +40,12 @@ class RunState:
     samples: int = 0
     policy_version: int = 0
     preference_calls: int = 0
-    pushes: list[dict] = field(default_factory=list)
-    win_rates: list[tuple[int, float]] = field(default_factory=list)
+    last_push: dict | None = None
+    win_rates: list[list] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    checkpoint_step: int = -1
+    initial_eval: list[list[Completion]] = field(default_factory=list)
+    initial_eval_score: float | None = None
 
 
 class Timer:
@@ -55,7 +61,7 @@ class Timer:
 
 class Controller:
     def __init__(self, config: Config, run_dir: Path, model_path: str,
-                 prompts: tuple[list[str], list[str]]) -> None:
+                 prompts: tuple[list[str], list[str]], metrics_from_step: int = 0) -> None:
         self.config = config
         self.run_dir = run_dir
         self.model_path = model_path
@@ -63,7 +69,7 @@ class Controller:
         self.train_prompts, self.eval_prompts = prompts
         self.stream = PromptStream(len(self.train_prompts), config.run.seed)
         self.state = RunState()
-        self.metrics = MetricsLog(run_dir)
+        self.metrics = MetricsLog(run_dir, resume_after_step=metrics_from_step)
         self._launch_actors()
 
     # -- actors -------------------------------------------------------------------------------------
@@ -115,8 +121,14 @@ class Controller:
         self.state.policy_version = version
         push = {"version": version, "digest": loaded[0][1], "seconds": time.perf_counter() - start,
                 "step": self.state.step}
-        self.state.pushes.append(push)
+        self.state.last_push = push
         return push
+
+    def push_current_weights(self) -> None:
+        """After a resume: load the learner's weights into every engine under the restored version,
+        before any sampling."""
+        self.state.policy_version -= 1
+        self.push_weights()
 
     def sample_eval(self) -> list[list[Completion]]:
         e = self.config.eval
@@ -143,79 +155,77 @@ class Controller:
 
     def run(self) -> dict:
         c, s = self.config, self.state
-        started = time.perf_counter()
-        initial = self.sample_eval()
-        initial_score = self.eval_score(initial).get("eval_score")
+        started = time.perf_counter() - s.wall_seconds
+        if not s.initial_eval:  # a fresh run; a resumed one restored the initial policy's samples
+            s.initial_eval = self.sample_eval()
+            s.initial_eval_score = self.eval_score(s.initial_eval).get("eval_score")
         spec = SamplingSpec(n=c.rollout.k, temperature=c.rollout.temperature, top_p=c.rollout.top_p,
                             max_tokens=c.rollout.max_tokens, ignore_eos=c.rollout.ignore_eos)
-        progress = Progress(c.run.total_steps, c.run.log_every)
-        while s.step < c.run.total_steps:
-            timer = Timer()
-            step = s.step + 1
-            indices = self.stream.take(c.rollout.prompts_per_step)
-            with timer.phase("generate"):
-                spec.seed = c.run.seed * 1_000_003 + step * 10_007
-                groups = self.rollout(indices, [self.train_prompts[i] for i in indices], spec)
-            with timer.phase("preference"):
-                scored = self.score(groups)
-            batch, batch_metrics = self.algorithm.build_batch(scored)
-            with timer.phase("train"):
-                train_metrics = ray.get(self.learner.train_step.remote(batch))
-            s.step, s.samples = step, s.samples + len(batch)
-            if self.algorithm.reference_resets_after(step):
-                ray.get(self.learner.reset_reference.remote())
-            if step % c.sync.every_steps == 0 or step == c.run.total_steps:
-                with timer.phase("push"):
-                    self.push_weights()
-            row = {**train_metrics, **batch_metrics, **{f"time/{k}": v for k, v in timer.seconds.items()},
-                   "samples": s.samples, "policy_version": s.policy_version,
-                   "preference_calls": s.preference_calls,
-                   "policy_lag": s.policy_version - min(batch.policy_versions),
-                   "samples_per_second": len(batch) / max(sum(timer.seconds.values()), 1e-9)}
-            if c.eval.every_steps and step % c.eval.every_steps == 0 and step < c.run.total_steps:
-                row.update(self.evaluate(initial))
-                s.win_rates.append((step, row["win_rate_vs_initial"]))
-            self.metrics.write(step, row)
-            progress.update(step, row)
-        final_eval = self.evaluate(initial)
+        progress = Progress(c.run.total_steps, c.run.log_every, first_step=s.step)
+        with StopSignals() as stop:
+            while s.step < c.run.total_steps and not stop.requested:
+                timer = Timer()
+                step = s.step + 1
+                indices = self.stream.take(c.rollout.prompts_per_step)
+                with timer.phase("generate"):
+                    spec.seed = c.run.seed * 1_000_003 + step * 10_007
+                    groups = self.rollout(indices, [self.train_prompts[i] for i in indices], spec)
+                with timer.phase("preference"):
+                    scored = self.score(groups)
+                batch, batch_metrics = self.algorithm.build_batch(scored)
+                with timer.phase("train"):
+                    train_metrics = ray.get(self.learner.train_step.remote(batch))
+                fault_point("after_train_step", step)
+                s.step, s.samples = step, s.samples + len(batch)
+                if self.algorithm.reference_resets_after(step):
+                    ray.get(self.learner.reset_reference.remote())
+                if step % c.sync.every_steps == 0 or step == c.run.total_steps:
+                    with timer.phase("push"):
+                        self.push_weights()
+                    fault_point("after_push", step)
+                row = {**train_metrics, **batch_metrics, **{f"time/{k}": v for k, v in timer.seconds.items()},
+                       "samples": s.samples, "policy_version": s.policy_version,
+                       "preference_calls": s.preference_calls,
+                       "policy_lag": s.policy_version - min(batch.policy_versions),
+                       "samples_per_second": len(batch) / max(sum(timer.seconds.values()), 1e-9)}
+                if c.eval.every_steps and step % c.eval.every_steps == 0 and step < c.run.total_steps:
+                    row.update(self.evaluate(s.initial_eval))
+                    s.win_rates.append([step, row["win_rate_vs_initial"]])
+                self.metrics.write(step, row)
+                progress.update(step, row)
+                s.wall_seconds = time.perf_counter() - started
+                if c.checkpoint.every_steps and step % c.checkpoint.every_steps == 0:
+                    save_checkpoint(self)
+            s.wall_seconds = time.perf_counter() - started
+            if stop.requested:
+                if s.checkpoint_step != s.step:
+                    save_checkpoint(self)
+                progress.note(f"stopped by {stop.requested} after step {s.step}; checkpoint step-{s.step} written; "
+                              f"continue with: selfplay resume {self.run_dir}")
+                self.metrics.close()
+                return {"stopped": stop.requested, "steps": s.step}
+        final_eval = self.evaluate(s.initial_eval)
         final = final_eval["win_rate_vs_initial"]
-        s.win_rates.append((s.step, final))
+        if not s.win_rates or s.win_rates[-1][0] != s.step:
+            s.win_rates.append([s.step, final])
         self.metrics.write(s.step, final_eval)
+        s.wall_seconds = time.perf_counter() - started
+        if c.checkpoint.at_end and s.checkpoint_step != s.step:
+            save_checkpoint(self)
         summary = {"algorithm": c.algorithm.name, "steps": s.step, "samples": s.samples,
                    "policy_version": s.policy_version, "win_rate_vs_initial": final,
-                   "wall_seconds": time.perf_counter() - started, "preference_calls": s.preference_calls,
+                   "wall_seconds": s.wall_seconds, "preference_calls": s.preference_calls,
                    "rollout_engine": c.rollout.engine, "win_rate_curve": s.win_rates,
-                   "initial_eval_score": initial_score, "final_eval_score": final_eval.get("eval_score"),
-                   "last_push": s.pushes[-1] if s.pushes else None}
+                   "initial_eval_score": s.initial_eval_score, "final_eval_score": final_eval.get("eval_score"),
+                   "last_push": s.last_push, "last_checkpoint_step": s.checkpoint_step}
         write_json_atomic(self.run_dir / "summary.json", summary)
         progress.close(summary)
         self.metrics.close()
         return summary
 
-
     def shutdown(self) -> None:
         for actor in [*self.rollouts, self.preference, self.learner]:
             ray.kill(actor)
-
-
-def prepare(config: Config) -> Controller:
-    """Check every input before anything starts, then start Ray and the actors."""
-    prompts = train_and_eval_prompts(config.task, config.run.seed)
-    if config.policy.model_path:
-        check_model_path(config.policy.model_path)
-    run_dir = create_run_dir(config)
-    model_path = resolve_policy_model(config, run_dir)
-    start_ray(config)
-    return Controller(config, run_dir, model_path, prompts)
-
-
-def train(config: Config) -> dict:
-    """Run a whole training job; returns the summary also written to ``summary.json``."""
-    controller = prepare(config)
-    try:
-        return controller.run()
-    finally:
-        controller.shutdown()
 
 
 def _shard(items: list[int], parts: int) -> list[list[int]]:

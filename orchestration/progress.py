@@ -8,12 +8,14 @@ from tqdm import tqdm
 
 
 class Progress:
-    def __init__(self, total_steps: int, log_every: int) -> None:
+    def __init__(self, total_steps: int, log_every: int, first_step: int = 0) -> None:
         self.log_every = log_every
         self.total = total_steps
         # On a terminal the bar redraws in place; in a log file it would spam, so only lines are printed.
-        self.bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, leave=False) \
+        self.bar = tqdm(total=total_steps, initial=first_step, unit="step", dynamic_ncols=True, leave=False) \
             if sys.stderr.isatty() else None
+        if first_step:
+            self._print(f"resuming at step {first_step}/{total_steps}")
 
     def update(self, step: int, row: dict) -> None:
         if self.bar is not None:
@@ -36,6 +38,9 @@ class Progress:
         self._print(f"done: {summary['steps']} steps, {summary['samples']} samples, policy version "
                     f"{summary['policy_version']}, win-rate vs initial {summary['win_rate_vs_initial']:.3f}, "
                     f"{summary['wall_seconds']:.0f}s")
+
+    def note(self, line: str) -> None:
+        self._print(line)
 
     def _print(self, line: str) -> None:
         if self.bar is not None:

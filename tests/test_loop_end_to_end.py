@@ -6,7 +6,7 @@ import pytest
 import ray
 
 from orchestration.config import load_config
-from orchestration.controller import prepare
+from orchestration.launch import prepare
 
 pytestmark = pytest.mark.slow
 

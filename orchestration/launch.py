@@ -1,0 +1,116 @@
+"""Start, resume and export runs: check every input before anything starts, then start Ray and the actors."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from orchestration import checkpoint as ckpt
+from orchestration.config import (Config, apply_overrides, config_from_dict, read_yaml, structural_differences,
+                                  to_yaml)
+from orchestration.controller import Controller
+from orchestration.errors import ConfigError, InputError
+from orchestration.placement import start_ray
+from orchestration.policy_model import check_model_path, resolve_policy_model
+from orchestration.run_checkpoint import restore_checkpoint
+from orchestration.run_dir import create_run_dir
+from tasks.prompts import train_and_eval_prompts
+
+
+def _warn(message: str) -> None:
+    print(f"selfplay: warning: {message}", file=sys.stderr, flush=True)
+
+
+def prepare(config: Config) -> Controller:
+    """A fresh run (or, with ``resume=auto`` and a usable checkpoint, the resumed one)."""
+    run_dir = Path(config.run.output_dir) / config.run.name
+    if config.resume == "auto" and (run_dir / "config.yaml").is_file():
+        found = ckpt.find_resumable(run_dir, warn=_warn)
+        if found is not None:
+            return prepare_resume(run_dir, config)
+        _warn(f"resume=auto: {run_dir} has no complete checkpoint; starting it afresh")
+        config.run.overwrite = True
+    prompts = train_and_eval_prompts(config.task, config.run.seed)
+    if config.policy.model_path:
+        check_model_path(config.policy.model_path)
+    run_dir = create_run_dir(config)
+    model_path = resolve_policy_model(config, run_dir)
+    start_ray(config)
+    return Controller(config, run_dir, model_path, prompts)
+
+
+def load_run_config(run_dir: Path, overrides: list[str]) -> tuple[Config, Config]:
+    """(the saved config, the saved config with ``overrides``); overrides may not change what is learnt."""
+    if not (run_dir / "config.yaml").is_file():
+        raise InputError(f"{run_dir} is not a selfplay run directory (no config.yaml)")
+    saved = config_from_dict(read_yaml(run_dir / "config.yaml"))
+    data = apply_overrides(read_yaml(run_dir / "config.yaml"), overrides)
+    data.setdefault("run", {}).update({"output_dir": str(run_dir.parent), "name": run_dir.name})
+    new = config_from_dict(data)
+    return saved, new
+
+
+def prepare_resume(run_dir: Path, config: Config | None = None, overrides: list[str] = ()) -> Controller:
+    saved, new = load_run_config(run_dir, list(overrides))
+    if config is not None:  # resume=auto from `selfplay train`: the given config must match the saved one
+        new = config
+    changed = structural_differences(saved, new)
+    if changed:
+        raise ConfigError(f"cannot resume {run_dir} with a different {', '.join(changed)} (it changes what the "
+                          "run learns); start a new run instead")
+    found = ckpt.find_resumable(run_dir, warn=_warn)
+    if found is None:
+        raise InputError(f"{run_dir} has no complete checkpoint to resume from")
+    ref, manifest = found
+    meta = manifest["meta"]
+    if meta.get("zero_stage") != new.learner.zero_stage or meta.get("world_size") != 1:
+        raise ConfigError(f"checkpoint {ref.path} was written with learner.zero_stage={meta.get('zero_stage')} and "
+                          f"world size {meta.get('world_size')}; this run asks for zero_stage={new.learner.zero_stage}")
+    model_path = meta["model_path"]
+    if not Path(model_path).exists() and (run_dir / "initial_model").is_dir():
+        model_path = str(run_dir / "initial_model")  # the run directory was moved
+    prompts = train_and_eval_prompts(new.task, new.run.seed)
+    (run_dir / "config.yaml").write_text(to_yaml(new), encoding="utf-8")
+    start_ray(new)
+    controller = Controller(new, run_dir, model_path, prompts, metrics_from_step=ref.step)
+    restore_checkpoint(controller, ref)
+    return controller
+
+
+def run_to_end(controller: Controller) -> dict:
+    try:
+        return controller.run()
+    finally:
+        controller.shutdown()
+
+
+def train(config: Config) -> dict:
+    """Run a whole training job; returns the summary also written to ``summary.json``."""
+    return run_to_end(prepare(config))
+
+
+def resume(run_dir: str | Path, overrides: list[str]) -> dict:
+    return run_to_end(prepare_resume(Path(run_dir), overrides=overrides))
+
+
+def export(run_dir: str | Path, out_dir: str | Path, step: int | None = None) -> Path:
+    """Copy a verified checkpoint's policy to ``out_dir`` as a Hugging Face model directory."""
+    run_dir, out = Path(run_dir), Path(out_dir)
+    if step is None:
+        found = ckpt.find_resumable(run_dir, warn=_warn)
+        if found is None:
+            raise InputError(f"{run_dir} has no complete checkpoint to export")
+        ref = found[0]
+    else:
+        ref = ckpt.CheckpointRef(step, ckpt.step_dir(run_dir, step))
+        if not ref.path.is_dir():
+            raise InputError(f"{run_dir} has no checkpoint at step {step}")
+        try:
+            ckpt.verify(ref.path)
+        except ckpt.CheckpointError as exc:
+            raise InputError(str(exc)) from None
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"export directory {out} exists and is not empty")
+    shutil.copytree(ref.path / "policy", out, dirs_exist_ok=True)
+    return out

@@ -1,0 +1,57 @@
+"""Write and restore a whole run's checkpoint: each owner writes its own part (the learner its engine state,
+reference and policy; the controller its counters, data position and the initial policy's eval samples),
+then the manifest and the ``latest`` pointer. The controller's state is msgpack, never pickle."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import fields
+
+import ray
+
+from orchestration import checkpoint as ckpt
+from orchestration.faults import fault_point
+from orchestration.prompt_stream import PromptStream
+from rollout.records import decode, encode
+
+CONTROLLER_FILE = "controller.msgpack"
+
+
+def save_checkpoint(controller) -> None:
+    s = controller.state
+    c = controller.config
+    directory = ckpt.step_dir(controller.run_dir, s.step)
+    if directory.exists():  # left over from a crash at this step: never trusted, rewritten
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    started = time.perf_counter()
+    ray.get(controller.learner.save_checkpoint.remote(str(directory)))
+    fault_point("checkpoint_after_engine", s.step)
+    # Field by field, not dataclasses.asdict: that would turn the Completion records into plain dicts.
+    run_state = {f.name: getattr(s, f.name) for f in fields(s)} | {"checkpoint_step": s.step}
+    state = {"run_state": run_state, "stream": controller.stream.state()}
+    (directory / CONTROLLER_FILE).write_bytes(encode(state))
+    fault_point("checkpoint_before_manifest", s.step)
+    ckpt.write_manifest(directory, s.step, meta={
+        "world_size": 1, "zero_stage": c.learner.zero_stage, "algorithm": c.algorithm.name,
+        "policy_version": s.policy_version, "model_path": controller.model_path})
+    fault_point("checkpoint_before_latest", s.step)
+    ckpt.point_latest(controller.run_dir, s.step)
+    s.checkpoint_step = s.step
+    ckpt.apply_retention(controller.run_dir, c.checkpoint.keep_last, c.checkpoint.keep_every)
+    controller.metrics.write(s.step, {"time/checkpoint": time.perf_counter() - started})
+    fault_point("after_checkpoint", s.step)
+
+
+def restore_checkpoint(controller, ref: ckpt.CheckpointRef) -> None:
+    """Learner state from the checkpoint, controller state likewise, then the weights pushed to every
+    rollout engine before anything is sampled."""
+    ray.get(controller.learner.load_checkpoint.remote(str(ref.path)))
+    state = decode((ref.path / CONTROLLER_FILE).read_bytes())
+    known = {f.name for f in fields(controller.state)}
+    for key, value in state["run_state"].items():
+        if key in known:
+            setattr(controller.state, key, value)
+    controller.stream = PromptStream.from_state(state["stream"])
+    controller.push_current_weights()
