@@ -37,9 +37,11 @@ class TorchEngine:
         attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded],
                                  device=self._device)
         eos = self._tokenizer.eos_token_id
+        sampling = {"do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p, "top_k": 0} \
+            if spec.temperature > 0 else {"do_sample": False}  # temperature 0: greedy, as in vLLM
         out = self._model.generate(
-            input_ids=input_ids, attention_mask=attention, do_sample=True, temperature=spec.temperature,
-            top_p=spec.top_p, top_k=0, max_new_tokens=spec.max_tokens, num_return_sequences=spec.n,
+            input_ids=input_ids, attention_mask=attention, **sampling,
+            max_new_tokens=spec.max_tokens, num_return_sequences=spec.n,
             # ignore_eos: forbid EOS until max_tokens, the closest transformers has to vLLM's flag.
             min_new_tokens=spec.max_tokens if spec.ignore_eos else 0, pad_token_id=pad, eos_token_id=eos)
         groups = []
