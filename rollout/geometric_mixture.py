@@ -1,0 +1,108 @@
+"""The geometric mixture pi^beta(y) ∝ pi(y)^(1-beta) mu(y)^beta that Nash-MD and IPO-MD sample opponents from
+(Munos et al., arXiv 2312.00886; Calandriello et al., arXiv 2403.08635), in two ways.
+
+(a) Token level (TRL's GeometricMixtureWrapper): at every step sample from softmax((1-beta) logits_pi +
+    beta logits_mu). Needs both models at every decoding step. It renormalises at every step, so over
+    sequences it is prod_t pi_t^(1-beta) mu_t^beta / Z_t(prefix): NOT pi^(1-beta) mu^beta / Z in general
+    (the two agree for one-token responses, or when Z_t does not depend on the prefix).
+(b) Sequence level, by self-normalised importance resampling of candidates drawn from pi with weights
+    ∝ exp(beta (log mu(y) - log pi(y))): needs only the sequence log-probs the learner computes anyway, and
+    targets pi^(1-beta) mu^beta / Z exactly as the number of candidates grows (biased for few candidates;
+    watch the effective sample size). If the candidates come from another proposal q (temperature, top-p),
+    pass its log-probs: the weights become pi^(1-beta) mu^beta / q.
+
+Logit functions map ids [B, T] to next-token logits [B, V], so HF models can be wrapped later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+LogitsFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def mix_logits(policy_logits: torch.Tensor, ref_logits: torch.Tensor, beta: float) -> torch.Tensor:
+    """(1 - beta) * policy_logits + beta * ref_logits (softmax of it ∝ pi_t^(1-beta) mu_t^beta)."""
+    return (1 - beta) * policy_logits + beta * ref_logits
+
+
+@torch.no_grad()
+def sample_token_mixture(policy_fn: LogitsFn, ref_fn: LogitsFn, prefix_ids: torch.Tensor, length: int,
+                         beta: float, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """n responses of exactly ``length`` tokens (no EOS stop) after the 1-D prompt ``prefix_ids``,
+    sampled token by token from the mixed logits; returns the response ids [n, length]."""
+    ids = prefix_ids.reshape(1, -1).repeat(n, 1)
+    for _ in range(length):
+        probs = torch.softmax(mix_logits(policy_fn(ids), ref_fn(ids), beta), dim=-1)
+        ids = torch.cat([ids, torch.multinomial(probs, 1, generator=generator)], dim=1)
+    return ids[:, prefix_ids.numel():]
+
+
+def mixture_weights(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float,
+                    proposal_logps: torch.Tensor | None = None) -> torch.Tensor:
+    """Self-normalised weights of candidates for the target pi^(1-beta) mu^beta: with candidates from pi,
+    ∝ exp(beta (ref_logps - policy_logps)); from a proposal q, ∝ pi^(1-beta) mu^beta / q. Log-sum-exp stable."""
+    if proposal_logps is None:
+        log_w = beta * (ref_logps - policy_logps)
+    else:
+        log_w = (1 - beta) * policy_logps + beta * ref_logps - proposal_logps
+    return torch.softmax(log_w.double(), dim=0)
+
+
+def effective_sample_size(weights: torch.Tensor) -> float:
+    """1 / sum w^2 for normalised weights: K for equal weights, 1 when one candidate takes all the mass."""
+    return float(1.0 / (weights ** 2).sum())
+
+
+def resample_sequence_mixture(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float,
+                              num_draws: int, generator: torch.Generator | None = None,
+                              proposal_logps: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """Indices of ``num_draws`` candidates resampled (with replacement) by their mixture weights, and the
+    effective sample size of those weights."""
+    weights = mixture_weights(policy_logps, ref_logps, beta, proposal_logps)
+    indices = torch.multinomial(weights, num_draws, replacement=True, generator=generator)
+    return indices, effective_sample_size(weights)
+
+
+@torch.no_grad()
+def step_logps(logits_fn: LogitsFn, prefix_ids: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits_fn(prefix + y_<t))[y_t] for every response and step: [n, length] (no gradient)."""
+    ids = torch.cat([prefix_ids.reshape(1, -1).expand(len(responses), -1), responses], dim=1)
+    start = prefix_ids.numel()
+    return torch.stack([torch.log_softmax(logits_fn(ids[:, :start + t]), dim=-1)
+                        .gather(1, responses[:, t:t + 1]).squeeze(1)
+                        for t in range(responses.shape[1])], dim=1)
+
+
+def sequence_logps(logits_fn: LogitsFn, prefix_ids: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+    """log p(y | prefix) summed over response tokens: [n]."""
+    return step_logps(logits_fn, prefix_ids, responses).sum(dim=1)
+
+
+def all_sequences(vocab_size: int, length: int) -> torch.Tensor:
+    """Every response of ``length`` tokens, in lexicographic order: [vocab_size ** length, length]."""
+    return torch.cartesian_prod(*[torch.arange(vocab_size)] * length).reshape(-1, length)
+
+
+@torch.no_grad()
+def exact_sequence_mixture(policy_fn: LogitsFn, ref_fn: LogitsFn, prefix_ids: torch.Tensor, length: int,
+                           beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(all responses, pi^(1-beta) mu^beta / Z over them) by enumeration, for a tiny vocab and length."""
+    ys = all_sequences(policy_fn(prefix_ids.reshape(1, -1)).shape[-1], length)
+    log_pi, log_mu = sequence_logps(policy_fn, prefix_ids, ys), sequence_logps(ref_fn, prefix_ids, ys)
+    log_target = (1 - beta) * log_pi + beta * log_mu
+    return ys, torch.softmax(log_target.double(), dim=0)
+
+
+@torch.no_grad()
+def exact_token_mixture(policy_fn: LogitsFn, ref_fn: LogitsFn, prefix_ids: torch.Tensor, length: int,
+                        beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(all responses, prod_t softmax(mix_logits)[y_t]) by enumeration: what sample_token_mixture draws."""
+    ys = all_sequences(policy_fn(prefix_ids.reshape(1, -1)).shape[-1], length)
+
+    def mixed(ids: torch.Tensor) -> torch.Tensor:
+        return mix_logits(policy_fn(ids), ref_fn(ids), beta)
+
+    return ys, sequence_logps(mixed, prefix_ids, ys).double().exp()

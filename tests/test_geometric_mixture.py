@@ -1,0 +1,104 @@
+"""The two geometric-mixture samplers against exact enumeration on a tiny random trigram "model"."""
+
+import torch
+
+from rollout.geometric_mixture import (all_sequences, effective_sample_size, exact_sequence_mixture,
+                                       exact_token_mixture, mix_logits, mixture_weights,
+                                       resample_sequence_mixture, sample_token_mixture, sequence_logps)
+
+VOCAB, LENGTH, BETA = 4, 3, 0.5
+PREFIX = torch.tensor([0, 1])
+
+
+def _trigram(seed: int):
+    # next-token logits from the last two tokens: enough context for the per-step normaliser Z_t to depend
+    # on the prefix, which is what makes the token-level and sequence-level mixtures differ
+    table = 1.5 * torch.randn(VOCAB, VOCAB, VOCAB, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return lambda ids: table[ids[:, -2], ids[:, -1]]
+
+
+POLICY, REF = _trigram(1), _trigram(2)
+
+
+def _histogram(samples: torch.Tensor) -> torch.Tensor:
+    codes = (samples * VOCAB ** torch.arange(samples.shape[1] - 1, -1, -1)).sum(dim=1)  # lexicographic index
+    return torch.bincount(codes, minlength=VOCAB ** samples.shape[1]).double() / len(samples)
+
+
+def _tv(p: torch.Tensor, q: torch.Tensor) -> float:
+    return 0.5 * float((p - q).abs().sum())
+
+
+def test_histogram_index_matches_enumeration_order():
+    ys = all_sequences(VOCAB, LENGTH)
+    assert torch.equal(_histogram(ys), torch.full((VOCAB ** LENGTH,), 1.0 / VOCAB ** LENGTH, dtype=torch.float64))
+
+
+def test_mix_logits_hand_computed():
+    mixed = mix_logits(torch.tensor([2.0, 0.0]), torch.tensor([0.0, 4.0]), 0.25)
+    assert torch.allclose(mixed, torch.tensor([1.5, 1.0]))
+
+
+def test_token_and_sequence_mixtures_coincide_for_one_token():
+    _, token = exact_token_mixture(POLICY, REF, PREFIX, 1, BETA)
+    _, sequence = exact_sequence_mixture(POLICY, REF, PREFIX, 1, BETA)
+    assert torch.allclose(token, sequence, atol=1e-12)
+
+
+def test_exact_targets_differ_on_three_tokens():
+    _, token = exact_token_mixture(POLICY, REF, PREFIX, LENGTH, BETA)
+    _, sequence = exact_sequence_mixture(POLICY, REF, PREFIX, LENGTH, BETA)
+    assert abs(float(token.sum()) - 1) < 1e-12 and abs(float(sequence.sum()) - 1) < 1e-12
+    tv = _tv(token, sequence)
+    print(f"\nTV(token-level mixture, sequence-level mixture), V={VOCAB} L={LENGTH} beta={BETA}: {tv:.4f}")
+    assert tv > 0.05  # clearly different distributions, beyond the samplers' tolerance
+
+
+def test_token_level_sampler_matches_exact_token_mixture():
+    g = torch.Generator().manual_seed(0)
+    samples = sample_token_mixture(POLICY, REF, PREFIX, LENGTH, BETA, n=20_000, generator=g)
+    _, exact = exact_token_mixture(POLICY, REF, PREFIX, LENGTH, BETA)
+    tv = _tv(_histogram(samples), exact)
+    print(f"\nTV(token-level sampler 20k, exact token mixture): {tv:.4f}")
+    assert tv < 0.05
+
+
+def test_resampler_matches_exact_sequence_mixture():
+    g = torch.Generator().manual_seed(0)
+    draws, ess = [], []
+    for _ in range(40):  # 40 candidate sets of 2000 policy samples, 500 draws from each
+        candidates = sample_token_mixture(POLICY, REF, PREFIX, LENGTH, 0.0, n=2000, generator=g)  # beta 0: pi
+        idx, e = resample_sequence_mixture(sequence_logps(POLICY, PREFIX, candidates),
+                                           sequence_logps(REF, PREFIX, candidates), BETA, 500, generator=g)
+        draws.append(candidates[idx])
+        ess.append(e)
+    _, exact = exact_sequence_mixture(POLICY, REF, PREFIX, LENGTH, BETA)
+    _, token = exact_token_mixture(POLICY, REF, PREFIX, LENGTH, BETA)
+    hist = _histogram(torch.cat(draws))
+    tv = _tv(hist, exact)
+    print(f"\nTV(resampler 40 sets x 2000 candidates -> 20k draws, exact sequence mixture): {tv:.4f}; "
+          f"TV(same draws, exact token mixture): {_tv(hist, token):.4f}; "
+          f"ESS mean {sum(ess) / len(ess):.0f}, min {min(ess):.0f} of 2000")
+    assert tv < 0.05
+    assert tv < _tv(hist, token)  # it targets the sequence-level mixture, not the token-level one
+    assert all(1 <= e <= 2000 for e in ess)  # heavy-tailed weights: some sets fall far below the mean
+
+
+def test_weights_hand_computed_and_ess():
+    # candidates from pi: w ∝ exp(beta (log mu - log pi)) = exp(0.5 * (0, 2)) -> (1, e) / (1 + e)
+    w = mixture_weights(torch.tensor([-1.0, -3.0]), torch.tensor([-1.0, -1.0]), 0.5)
+    e = torch.exp(torch.tensor(1.0, dtype=torch.float64))
+    assert torch.allclose(w, torch.stack([1 / (1 + e), e / (1 + e)]))
+    assert effective_sample_size(torch.full((4,), 0.25)) == 4.0
+    assert abs(effective_sample_size(torch.tensor([1.0, 0.0])) - 1.0) < 1e-12
+    # huge log-probs (summed over many tokens) stay finite
+    w = mixture_weights(torch.tensor([-5000.0, -9000.0]), torch.tensor([-5000.0, -5000.0]), 1.0)
+    assert torch.isfinite(w).all() and float(w[1]) == 1.0
+
+
+def test_proposal_logps_correct_for_a_different_sampler():
+    # candidates from q = mu itself: the weights must be pi^(1-beta) mu^beta / mu
+    pi, mu = torch.tensor([-0.5, -2.0]), torch.tensor([-1.0, -0.2])
+    w = mixture_weights(pi, mu, 0.3, proposal_logps=mu)
+    expected = torch.softmax((0.7 * pi + 0.3 * mu - mu).double(), 0)
+    assert torch.allclose(w, expected)
