@@ -52,6 +52,14 @@ def losses(run_dir):
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
+def tensorboard_steps(run_dir, tag="loss"):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return [e.step for e in events.Scalars(tag)]
+
+
 def final(run_dir):
     return json.loads((run_dir / "summary.json").read_text())
 
@@ -69,6 +77,7 @@ def straight(selfplay_cli, tmp_path_factory):
 def assert_same_as_straight(run_dir, straight):
     _, straight_losses, straight_summary = straight
     assert losses(run_dir) == straight_losses  # bitwise: floats round-trip exactly through JSON
+    assert tensorboard_steps(run_dir) == list(range(1, STEPS + 1))  # no gap, no duplicate after the resume
     summary = final(run_dir)
     assert summary["last_push"]["digest"] == straight_summary["last_push"]["digest"]
     for key in ("steps", "samples", "policy_version", "win_rate_vs_initial"):
@@ -196,3 +205,13 @@ def test_resume_can_extend_a_finished_run(selfplay_cli, tmp_path, straight):
     assert "resuming at step 16/20" in out
     assert sorted(losses(run_dir)) == list(range(1, 21))
     assert final(run_dir)["steps"] == 20 and final(run_dir)["policy_version"] == 20
+
+
+def test_export_cli(selfplay_cli, tmp_path, straight):
+    rc, out, err = run_cli(selfplay_cli, ["export", str(straight[0]), str(tmp_path / "m"), "--step", "12"], tmp_path)
+    assert rc == 0, err
+    assert (tmp_path / "m" / "model.safetensors").is_file() and (tmp_path / "m" / "tokenizer.json").is_file()
+    rc, _, err = run_cli(selfplay_cli, ["export", str(straight[0]), str(tmp_path / "n"), "--step", "7"], tmp_path)
+    assert rc == 2 and "has no checkpoint at step 7" in err
+    rc, _, err = run_cli(selfplay_cli, ["export", str(straight[0]), str(tmp_path / "m")], tmp_path)
+    assert rc == 2 and "is not empty" in err
