@@ -32,11 +32,53 @@ class LearnerWorker:
     def export_weights(self, version: int, bucket_bytes: int) -> list[WeightBucket]:
         return self._learner.export_weights(version, bucket_bytes)
 
+    # -- weight transport (see actors/weight_transport.py for the calling order) ----------------------
+
+    def open_weight_transport(self, kind: str, num_receivers: int, bucket_bytes: int,
+                              timeout_s: float = 600.0) -> dict:
+        """Prepare transport ``kind`` for ``num_receivers`` engines; returns the endpoint they connect with.
+        Only rank 0 sends; other ranks only take part in the parameter gathers of each push."""
+        from rollout.transport import build_sender
+
+        self.close_weight_transport()
+        self._transport_open = True
+        if self._rank != 0:
+            return {}
+        self._sender = build_sender(kind, bucket_bytes=bucket_bytes, timeout_s=timeout_s)
+        return self._sender.open(num_receivers, host=ray.util.get_node_ip_address())
+
+    def connect_weight_transport(self) -> None:
+        """Join the group as rank 0: a collective with every rollout worker's ``connect_weight_transport``."""
+        if getattr(self, "_sender", None) is not None:
+            self._sender.connect()
+
+    def send_weights(self, version: int):
+        """Push the current policy as ``version``: a collective with every rollout worker's ``receive_weights``
+        for the broadcast transport. Returns ``rollout.transport.PushStats`` (``.as_dict()`` for metrics)."""
+        if not getattr(self, "_transport_open", False):
+            raise RuntimeError("open_weight_transport was not called on this learner")
+        if self._rank != 0:
+            for _ in self._learner.full_parameters():  # ZeRO-3 gathers are collectives of every learner rank
+                pass
+            return None
+        return self._learner.send_weights(self._sender, version)
+
+    def close_weight_transport(self) -> None:
+        sender = getattr(self, "_sender", None)
+        if sender is not None:
+            sender.close()
+        self._sender = None
+        self._transport_open = False
+
     def weights_digest(self) -> str:
         return self._learner.weights_digest()
 
     def reset_reference(self) -> None:
         self._learner.reset_reference()
+
+    def policy_and_reference_logprobs(self, prompts: list[list[int]], responses: list[list[int]]
+                                      ) -> tuple[list[float], list[float]]:
+        return self._learner.policy_and_reference_logprobs(prompts, responses)
 
     def save_checkpoint(self, directory: str) -> None:
         self._learner.save_checkpoint(directory, self._rank)

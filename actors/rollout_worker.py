@@ -9,10 +9,11 @@ from rollout.records import Completion, SamplingSpec, WeightBucket
 
 @ray.remote
 class RolloutWorker:
-    def __init__(self, engine: str, model_path: str, dtype: str, seed: int, vllm_options: dict) -> None:
+    def __init__(self, engine: str, model_path: str, dtype: str, seed: int, vllm_options: dict,
+                 reference_path: str | None = None) -> None:
         from rollout.engine import build_engine
 
-        self._engine = build_engine(engine, model_path, dtype, seed, vllm_options)
+        self._engine = build_engine(engine, model_path, dtype, seed, vllm_options, reference_path)
         self._digest = ""
 
     def generate(self, prompts: list[str], prompt_indices: list[int], spec: SamplingSpec
@@ -24,8 +25,38 @@ class RolloutWorker:
         self._digest = self._engine.load_weights(buckets)
         return self._engine.policy_version, self._digest
 
+    # -- weight transport (see actors/weight_transport.py for the calling order) ----------------------
+
+    def connect_weight_transport(self, kind: str, endpoint: dict, rank: int) -> None:
+        """Join the learner's transport as ``rank`` (1..number of rollout workers). A collective: the learner's
+        ``connect_weight_transport`` and every other worker's must be submitted before any is awaited."""
+        self._engine.connect_weight_transport(kind, endpoint, rank)
+
+    def receive_weights(self, version: int, source: list | None = None) -> tuple[int, str]:
+        """Receive push ``version``; returns (policy version, digest of the loaded tensors). ``source``:
+        ``[learner.send_weights.remote(version)]``, the ObjectRef wrapped in a list so Ray hands it over
+        unresolved (broadcast ignores it; the object store reads the buckets through it)."""
+        self._digest = self._engine.receive_weights(version, source)
+        return self._engine.policy_version, self._digest
+
+    def close_weight_transport(self) -> None:
+        self._engine.close_weight_transport()
+
     def weights_state(self) -> tuple[int, str]:
         return self._engine.policy_version, self._digest
 
     def sequence_logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:
         return self._engine.sequence_logprobs(token_ids)
+
+    def generate_mixture(self, prompts: list[str], prompt_indices: list[int], spec: SamplingSpec, beta: float
+                         ) -> list[list[Completion]]:
+        return self._engine.generate_mixture(prompts, prompt_indices, spec, beta)
+
+    def next_token_logprobs(self, prefixes: list[str], token_ids: list[int]) -> list[list[float]]:
+        return self._engine.next_token_logprobs(prefixes, token_ids)
+
+    def tokenize(self, texts: list[str], special_tokens: bool = True) -> list[list[int]]:
+        return self._engine.tokenize(texts, special_tokens)
+
+    def render_chat(self, conversations: list[list[dict]]) -> list[str]:
+        return self._engine.render_chat(conversations)

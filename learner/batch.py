@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rollout.records import Completion
+
 
 @dataclass
 class TrainingBatch:
@@ -35,3 +37,40 @@ class TrainingBatch:
                               self.policy_versions[a:b], {k: v[a:b] for k, v in self.fields.items()},
                               self.group_size)
                 for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def pair_batch(pairs: list[tuple[Completion, Completion, float]], prompt_token_ids: list[list[int]] | None = None
+               ) -> TrainingBatch:
+    """Pairs (first, second, p = P(first > second)) as consecutive sequences, group_size 2; ``p`` and the
+    response length are per-sequence fields (each pair's p repeated on both of its sequences).
+    ``prompt_token_ids`` overrides the prompt of each pair (DRIFT trains on x, not on its repair prompt)."""
+    prompts, responses, versions, p_values, lengths = [], [], [], [], []
+    for i, (first, second, p) in enumerate(pairs):
+        prompt = prompt_token_ids[i] if prompt_token_ids is not None else first.prompt_token_ids
+        for c in (first, second):
+            prompts.append(prompt)
+            responses.append(c.response_token_ids)
+            versions.append(c.policy_version)
+            p_values.append(p)
+            lengths.append(max(len(c.response_token_ids), 1))
+    return TrainingBatch(prompts, responses, versions,
+                         {"p": np.asarray(p_values, dtype=np.float32),
+                          "length": np.asarray(lengths, dtype=np.float32)}, group_size=2)
+
+
+def labelled_pairs(groups, labels: str, rng: np.random.Generator) -> list[tuple[Completion, Completion, float]]:
+    """(first, second, p) from two-response groups. ``soft`` keeps p = P(first > second); ``hard`` draws the
+    winner with probability p (as a noisy annotator would) and puts it first with p = 1, which matches the
+    soft target in expectation (taking the argmax of p would not)."""
+    pairs = []
+    for g in groups:
+        a, b, p = g.completions[0], g.completions[1], float(g.matrix[0, 1])
+        if labels == "hard":
+            a, b, p = (a, b, 1.0) if rng.random() < p else (b, a, 1.0)
+        pairs.append((a, b, p))
+    return pairs
+
+
+def first_second(values):
+    """(values of the first sequences, values of the second sequences) of a pair batch."""
+    return values[0::2], values[1::2]

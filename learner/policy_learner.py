@@ -112,6 +112,19 @@ class PolicyLearner:
             totals["grad_norm"] = float(grad_norm)
         return totals
 
+    @torch.no_grad()
+    def policy_and_reference_logprobs(self, prompts: list[list[int]], responses: list[list[int]],
+                                      chunk: int = 64) -> tuple[list[float], list[float]]:
+        """Summed response log-probs under the policy and the reference (sequence-level mixture weights)."""
+        self.engine.eval()
+        policy, reference = [], []
+        for start in range(0, len(prompts), chunk):
+            ids, attention, mask = (t.to(self.device) for t in pad_sequences(
+                prompts[start:start + chunk], responses[start:start + chunk], self.pad_id))
+            policy += response_logprobs(self.engine, ids, attention, mask, "sum").tolist()
+            reference += response_logprobs(self.reference, ids, attention, mask, "sum").tolist()
+        return policy, reference
+
     # -- parameters ---------------------------------------------------------------------------------
 
     def full_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
@@ -124,6 +137,23 @@ class PolicyLearner:
                     yield name, param.detach().to("cpu").clone()
             else:
                 yield name, param.detach().to("cpu")
+
+    def device_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(HF name, full tensor on the learner's device) one at a time, without a copy; each tensor is valid
+        only until the next is requested (under ZeRO-3 it is released when its gather ends)."""
+        import deepspeed
+
+        for name, param in self.engine.module.named_parameters():
+            if self.zero_stage == 3:
+                with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                    yield name, param.detach()
+            else:
+                yield name, param.detach()
+
+    def send_weights(self, sender, version: int):
+        """Push the full policy as ``version`` through a ``rollout.transport`` sender; returns its PushStats.
+        Streaming senders get on-device tensors, the others stable CPU copies."""
+        return sender.send(version, self.device_parameters() if sender.streaming else self.full_parameters())
 
     def export_weights(self, version: int, bucket_bytes: int) -> list[WeightBucket]:
         return pack_buckets(self.full_parameters(), version, bucket_bytes)

@@ -87,11 +87,67 @@ class SPPOConfig:
 
 
 @dataclass
+class MixtureConfig:
+    beta: float = _f(0.5, "geometric-mixture coefficient beta: pi^beta ∝ pi^(1-beta) mu^beta (TRL mixture_coef)")
+    sampler: Literal["auto", "token", "sequence"] = _f(
+        "auto", "token: exact token-level mixing (torch engine); sequence: importance resampling of policy "
+                "samples (any engine); auto: token with the torch engine, sequence with vLLM")
+    candidates: int = _f(8, "sequence sampler: policy samples per prompt to resample the opponent from")
+
+
+@dataclass
+class NashMDConfig:
+    tau: float = _f(0.1, "KL regularisation tau (TRL: beta)")
+    mixture: MixtureConfig = _f(None, "the opponent's geometric mixture")
+
+
+@dataclass
+class IPOConfig:
+    tau: float = _f(0.1, "IPO regularisation tau; the target margin is (p - 1/2)/tau")
+    labels: Literal["soft", "hard"] = _f("soft", "soft: regress on p; hard: winner drawn with probability p")
+    mixture: MixtureConfig = _f(None, "IPO-MD's sampling mixture (online_ipo samples the policy: beta 0)")
+
+
+@dataclass
+class DPOConfig:
+    beta: float = _f(0.1, "DPO inverse temperature beta")
+    labels: Literal["hard", "soft"] = _f("hard", "hard: winner by the preference; soft: cross-entropy on p")
+
+
+@dataclass
+class OSPConfig:
+    beta: float = _f(0.1, "inverse temperature of the soft-preference loss")
+    judge_template: str = _f("{prompt} {a} {b}", "self-judge prompt; {prompt}, {a}, {b} are filled in")
+    verdict_a: str = _f("a", "the word (one token) by which the judge prefers the first response")
+    verdict_b: str = _f("b", "the word (one token) by which the judge prefers the second response")
+    iteration_steps: int = _f(0, "reset the reference to the policy every N steps (0: fixed reference)")
+
+
+@dataclass
+class DRIFTConfig:
+    beta: float = _f(0.1, "DPO beta of the DRIFT loss")
+    alpha: float = _f(0.001, "weight of the NLL term on the chosen response")
+    iteration_steps: int = _f(10, "learner steps per iteration; the reference resets after each")
+    data_path: str | None = _f(
+        None, "WildFeedback-format JSONL (prompt messages, rejected, user_preference); empty: synthetic DSAT "
+              "data for the built-in task")
+    condition_template: str = _f("{prompt} {rejected} {complaint}",
+                                 "prompt that asks the policy for an improved answer")
+    filter_threshold: float = _f(0.0, "keep a positive only if P(positive > rejected) exceeds this (0: off)")
+
+
+@dataclass
 class AlgorithmConfig:
-    name: Literal["sppo"] = _f("sppo", "self-play algorithm")
+    name: Literal["sppo", "nash_md", "online_ipo", "ipo_md", "drift", "osp", "dpo"] = _f(
+        "sppo", "self-play algorithm")
     logprob_reduction: Literal["sum", "mean"] = _f(
-        "sum", "how response log-probs are reduced over tokens (SPPO theory: sum)")
+        "sum", "how response log-probs are reduced over tokens (sum for SPPO, Nash-MD, online IPO)")
     sppo: SPPOConfig = _f(None, "SPPO options")
+    nash_md: NashMDConfig = _f(None, "Nash-MD options")
+    ipo: IPOConfig = _f(None, "online IPO / IPO-MD options")
+    dpo: DPOConfig = _f(None, "online DPO baseline options")
+    osp: OSPConfig = _f(None, "OSP options")
+    drift: DRIFTConfig = _f(None, "DRIFT options")
 
 
 @dataclass
@@ -108,6 +164,9 @@ class LearnerConfig:
 class SyncConfig:
     every_steps: int = _f(1, "push learner weights to the rollout workers every N steps")
     bucket_mb: int = _f(64, "weight push bucket size in MiB")
+    transport: Literal["broadcast", "object_store"] = _f(
+        "broadcast", "broadcast: a torch.distributed group of the learner and the engines (gloo on CPU, NCCL on "
+                     "GPU); object_store: safetensors buckets through Ray's object store")
 
 
 @dataclass
@@ -311,6 +370,24 @@ def validate(config: Config) -> None:
     need(config.preference.sharpness > 0, "preference.sharpness", "must be > 0")
     need(config.algorithm.sppo.eta > 0, "algorithm.sppo.eta", "must be > 0")
     need(config.algorithm.sppo.iteration_steps >= 1, "algorithm.sppo.iteration_steps", "must be >= 1")
+    a = config.algorithm
+    need(a.nash_md.tau > 0, "algorithm.nash_md.tau", "must be > 0")
+    need(a.ipo.tau > 0, "algorithm.ipo.tau", "must be > 0")
+    need(a.dpo.beta > 0, "algorithm.dpo.beta", "must be > 0")
+    need(a.osp.beta > 0, "algorithm.osp.beta", "must be > 0")
+    need(a.drift.beta > 0, "algorithm.drift.beta", "must be > 0")
+    need(a.drift.iteration_steps >= 1, "algorithm.drift.iteration_steps", "must be >= 1")
+    need(a.osp.iteration_steps >= 0, "algorithm.osp.iteration_steps", "must be >= 0")
+    need(0 <= a.drift.filter_threshold < 1, "algorithm.drift.filter_threshold", "must be in [0, 1)")
+    for key in ("nash_md", "ipo"):
+        m = getattr(a, key).mixture
+        need(0 <= m.beta <= 1, f"algorithm.{key}.mixture.beta", "must be in [0, 1]")
+        need(m.candidates >= 2, f"algorithm.{key}.mixture.candidates", "must be >= 2")
+    for key, template, fields in (("osp.judge_template", a.osp.judge_template, ("prompt", "a", "b")),
+                                  ("drift.condition_template", a.drift.condition_template,
+                                   ("prompt", "rejected", "complaint"))):
+        need(all("{" + f + "}" in template for f in fields), f"algorithm.{key}",
+             "must contain " + ", ".join("{" + f + "}" for f in fields))
     need(config.learner.lr > 0, "learner.lr", "must be > 0")
     need(config.learner.micro_batch_size >= 1, "learner.micro_batch_size", "must be >= 1")
     need(config.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage", "must be 0, 1, 2 or 3")
@@ -330,7 +407,7 @@ def validate(config: Config) -> None:
 
 # Keys a resumed run may change: they alter how long it runs and what it reports, not what it learns.
 RESUMABLE_OVERRIDES = ("run.total_steps", "run.log_every", "checkpoint.", "eval.every_steps", "ray.", "resume",
-                       "run.overwrite", "run.output_dir", "run.name")
+                       "run.overwrite", "run.output_dir", "run.name", "sync.transport", "sync.bucket_mb")
 
 
 def structural_differences(saved: Config, new: Config) -> list[str]:

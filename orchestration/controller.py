@@ -14,11 +14,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import ray
 
 from actors.learner_worker import LearnerWorker
 from actors.preference_service import PreferenceService
 from actors.rollout_worker import RolloutWorker
+from actors.weight_transport import close_weight_transport, open_weight_transport, push_weights
 from learner.algorithms.registry import build_algorithm
 from orchestration.config import Config, to_dict
 from orchestration.faults import fault_point
@@ -30,7 +32,9 @@ from orchestration.run_checkpoint import save_checkpoint
 from orchestration.run_dir import write_json_atomic
 from orchestration.stop_signals import StopSignals
 from orchestration.win_rate import mean, win_rate_pairs
-from rollout.records import Completion, PreferenceGroup, SamplingSpec
+from orchestration.experience import Experience
+from rollout.records import Completion, SamplingSpec
+from tasks.dsat import DSATExample
 
 
 @dataclass
@@ -46,6 +50,8 @@ class RunState:
     checkpoint_step: int = -1
     initial_eval: list[list[Completion]] = field(default_factory=list)
     initial_eval_score: float | None = None
+    rejected_groups: int = 0
+    rejected_batches: int = 0
 
 
 class Timer:
@@ -61,16 +67,22 @@ class Timer:
 
 class Controller:
     def __init__(self, config: Config, run_dir: Path, model_path: str,
-                 prompts: tuple[list[str], list[str]], metrics_from_step: int = 0) -> None:
+                 prompts: tuple[list[str], list[str]], metrics_from_step: int = 0,
+                 dsat: list[DSATExample] | None = None) -> None:
         self.config = config
         self.run_dir = run_dir
         self.model_path = model_path
         self.algorithm = build_algorithm(config)
         self.train_prompts, self.eval_prompts = prompts
-        self.stream = PromptStream(len(self.train_prompts), config.run.seed)
+        self.dsat = dsat or []
         self.state = RunState()
         self.metrics = MetricsLog(run_dir, resume_after_step=metrics_from_step)
         self._launch_actors()
+        # DRIFT draws from its dissatisfied conversations, the others from the task's prompts.
+        self.dsat_prompts = ray.get(self.rollouts[0].render_chat.remote([e.prompt for e in self.dsat])) \
+            if self.dsat else []
+        self.stream = PromptStream(len(self.dsat) if self.dsat else len(self.train_prompts), config.run.seed)
+        self.experience = Experience(self)
 
     # -- actors -------------------------------------------------------------------------------------
 
@@ -78,9 +90,13 @@ class Controller:
         c = self.config
         check_capacity(c)
         vllm_options = to_dict(c)["rollout"]["vllm"]
+        # Exact token-level mixture sampling runs in the torch engine next to the fixed reference mu.
+        needs = self.algorithm.needs
+        mixing = needs.sample_from == "mixture" or needs.opponent == "mixture"
+        reference = self.model_path if mixing and c.rollout.engine == "torch" else None
         self.rollouts = [
             RolloutWorker.options(**actor_options("rollout")).remote(
-                c.rollout.engine, self.model_path, c.policy.dtype, c.run.seed + i, vllm_options)
+                c.rollout.engine, self.model_path, c.policy.dtype, c.run.seed + i, vllm_options, reference)
             for i in range(c.rollout.num_workers)]
         self.preference = PreferenceService.options(**actor_options("preference")).remote(
             c.preference.kind, {"sharpness": c.preference.sharpness, "alphabet_size": c.task.alphabet_size})
@@ -89,11 +105,14 @@ class Controller:
             to_dict(c), self.model_path, 0, 1, "127.0.0.1", _free_port(), sequences)
         # Surface start-up errors (bad model, engine refusal) before the loop starts.
         ray.get([w.weights_state.remote() for w in self.rollouts] + [self.learner.weights_digest.remote()])
+        open_weight_transport(self.learner, self.rollouts, c.sync.transport, c.sync.bucket_mb * 2**20)
 
     # -- phases -------------------------------------------------------------------------------------
 
-    def rollout(self, indices: list[int], prompts: list[str], spec: SamplingSpec) -> list[list[Completion]]:
-        """Split prompts round-robin-free into contiguous shards, one per worker; keeps prompt order."""
+    def rollout(self, indices: list[int], prompts: list[str], spec: SamplingSpec,
+                mixture_beta: float | None = None) -> list[list[Completion]]:
+        """Contiguous shards of the prompts, one per worker, in prompt order; from the policy, or from the
+        token-level geometric mixture with the reference when ``mixture_beta`` is given."""
         shards = _shard(list(range(len(prompts))), len(self.rollouts))
         futures = []
         for worker, shard in zip(self.rollouts, shards):
@@ -101,28 +120,22 @@ class Controller:
                 continue
             shard_spec = SamplingSpec(**{**spec.__dict__,
                                          "seed": None if spec.seed is None else spec.seed + shard[0]})
-            futures.append(worker.generate.remote([prompts[i] for i in shard], [indices[i] for i in shard],
-                                                  shard_spec))
+            args = ([prompts[i] for i in shard], [indices[i] for i in shard], shard_spec)
+            futures.append(worker.generate.remote(*args) if mixture_beta is None
+                           else worker.generate_mixture.remote(*args, mixture_beta))
         return [group for groups in ray.get(futures) for group in groups]
 
-    def score(self, groups: list[list[Completion]]) -> list[PreferenceGroup]:
-        matrices, calls = ray.get(self.preference.matrices.remote(groups))
-        self.state.preference_calls += calls
-        return [PreferenceGroup(g, m) for g, m in zip(groups, matrices)]
-
     def push_weights(self) -> dict:
-        """Send the learner's weights to every rollout worker as version ``policy_version + 1``."""
+        """Send the learner's weights to every rollout worker as version ``policy_version + 1``, through the
+        configured transport; every worker must report that version and the same digest."""
         version = self.state.policy_version + 1
-        start = time.perf_counter()
-        buckets = self.learner.export_weights.remote(version, self.config.sync.bucket_mb * 2**20)
-        loaded = ray.get([w.load_weights.remote(buckets) for w in self.rollouts])
+        push = push_weights(self.learner, self.rollouts, version)
+        loaded = push.pop("loaded")
         if {v for v, _ in loaded} != {version} or len({d for _, d in loaded}) != 1:
             raise RuntimeError(f"weight push {version} left the rollout workers inconsistent: {loaded}")
         self.state.policy_version = version
-        push = {"version": version, "digest": loaded[0][1], "seconds": time.perf_counter() - start,
-                "step": self.state.step}
-        self.state.last_push = push
-        return push
+        self.state.last_push = {**push, "digest": loaded[0][1], "step": self.state.step}
+        return self.state.last_push
 
     def push_current_weights(self) -> None:
         """After a resume: load the learner's weights into every engine under the restored version,
@@ -159,20 +172,21 @@ class Controller:
         if not s.initial_eval:  # a fresh run; a resumed one restored the initial policy's samples
             s.initial_eval = self.sample_eval()
             s.initial_eval_score = self.eval_score(s.initial_eval).get("eval_score")
-        spec = SamplingSpec(n=c.rollout.k, temperature=c.rollout.temperature, top_p=c.rollout.top_p,
-                            max_tokens=c.rollout.max_tokens, ignore_eos=c.rollout.ignore_eos)
         progress = Progress(c.run.total_steps, c.run.log_every, first_step=s.step)
         with StopSignals() as stop:
             while s.step < c.run.total_steps and not stop.requested:
                 timer = Timer()
                 step = s.step + 1
                 indices = self.stream.take(c.rollout.prompts_per_step)
-                with timer.phase("generate"):
-                    spec.seed = c.run.seed * 1_000_003 + step * 10_007
-                    groups = self.rollout(indices, [self.train_prompts[i] for i in indices], spec)
-                with timer.phase("preference"):
-                    scored = self.score(groups)
-                batch, batch_metrics = self.algorithm.build_batch(scored)
+                with timer.phase("experience"):
+                    scored, experience_metrics = self.experience.collect(indices, step)
+                if not scored:  # every group's preferences were invalid: the batch is rejected, the run goes on
+                    s.rejected_batches += 1
+                    if s.rejected_batches > 100:
+                        raise RuntimeError("100 batches in a row had no valid preference: check the preference model")
+                    continue
+                batch, batch_metrics = self.algorithm.build_batch(scored, np.random.default_rng([c.run.seed, step]))
+                batch_metrics.update(experience_metrics)
                 with timer.phase("train"):
                     train_metrics = ray.get(self.learner.train_step.remote(batch))
                 fault_point("after_train_step", step)
@@ -185,7 +199,7 @@ class Controller:
                     fault_point("after_push", step)
                 row = {**train_metrics, **batch_metrics, **{f"time/{k}": v for k, v in timer.seconds.items()},
                        "samples": s.samples, "policy_version": s.policy_version,
-                       "preference_calls": s.preference_calls,
+                       "preference_calls": s.preference_calls, "rejected_batches": s.rejected_batches,
                        "policy_lag": s.policy_version - min(batch.policy_versions),
                        "samples_per_second": len(batch) / max(sum(timer.seconds.values()), 1e-9)}
                 if c.eval.every_steps and step % c.eval.every_steps == 0 and step < c.run.total_steps:
@@ -224,6 +238,10 @@ class Controller:
         return summary
 
     def shutdown(self) -> None:
+        try:
+            close_weight_transport(self.learner, self.rollouts)
+        except Exception:  # an actor already dead: killing them below is all that is left to do
+            pass
         for actor in [*self.rollouts, self.preference, self.learner]:
             ray.kill(actor)
 

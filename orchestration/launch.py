@@ -15,6 +15,7 @@ from orchestration.placement import start_ray
 from orchestration.policy_model import check_model_path, resolve_policy_model
 from orchestration.run_checkpoint import restore_checkpoint
 from orchestration.run_dir import create_run_dir
+from tasks.dsat import load_wildfeedback_jsonl, synthetic_sorting_dsat
 from tasks.prompts import train_and_eval_prompts
 
 
@@ -32,12 +33,25 @@ def prepare(config: Config) -> Controller:
         _warn(f"resume=auto: {run_dir} has no complete checkpoint; starting it afresh")
         config.run.overwrite = True
     prompts = train_and_eval_prompts(config.task, config.run.seed)
+    dsat = dsat_examples(config, prompts[0])
     if config.policy.model_path:
         check_model_path(config.policy.model_path)
     run_dir = create_run_dir(config)
     model_path = resolve_policy_model(config, run_dir)
     start_ray(config)
-    return Controller(config, run_dir, model_path, prompts)
+    return Controller(config, run_dir, model_path, prompts, dsat=dsat)
+
+
+def dsat_examples(config: Config, train_prompts: list[str]) -> list | None:
+    """DRIFT's conversations: the configured WildFeedback file, or synthetic ones for the built-in task."""
+    if config.algorithm.name != "drift":
+        return None
+    if config.algorithm.drift.data_path:
+        return load_wildfeedback_jsonl(config.algorithm.drift.data_path)
+    if config.task.prompts_path:
+        raise ConfigError("algorithm.drift.data_path is required when task.prompts_path is set "
+                          "(synthetic DRIFT data exists only for the built-in task)")
+    return synthetic_sorting_dsat(train_prompts, config.task.alphabet_size)
 
 
 def load_run_config(run_dir: Path, overrides: list[str]) -> tuple[Config, Config]:
@@ -71,9 +85,10 @@ def prepare_resume(run_dir: Path, config: Config | None = None, overrides: list[
     if not Path(model_path).exists() and (run_dir / "initial_model").is_dir():
         model_path = str(run_dir / "initial_model")  # the run directory was moved
     prompts = train_and_eval_prompts(new.task, new.run.seed)
+    dsat = dsat_examples(new, prompts[0])
     (run_dir / "config.yaml").write_text(to_yaml(new), encoding="utf-8")
     start_ray(new)
-    controller = Controller(new, run_dir, model_path, prompts, metrics_from_step=ref.step)
+    controller = Controller(new, run_dir, model_path, prompts, metrics_from_step=ref.step, dsat=dsat)
     restore_checkpoint(controller, ref)
     return controller
 

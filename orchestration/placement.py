@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import ray
 
@@ -50,7 +51,11 @@ def check_capacity(config: Config) -> None:
     roles = ["learner", "preference"] + ["rollout"] * config.rollout.num_workers
     need_cpu = sum(actor_options(role)["num_cpus"] for role in roles)
     need_gpu = sum(actor_options(role)["num_gpus"] for role in roles)
+    deadline = time.monotonic() + 30  # actors killed a moment ago release their resources asynchronously
     free = ray.available_resources()
+    while (need_cpu > free.get("CPU", 0) or need_gpu > free.get("GPU", 0)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        free = ray.available_resources()
     if need_cpu > free.get("CPU", 0) or need_gpu > free.get("GPU", 0):
         raise SelfplayError(
             f"the Ray cluster has {free.get('CPU', 0):g} free CPUs and {free.get('GPU', 0):g} GPUs, but the learner, "

@@ -24,8 +24,11 @@ class Progress:
                                  sps=f"{row.get('samples_per_second', 0):.0f}")
         if step % self.log_every == 0 or step == self.total or "win_rate_vs_initial" in row:
             line = (f"step {step}/{self.total} | samples/s {row.get('samples_per_second', 0):.1f} | "
-                    f"loss {row.get('loss', float('nan')):.4f} | p_win chosen "
-                    f"{row.get('p_win_chosen', float('nan')):.3f} | version {row.get('policy_version')}")
+                    f"loss {row.get('loss', float('nan')):.4f} | version {row.get('policy_version')}")
+            for key, label in (("p_win_chosen", "p_win chosen"), ("p_win_vs_mixture", "p_win vs mixture"),
+                               ("accuracy", "accuracy"), ("osp/judge_agreement", "judge agreement")):
+                if key in row:
+                    line += f" | {label} {row[key]:.3f}"
             if "win_rate_vs_initial" in row:
                 line += f" | win-rate vs initial {row['win_rate_vs_initial']:.3f}"
             if "eval_score" in row:

@@ -25,13 +25,35 @@ class RolloutEngine(Protocol):
         """log p(token_t | tokens_<t) for t >= 1 of each sequence: a behavioural weight fingerprint."""
         ...
 
+    def next_token_logprobs(self, prefixes: list[str], token_ids: list[int]) -> list[list[float]]:
+        """log p(token | prefix) for each prefix and candidate token (the self-judge's verdicts)."""
+        ...
 
-def build_engine(kind: str, model_path: str, dtype: str, seed: int, vllm_options: dict | None = None
-                 ) -> RolloutEngine:
+    def tokenize(self, texts: list[str], special_tokens: bool = True) -> list[list[int]]:
+        ...
+
+    # Weight transport (rollout/transport): join the learner's group once, then receive each push in place.
+    def connect_weight_transport(self, kind: str, endpoint: dict, rank: int) -> None:
+        ...
+
+    def receive_weights(self, version: int, source: list | None = None) -> str:
+        """Receive push ``version`` and load it in place; returns the digest of the loaded tensors."""
+        ...
+
+    def close_weight_transport(self) -> None:
+        ...
+
+    def render_chat(self, conversations: list[list[dict]]) -> list[str]:
+        """Message lists as prompt text, through the tokenizer's chat template when it has one."""
+        ...
+
+
+def build_engine(kind: str, model_path: str, dtype: str, seed: int, vllm_options: dict | None = None,
+                 reference_path: str | None = None) -> RolloutEngine:
     if kind == "vllm":
         from rollout.vllm_engine import VLLMEngine
         return VLLMEngine(model_path, dtype=dtype, seed=seed, **(vllm_options or {}))
     if kind == "torch":
         from rollout.torch_engine import TorchEngine
-        return TorchEngine(model_path, dtype=dtype, seed=seed)
+        return TorchEngine(model_path, dtype=dtype, seed=seed, reference_path=reference_path)
     raise ValueError(f"unknown rollout engine {kind!r} (valid: vllm, torch)")

@@ -14,7 +14,8 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 class TorchEngine:
-    def __init__(self, model_path: str, dtype: str = "float32", seed: int = 0) -> None:
+    def __init__(self, model_path: str, dtype: str = "float32", seed: int = 0,
+                 reference_path: str | None = None) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -23,6 +24,11 @@ class TorchEngine:
         self._model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype]).to(self._device)
         self._model.eval()
         self._generator = torch.Generator(device="cpu").manual_seed(seed)
+        # The fixed reference mu, for exact token-level geometric-mixture sampling (Nash-MD, IPO-MD).
+        self._reference = None
+        if reference_path:
+            self._reference = AutoModelForCausalLM.from_pretrained(reference_path, dtype=_DTYPES[dtype]).to(
+                self._device).eval()
         self.policy_version = 0
 
     @torch.no_grad()
@@ -58,6 +64,54 @@ class TorchEngine:
         return groups
 
     @torch.no_grad()
+    def generate_mixture(self, prompts: list[str], prompt_indices: list[int], spec: SamplingSpec,
+                         beta: float) -> list[list[Completion]]:
+        """``spec.n`` responses per prompt from the token-level geometric mixture of the policy and the
+        reference: softmax((1 - beta) logits_pi + beta logits_mu) at every step (temperature applied after)."""
+        from rollout.geometric_mixture import sample_token_mixture
+
+        if self._reference is None:
+            raise RuntimeError("token-level mixture sampling needs the torch engine built with a reference model")
+        generator = torch.Generator(device="cpu").manual_seed(spec.seed if spec.seed is not None else 0)
+        temperature = spec.temperature
+
+        def logits_fn(model):
+            return lambda ids: model(input_ids=ids.to(self._device)).logits[:, -1].float().cpu() / temperature
+
+        groups = []
+        for prompt, index in zip(prompts, prompt_indices):
+            ids = self._tokenizer(prompt).input_ids
+            out = sample_token_mixture(logits_fn(self._model), logits_fn(self._reference), torch.tensor(ids),
+                                       spec.max_tokens, beta, spec.n, generator)
+            eos = self._tokenizer.eos_token_id
+            group = []
+            for row in out.tolist():
+                finished = not spec.ignore_eos and eos in row
+                if finished:
+                    row = row[:row.index(eos) + 1]
+                group.append(Completion(prompt_index=index, prompt=prompt, prompt_token_ids=ids,
+                                        response_token_ids=row,
+                                        response_text=self._tokenizer.decode(row, skip_special_tokens=True),
+                                        policy_version=self.policy_version, finished=finished))
+            groups.append(group)
+        return groups
+
+    def tokenize(self, texts: list[str], special_tokens: bool = True) -> list[list[int]]:
+        return [self._tokenizer(t, add_special_tokens=special_tokens).input_ids for t in texts]
+
+    def render_chat(self, conversations: list[list[dict]]) -> list[str]:
+        from rollout.vllm_engine import render_chat
+        return [render_chat(self._tokenizer, c) for c in conversations]
+
+    @torch.no_grad()
+    def next_token_logprobs(self, prefixes: list[str], token_ids: list[int]) -> list[list[float]]:
+        result = []
+        for ids in self.tokenize(prefixes):
+            logits = self._model(input_ids=torch.tensor([ids], device=self._device)).logits[0, -1].float()
+            result.append(torch.log_softmax(logits, -1)[token_ids].tolist())
+        return result
+
+    @torch.no_grad()
     def load_weights(self, buckets: list[WeightBucket]) -> str:
         tensors: dict[str, torch.Tensor] = {}
         for bucket in sorted(buckets, key=lambda b: b.index):
@@ -67,6 +121,39 @@ class TorchEngine:
             raise ValueError(f"weights the policy does not have: {unexpected[:5]}")
         self.policy_version = buckets[0].version
         return weights_digest(tensors.items())
+
+    # -- weight transport (rollout.transport) -------------------------------------------------------
+
+    def connect_weight_transport(self, kind: str, endpoint: dict, rank: int) -> None:
+        from rollout.transport import build_receiver
+
+        self.close_weight_transport()
+        self._transport = build_receiver(kind)
+        self._transport.connect(endpoint, rank)
+
+    @torch.no_grad()
+    def receive_weights(self, version: int, source=None) -> str:
+        """Receive push ``version`` into the model in place, one tensor at a time; returns the digest."""
+        transport = getattr(self, "_transport", None)
+        if transport is None:
+            raise RuntimeError("connect_weight_transport was not called on this engine")
+        targets = self._model.state_dict()
+        loaded, unexpected = [], []
+        for name, tensor in transport.receive(version, transport.fetch(source)):
+            if name in targets:
+                targets[name].copy_(tensor)
+                loaded.append((name, tensor))
+            else:
+                unexpected.append(name)
+        if unexpected:
+            raise ValueError(f"weights the policy does not have: {unexpected[:5]}")
+        self.policy_version = version
+        return weights_digest(loaded)
+
+    def close_weight_transport(self) -> None:
+        if getattr(self, "_transport", None) is not None:
+            self._transport.close()
+        self._transport = None
 
     @torch.no_grad()
     def sequence_logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:

@@ -54,6 +54,45 @@ class VLLMEngine:
         self.policy_version = buckets[0].version
         return digests[0]
 
+    def tokenize(self, texts: list[str], special_tokens: bool = True) -> list[list[int]]:
+        return [self._tokenizer(t, add_special_tokens=special_tokens).input_ids for t in texts]
+
+    def render_chat(self, conversations: list[list[dict]]) -> list[str]:
+        return [render_chat(self._tokenizer, c) for c in conversations]
+
+    def next_token_logprobs(self, prefixes: list[str], token_ids: list[int]) -> list[list[float]]:
+        """log p(token | prefix) for each prefix and each of ``token_ids`` (a judge's verdict tokens)."""
+        encoded = self.tokenize(prefixes)
+        rows = self.sequence_logprobs([ids + [t] for ids in encoded for t in token_ids])
+        flat = [row[-1] for row in rows]
+        c = len(token_ids)
+        return [flat[i * c:(i + 1) * c] for i in range(len(prefixes))]
+
+    # -- weight transport (rollout.transport) -------------------------------------------------------
+
+    def connect_weight_transport(self, kind: str, endpoint: dict, rank: int) -> None:
+        """Join the learner's transport ``kind``; the engine's worker takes rank ``rank`` (one worker: TP=1)."""
+        from rollout.transport import build_receiver
+
+        self._transport = build_receiver(kind)  # host side: fetch() runs here, where Ray is reachable
+        self._llm.collective_rpc("selfplay_connect_weight_transport", args=(kind, endpoint, rank))
+
+    def receive_weights(self, version: int, source=None) -> str:
+        """Receive push ``version`` in place (blocks until the learner has sent it); returns the digest."""
+        transport = getattr(self, "_transport", None)
+        if transport is None:
+            raise RuntimeError("connect_weight_transport was not called on this engine")
+        fetched = transport.fetch(source)
+        digests = self._llm.collective_rpc("selfplay_receive_weights", args=(version, fetched))
+        self._llm.reset_prefix_cache()
+        self.policy_version = version
+        return digests[0]
+
+    def close_weight_transport(self) -> None:
+        if getattr(self, "_transport", None) is not None:
+            self._llm.collective_rpc("selfplay_close_weight_transport")
+        self._transport = None
+
     def sequence_logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:
         from vllm import SamplingParams
 
@@ -65,3 +104,11 @@ class VLLMEngine:
             # prompt_logprobs[0] is None (no context); position t holds a dict keyed by token id.
             result.append([out.prompt_logprobs[t][ids[t]].logprob for t in range(1, len(ids))])
         return result
+
+
+def render_chat(tokenizer, messages: list[dict]) -> str:
+    """A conversation as the model's prompt text: its chat template when it has one, else the contents
+    joined by newlines (the tiny embedded tokenizer has no template)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return "\n".join(m["content"] for m in messages)

@@ -4,9 +4,15 @@
 They load weights in place through the worker's own ``reload_weights`` hook, so the engine keeps its KV
 cache and process, and needs no restart. Names carry a ``selfplay_`` prefix: vLLM refuses an extension
 whose method names clash with the worker's (it already has ``update_weights``).
+
+``selfplay_receive_weights`` is one side of a collective for the broadcast transport: ``collective_rpc`` blocks
+until it returns, and it returns only after the learner has sent the whole push, so the learner's send must
+already be running (or be started concurrently) when the engine is asked to receive.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from rollout.weight_buckets import iter_bucket_tensors, weights_digest
 
@@ -17,3 +23,39 @@ class SelfplayWorkerExtension:
         tensors = list(iter_bucket_tensors(payloads))
         self.reload_weights(weights_iterator=iter(tensors))  # type: ignore[attr-defined]
         return weights_digest(tensors)
+
+    def selfplay_connect_weight_transport(self, kind: str, endpoint: dict, first_rank: int) -> None:
+        """Join the learner's weight transport; this worker is rank ``first_rank`` + its rank in the engine."""
+        from rollout.transport import build_receiver
+
+        previous = getattr(self, "_selfplay_receiver", None)
+        if previous is not None:
+            previous.close()
+        receiver = build_receiver(kind)
+        receiver.connect(endpoint, first_rank + int(getattr(self, "rank", 0)))
+        self._selfplay_receiver = receiver
+
+    def selfplay_receive_weights(self, version: int, fetched: Any = None) -> str:
+        """Receive push ``version`` and load it in place; returns the digest of the tensors loaded."""
+        receiver = getattr(self, "_selfplay_receiver", None)
+        if receiver is None:
+            raise RuntimeError("selfplay_connect_weight_transport was not called on this worker")
+        loaded = []
+        incoming = receiver.receive(version, fetched)
+
+        def stream():
+            for name, tensor in incoming:
+                loaded.append((name, tensor))
+                yield name, tensor
+
+        try:
+            self.reload_weights(weights_iterator=stream())  # type: ignore[attr-defined]
+        finally:
+            incoming.close()  # if reload stopped early, finish the push (the digest then shows what loaded)
+        return weights_digest(loaded)
+
+    def selfplay_close_weight_transport(self) -> None:
+        receiver = getattr(self, "_selfplay_receiver", None)
+        if receiver is not None:
+            receiver.close()
+        self._selfplay_receiver = None

@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 from orchestration.errors import InputError
 from tasks import sorting
+from tasks.jsonl import read_jsonl_objects
 
 
 def load_prompts_jsonl(path: str | Path) -> list[str]:
     """One JSON object per line with a non-empty string ``prompt``; blank lines are skipped.
     Errors name the file and line."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"prompts file not found: {p}")
     prompts = []
-    with p.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{p}:{number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"]:
-                raise InputError(f"{p}:{number}: expected an object with a non-empty string 'prompt'")
-            prompts.append(row["prompt"])
-    if not prompts:
-        raise InputError(f"prompts file {p} holds no prompts")
+    for where, row in read_jsonl_objects(path, "prompts file"):
+        if not isinstance(row.get("prompt"), str) or not row["prompt"]:
+            raise InputError(f"{where}: expected an object with a non-empty string 'prompt'")
+        prompts.append(row["prompt"])
     return prompts
 
 

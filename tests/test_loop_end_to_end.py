@@ -14,10 +14,10 @@ pytestmark = pytest.mark.slow
 PROBES = [[1, 4, 8, 5, 12, 7, 5, 6, 7, 8], [1, 4, 20, 19, 18, 5, 9, 10, 11, 12, 13, 14]]
 
 
-def run_loop(tmp_path_factory, engine, steps):
+def run_loop(tmp_path_factory, engine, steps, *extra):
     out = tmp_path_factory.mktemp(f"runs-{engine}")
     config = load_config(None, [f"run.output_dir={out}", f"run.name=e2e-{engine}", f"run.total_steps={steps}",
-                                f"rollout.engine={engine}", "eval.every_steps=10", "ray.num_cpus=4"])
+                                f"rollout.engine={engine}", "eval.every_steps=10", "ray.num_cpus=4", *extra])
     controller = prepare(config)
     initial_digest = ray.get(controller.learner.weights_digest.remote())
     initial_logprobs = ray.get(controller.rollouts[0].sequence_logprobs.remote(PROBES))
@@ -27,7 +27,8 @@ def run_loop(tmp_path_factory, engine, steps):
 
 @pytest.fixture(scope="module")
 def vllm_run(tmp_path_factory):
-    run = run_loop(tmp_path_factory, "vllm", steps=40)
+    # Two vLLM workers fed in shards, both updated on every push over the broadcast transport.
+    run = run_loop(tmp_path_factory, "vllm", 40, "rollout.num_workers=2", "sync.transport=broadcast")
     yield run
     run[0].shutdown()
     ray.shutdown()
@@ -42,11 +43,13 @@ def test_policy_changed(vllm_run):
 def test_rollout_engine_holds_the_learners_weights(vllm_run):
     controller, summary, _, initial_logprobs = vllm_run
     learner_digest = ray.get(controller.learner.weights_digest.remote())
-    version, engine_digest = ray.get(controller.rollouts[0].weights_state.remote())
-    assert version == summary["policy_version"]
-    assert engine_digest == learner_digest  # the exact tensors the learner holds were loaded
+    assert len(controller.rollouts) == 2
+    for worker in controller.rollouts:
+        # the exact tensors the learner holds were loaded, by every worker, under the last version
+        assert ray.get(worker.weights_state.remote()) == (summary["policy_version"], learner_digest)
+    assert summary["last_push"]["backend"] == "broadcast/gloo" and summary["last_push"]["bytes"] > 0
     # ... and they took effect inside vLLM: its log-probs match the learner's, not the initial model's.
-    engine = ray.get(controller.rollouts[0].sequence_logprobs.remote(PROBES))
+    engine = ray.get(controller.rollouts[1].sequence_logprobs.remote(PROBES))
     learner = ray.get(controller.learner.sequence_logprobs.remote(PROBES))
     for e, l, i in zip(engine, learner, initial_logprobs):
         assert e == pytest.approx(l, abs=1e-4)
@@ -97,7 +100,7 @@ def test_export_round_trip(vllm_run, tmp_path):
             logp = torch.log_softmax(model(input_ids=x).logits, -1)[0, :-1].gather(-1, x[0, 1:, None]).squeeze(-1)
             assert logp.tolist() == pytest.approx(expected, abs=1e-5)
     prompts = controller.eval_prompts[:4]
-    engine = RolloutWorker.options(num_cpus=1).remote("vllm", str(out), "float32", 0, {"max_model_len": 64})
+    engine = RolloutWorker.options(num_cpus=0).remote("vllm", str(out), "float32", 0, {"max_model_len": 64})
     try:
         greedy = SamplingSpec(n=1, temperature=0.0, max_tokens=6, ignore_eos=True)
         vllm_out = [g[0].response_token_ids for g in ray.get(engine.generate.remote(prompts, [0, 1, 2, 3], greedy))]

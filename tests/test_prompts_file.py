@@ -14,7 +14,7 @@ def test_reads_prompts_and_skips_blank_lines(tmp_path):
 @pytest.mark.parametrize("text, line, what", [
     ('{"prompt": "a"}\n{"prompt": \n', 2, "not valid JSON"),
     ('{"prompt": "a"}\n{"text": "b"}\n', 2, "non-empty string 'prompt'"),
-    ('["a"]\n', 1, "non-empty string 'prompt'"),
+    ('["a"]\n', 1, "expected a JSON object"),
     ('{"prompt": ""}\n', 1, "non-empty string 'prompt'"),
 ])
 def test_malformed_lines_name_file_and_line(tmp_path, text, line, what):
@@ -28,7 +28,7 @@ def test_missing_and_empty_files(tmp_path):
     with pytest.raises(InputError, match="not found"):
         load_prompts_jsonl(tmp_path / "none.jsonl")
     (tmp_path / "e.jsonl").write_text("\n")
-    with pytest.raises(InputError, match="holds no prompts"):
+    with pytest.raises(InputError, match="holds no rows"):
         load_prompts_jsonl(tmp_path / "e.jsonl")
 
 

@@ -9,7 +9,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_torch_engine_runs_the_same_loop(tmp_path_factory):
-    controller, summary, initial_digest, initial_logprobs = run_loop(tmp_path_factory, "torch", steps=10)
+    controller, summary, initial_digest, initial_logprobs = run_loop(tmp_path_factory, "torch", 10, "sync.transport=object_store")
     try:
         assert summary["policy_version"] == 10
         learner_digest = ray.get(controller.learner.weights_digest.remote())

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from learner.batch import TrainingBatch
@@ -14,8 +15,13 @@ from rollout.records import PreferenceGroup
 
 @dataclass(frozen=True)
 class RolloutNeeds:
-    responses_per_prompt: int
-    preferences: str  # "matrix": the full K x K matrix per prompt
+    """What an algorithm asks of the rollout and preference phases (orchestration/experience.py obeys it)."""
+    responses_per_prompt: int       # from the policy (or from the mixture when sample_from is "mixture")
+    preferences: str = "matrix"     # "matrix": preference model, all pairs; "self_judge": the policy judges;
+                                    # "dsat": DRIFT's (positive, rejected) pairs, scored only to filter
+    sample_from: str = "policy"     # "policy" or "mixture" (IPO-MD draws both responses from pi^beta)
+    opponent: str = "none"          # "mixture": one more response per prompt from pi^beta (Nash-MD)
+    mixture_beta: float = 0.0
 
 
 class Algorithm(Protocol):
@@ -26,8 +32,10 @@ class Algorithm(Protocol):
         """How many sequences one learner step trains on (sizes gradient accumulation)."""
         ...
 
-    def build_batch(self, groups: list[PreferenceGroup]) -> tuple[TrainingBatch, dict[str, float]]:
-        """Training targets from scored groups (pure logic, runs in the controller)."""
+    def build_batch(self, groups: list[PreferenceGroup], rng: np.random.Generator
+                    ) -> tuple[TrainingBatch, dict[str, float]]:
+        """Training targets from scored groups (pure logic, runs in the controller). ``rng`` is seeded from
+        the run seed and the step, so a resumed run draws the same labels."""
         ...
 
     def loss(self, policy_logps: torch.Tensor, ref_logps: torch.Tensor, batch: TrainingBatch

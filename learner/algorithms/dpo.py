@@ -12,8 +12,13 @@ preference cycle (tests/test_exact_game_convergence.py shows it settling on the 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from learner.algorithms.base import RolloutNeeds
+from learner.batch import TrainingBatch, first_second, labelled_pairs, pair_batch
+from rollout.records import PreferenceGroup
 
 
 def dpo_loss(h: torch.Tensor, beta: float, p: torch.Tensor | float = 1.0
@@ -22,3 +27,30 @@ def dpo_loss(h: torch.Tensor, beta: float, p: torch.Tensor | float = 1.0
     loss = -(p * F.logsigmoid(beta * h) + (1 - p) * F.logsigmoid(-beta * h)).mean()
     return loss, {"loss": loss.item(), "margin_mean": h.mean().item(),
                   "reward_margin_mean": (beta * h).mean().item(), "accuracy": (h > 0).float().mean().item()}
+
+
+class OnlineDPO:
+    """Online DPO baseline (Guo et al., arXiv 2402.04792): two responses from pi_theta, the preference
+    model picks the winner (hard) or gives p (soft); fixed reference."""
+    name = "dpo"
+
+    def __init__(self, beta: float, labels: str) -> None:
+        self.beta = beta
+        self.labels = labels
+        self.needs = RolloutNeeds(responses_per_prompt=2, preferences="matrix")
+
+    def sequences_per_step(self, prompts_per_step: int) -> int:
+        return 2 * prompts_per_step
+
+    def build_batch(self, groups: list[PreferenceGroup], rng: np.random.Generator
+                    ) -> tuple[TrainingBatch, dict[str, float]]:
+        pairs = labelled_pairs(groups, self.labels, rng)
+        return pair_batch(pairs), {}
+
+    def loss(self, policy_logps, ref_logps, batch):
+        first, second = first_second(policy_logps - ref_logps)
+        p = torch.tensor(batch.fields["p"][0::2], dtype=policy_logps.dtype, device=policy_logps.device)
+        return dpo_loss(first - second, self.beta, p)
+
+    def reference_resets_after(self, step: int) -> bool:
+        return False

@@ -17,7 +17,12 @@ what tau means (offline IPO code averages, online code sums): the caller chooses
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from learner.algorithms.base import RolloutNeeds
+from learner.batch import TrainingBatch, first_second, labelled_pairs, pair_batch
+from rollout.records import PreferenceGroup
 
 
 def ipo_loss(h: torch.Tensor, p: torch.Tensor, tau: float) -> tuple[torch.Tensor, dict[str, float]]:
@@ -37,3 +42,34 @@ def ipo_hard_loss(h_w_l: torch.Tensor, tau: float) -> tuple[torch.Tensor, dict[s
 def _terms(loss: torch.Tensor, h: torch.Tensor, target: torch.Tensor, agrees: torch.Tensor) -> dict[str, float]:
     return {"loss": loss.item(), "margin_mean": h.mean().item(), "target_mean": target.mean().item(),
             "accuracy": agrees.float().mean().item()}
+
+
+class OnlineIPO:
+    """Pairs (y, y') from sg(pi_theta) (online IPO) or from pi^beta (IPO-MD); one preference per pair;
+    soft labels regress on p, hard labels draw the winner with probability p. mu is fixed."""
+
+    def __init__(self, tau: float, labels: str, mixture_beta: float = 0.0) -> None:
+        self.tau = tau
+        self.labels = labels
+        self.name = "ipo_md" if mixture_beta > 0 else "online_ipo"
+        self.needs = RolloutNeeds(responses_per_prompt=2, preferences="matrix",
+                                  sample_from="mixture" if mixture_beta > 0 else "policy",
+                                  mixture_beta=mixture_beta)
+
+    def sequences_per_step(self, prompts_per_step: int) -> int:
+        return 2 * prompts_per_step
+
+    def build_batch(self, groups: list[PreferenceGroup], rng: np.random.Generator
+                    ) -> tuple[TrainingBatch, dict[str, float]]:
+        pairs = labelled_pairs(groups, self.labels, rng)
+        return pair_batch(pairs), {"p_first_mean": float(np.mean([g.matrix[0, 1] for g in groups]))}
+
+    def loss(self, policy_logps, ref_logps, batch):
+        first, second = first_second(policy_logps - ref_logps)
+        if self.labels == "hard":
+            return ipo_hard_loss(first - second, self.tau)
+        p = torch.tensor(batch.fields["p"][0::2], dtype=policy_logps.dtype, device=policy_logps.device)
+        return ipo_loss(first - second, p, self.tau)
+
+    def reference_resets_after(self, step: int) -> bool:
+        return False

@@ -27,7 +27,12 @@ in general TRL's KL gradient is the gradient of the per-step KLs with the prefix
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from learner.algorithms.base import RolloutNeeds
+from learner.batch import TrainingBatch
+from rollout.records import PreferenceGroup
 
 
 def nash_md_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, p_win: torch.Tensor, tau: float
@@ -39,3 +44,31 @@ def nash_md_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, p_win: tor
     return loss, {"loss": loss.item(), "logratio_mean": logratio.mean().item(),
                   "p_win_mean": p_win.mean().item(),
                   "regularised_score_mean": -coefficient.mean().item()}
+
+
+class NashMD:
+    """Per prompt: y ~ pi_theta (trained on) and y' ~ pi^beta (the opponent, not trained on); p = P(y > y').
+    The reference mu is the starting policy and never moves."""
+    name = "nash_md"
+
+    def __init__(self, tau: float, mixture_beta: float) -> None:
+        self.tau = tau
+        self.needs = RolloutNeeds(responses_per_prompt=1, preferences="matrix", opponent="mixture",
+                                  mixture_beta=mixture_beta)
+
+    def sequences_per_step(self, prompts_per_step: int) -> int:
+        return prompts_per_step
+
+    def build_batch(self, groups: list[PreferenceGroup], rng=None) -> tuple[TrainingBatch, dict[str, float]]:
+        ys = [g.completions[0] for g in groups]
+        p_win = np.asarray([g.matrix[0, 1] for g in groups], dtype=np.float32)
+        batch = TrainingBatch([y.prompt_token_ids for y in ys], [y.response_token_ids for y in ys],
+                              [y.policy_version for y in ys], {"p_win": p_win})
+        return batch, {"p_win_vs_mixture": float(p_win.mean())}
+
+    def loss(self, policy_logps, ref_logps, batch):
+        p_win = torch.tensor(batch.fields["p_win"], dtype=policy_logps.dtype, device=policy_logps.device)
+        return nash_md_loss(policy_logps, ref_logps, p_win, self.tau)
+
+    def reference_resets_after(self, step: int) -> bool:
+        return False

@@ -4,14 +4,30 @@ from __future__ import annotations
 
 from learner.algorithms.base import Algorithm
 
-ALGORITHMS = ("sppo",)
+ALGORITHMS = ("sppo", "nash_md", "online_ipo", "ipo_md", "drift", "osp", "dpo")
 
 
 def build_algorithm(config) -> Algorithm:
     """``config`` is the run's ``Config``; raises ValueError naming the valid choices."""
-    name = config.algorithm.name
-    if name == "sppo":
+    a = config.algorithm
+    if a.name == "sppo":
         from learner.algorithms.sppo import SPPO
-        o = config.algorithm.sppo
-        return SPPO(eta=o.eta, k=config.rollout.k, form=o.form, iteration_steps=o.iteration_steps)
-    raise ValueError(f"unknown algorithm {name!r} (valid: {', '.join(ALGORITHMS)})")
+        return SPPO(eta=a.sppo.eta, k=config.rollout.k, form=a.sppo.form, iteration_steps=a.sppo.iteration_steps)
+    if a.name == "nash_md":
+        from learner.algorithms.nash_md import NashMD
+        return NashMD(tau=a.nash_md.tau, mixture_beta=a.nash_md.mixture.beta)
+    if a.name in ("online_ipo", "ipo_md"):
+        from learner.algorithms.ipo import OnlineIPO
+        beta = a.ipo.mixture.beta if a.name == "ipo_md" else 0.0
+        return OnlineIPO(tau=a.ipo.tau, labels=a.ipo.labels, mixture_beta=beta)
+    if a.name == "dpo":
+        from learner.algorithms.dpo import OnlineDPO
+        return OnlineDPO(beta=a.dpo.beta, labels=a.dpo.labels)
+    if a.name == "osp":
+        from learner.algorithms.osp import OSP
+        return OSP(beta=a.osp.beta, k=config.rollout.k, iteration_steps=a.osp.iteration_steps)
+    if a.name == "drift":
+        from learner.algorithms.drift import DRIFT
+        return DRIFT(beta=a.drift.beta, alpha=a.drift.alpha, iteration_steps=a.drift.iteration_steps,
+                     reduction=a.logprob_reduction)
+    raise ValueError(f"unknown algorithm {a.name!r} (valid: {', '.join(ALGORITHMS)})")

@@ -46,7 +46,8 @@ class SPPO:
     def sequences_per_step(self, prompts_per_step: int) -> int:
         return prompts_per_step * (self.needs.responses_per_prompt if self.form == "all_k" else 2)
 
-    def build_batch(self, groups: list[PreferenceGroup]) -> tuple[TrainingBatch, dict[str, float]]:
+    def build_batch(self, groups: list[PreferenceGroup], rng: np.random.Generator | None = None
+                    ) -> tuple[TrainingBatch, dict[str, float]]:
         prompts, responses, versions, p_win = [], [], [], []
         chosen, rejected = [], []
         for group in groups:

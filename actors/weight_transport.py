@@ -1,0 +1,43 @@
+"""How to drive a weight push through the actors, for either transport (``rollout.transport``).
+
+Ordering contract. ``connect`` and ``send``/``receive`` are collectives for the broadcast transport: the
+learner's call blocks until every rollout worker's matching call is running, and each worker's call (inside
+vLLM's ``collective_rpc``, which blocks) returns only once the learner has sent the whole push. So:
+  1. submit the learner's call and every worker's call with ``.remote()`` *before* ``ray.get`` on any of them;
+  2. never pass the learner's ObjectRef to a worker as a top-level argument (Ray would wait for it to resolve
+     before starting the worker's call: a deadlock); wrap it in a list, ``[send_ref]``, which Ray passes as is;
+  3. calls queued earlier on those actors (a ``generate``) delay the collective; the broadcast waits for them up
+     to the transport's timeout (default 600 s), so push between rollout phases, as the controller does.
+The object store needs no such care (its send does not wait for receivers, they read the buckets through
+``[send_ref]``), but the same calls in the same order work for both, so the controller has one code path.
+"""
+
+from __future__ import annotations
+
+import time
+
+import ray
+
+
+def open_weight_transport(learner, rollouts: list, kind: str, bucket_bytes: int, timeout_s: float = 600.0) -> dict:
+    """Once, after the actors start (and again after any of them is replaced): returns the endpoint."""
+    endpoint = ray.get(learner.open_weight_transport.remote(kind, len(rollouts), bucket_bytes, timeout_s))
+    joins = [learner.connect_weight_transport.remote()]
+    joins += [w.connect_weight_transport.remote(kind, endpoint, rank) for rank, w in enumerate(rollouts, start=1)]
+    ray.get(joins)
+    return endpoint
+
+
+def push_weights(learner, rollouts: list, version: int) -> dict:
+    """One push of the learner's current weights as ``version``; returns the learner's stats (``bytes``,
+    ``buckets``, ``seconds`` on the learner) plus ``wall_seconds`` and every worker's (version, digest)."""
+    start = time.perf_counter()
+    send = learner.send_weights.remote(version)
+    receives = [w.receive_weights.remote(version, [send]) for w in rollouts]
+    stats = ray.get(send)
+    loaded = ray.get(receives)
+    return {**stats.as_dict(), "wall_seconds": time.perf_counter() - start, "loaded": loaded}
+
+
+def close_weight_transport(learner, rollouts: list) -> None:
+    ray.get([learner.close_weight_transport.remote()] + [w.close_weight_transport.remote() for w in rollouts])

@@ -1,0 +1,172 @@
+"""The experience phase: turn a step's prompts into scored groups, as the algorithm's ``RolloutNeeds`` say.
+
+- sample K responses from the policy, or from the geometric mixture pi^beta (token-level in the torch
+  engine, or sequence-level importance resampling of policy samples weighted with the learner's log-probs);
+- add a mixture opponent per prompt (Nash-MD);
+- ask the preference model for each group's matrix (each unordered pair once), let the policy judge its own
+  responses (OSP), or build DRIFT's (positive, dissatisfying reply) pairs;
+- drop groups whose preferences are NaN or outside [0, 1], and count them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import ray
+import torch
+
+from orchestration.errors import ConfigError
+from preference.self_judge import judge_pairs, judge_matrix
+from rollout.geometric_mixture import resample_sequence_mixture
+from rollout.records import Completion, PreferenceGroup, SamplingSpec
+
+
+def valid_matrix(matrix: np.ndarray) -> bool:
+    return bool(np.all(np.isfinite(matrix)) and matrix.min() >= 0.0 and matrix.max() <= 1.0)
+
+
+class Experience:
+    def __init__(self, controller) -> None:
+        self.c = controller
+        self.config = controller.config
+        self.needs = controller.algorithm.needs
+        name = self.config.algorithm.name
+        mixture = {"nash_md": self.config.algorithm.nash_md.mixture,
+                   "ipo_md": self.config.algorithm.ipo.mixture}.get(name)
+        self.sampler = None
+        if mixture is not None:
+            self.sampler = mixture.sampler
+            if self.sampler == "auto":
+                self.sampler = "token" if self.config.rollout.engine == "torch" else "sequence"
+            if self.sampler == "token" and self.config.rollout.engine != "torch":
+                raise ConfigError(f"algorithm.{'ipo' if name == 'ipo_md' else name}.mixture.sampler=token needs "
+                                  "rollout.engine=torch (vLLM holds only the policy); use sampler=sequence")
+            if self.sampler == "sequence" and (self.config.rollout.temperature != 1.0 or self.config.rollout.top_p != 1.0):
+                raise ConfigError("the sequence-level mixture sampler reweights samples of pi itself: it needs "
+                                  "rollout.temperature=1 and rollout.top_p=1")
+            self.candidates = mixture.candidates
+        self.verdict_ids: list[int] = []
+        if self.needs.preferences == "self_judge":
+            self.verdict_ids = self._verdict_token_ids()
+
+    # -- sampling -----------------------------------------------------------------------------------
+
+    def spec(self, n: int, step: int) -> SamplingSpec:
+        r = self.config.rollout
+        return SamplingSpec(n=n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
+                            ignore_eos=r.ignore_eos, seed=self.config.run.seed * 1_000_003 + step * 10_007)
+
+    def from_mixture(self, indices: list[int], prompts: list[str], n: int, step: int
+                     ) -> tuple[list[list[Completion]], dict]:
+        """``n`` responses per prompt from pi^beta, with the configured sampler."""
+        beta = self.needs.mixture_beta
+        spec = self.spec(n, step + 500_000)
+        if self.sampler == "token":
+            return self.c.rollout(indices, prompts, spec, mixture_beta=beta), {}
+        # Sequence level: M candidates from pi per draw, weights ∝ exp(beta (log mu - log pi)), resample one.
+        spec.n = n * self.candidates
+        candidates = self.c.rollout(indices, prompts, spec)
+        flat = [c for group in candidates for c in group]
+        policy, reference = ray.get(self.c.learner.policy_and_reference_logprobs.remote(
+            [c.prompt_token_ids for c in flat], [c.response_token_ids for c in flat]))
+        generator = torch.Generator().manual_seed(self.config.run.seed * 7_919 + step)
+        groups, ess = [], []
+        for g, group in enumerate(candidates):
+            chosen = []
+            for draw in range(n):
+                lo = g * len(group) + draw * self.candidates
+                picked, size = resample_sequence_mixture(
+                    torch.tensor(policy[lo:lo + self.candidates]), torch.tensor(reference[lo:lo + self.candidates]),
+                    beta, 1, generator)
+                chosen.append(group[draw * self.candidates + int(picked[0])])
+                ess.append(size)
+            groups.append(chosen)
+        return groups, {"mixture/ess": float(np.mean(ess)), "mixture/candidates": self.candidates}
+
+    # -- the phase ----------------------------------------------------------------------------------
+
+    def collect(self, indices: list[int], step: int) -> tuple[list[PreferenceGroup], dict]:
+        if self.needs.preferences == "dsat":
+            return self.collect_dsat(indices, step)
+        prompts = [self.c.train_prompts[i] for i in indices]
+        k = self.needs.responses_per_prompt
+        metrics: dict = {}
+        if self.needs.sample_from == "mixture":
+            groups, metrics = self.from_mixture(indices, prompts, k, step)
+        else:
+            groups = self.c.rollout(indices, prompts, self.spec(k, step))
+        if self.needs.opponent == "mixture":
+            opponents, metrics = self.from_mixture(indices, prompts, 1, step)
+            groups = [g + o for g, o in zip(groups, opponents)]
+        if self.needs.preferences == "self_judge":
+            matrices, judge_metrics = self.self_judge(groups)
+            metrics.update(judge_metrics)
+        else:
+            matrices, calls = ray.get(self.c.preference.matrices.remote(groups))
+            self.c.state.preference_calls += calls
+        return self.keep_valid(groups, matrices, metrics)
+
+    def keep_valid(self, groups, matrices, metrics) -> tuple[list[PreferenceGroup], dict]:
+        kept = [PreferenceGroup(g, m) for g, m in zip(groups, matrices) if valid_matrix(np.asarray(m, dtype=float))]
+        rejected = len(groups) - len(kept)
+        self.c.state.rejected_groups += rejected
+        metrics["rejected_groups"] = self.c.state.rejected_groups
+        return kept, metrics
+
+    # -- OSP: the policy judges its own responses ---------------------------------------------------
+
+    def _verdict_token_ids(self) -> list[int]:
+        o = self.config.algorithm.osp
+        ids = []
+        for key, word in (("verdict_a", o.verdict_a), ("verdict_b", o.verdict_b)):
+            tokens = ray.get(self.c.rollouts[0].tokenize.remote([word], False))[0]
+            if len(tokens) != 1:
+                raise ConfigError(f"algorithm.osp.{key}='{word}' must be exactly one token of the policy's "
+                                  f"tokenizer (it is {len(tokens)})")
+            ids.append(tokens[0])
+        return ids
+
+    def self_judge(self, groups: list[list[Completion]]) -> tuple[list[np.ndarray], dict]:
+        texts, where = judge_pairs(self.config.algorithm.osp.judge_template, groups)
+        logprobs = ray.get(self.c.rollouts[0].next_token_logprobs.remote(texts, self.verdict_ids))
+        matrices = judge_matrix(groups, where, logprobs)
+        # How often the self-judge agrees with the preference model (the tiny model starts as a poor judge).
+        reference, calls = ray.get(self.c.preference.matrices.remote(groups))
+        self.c.state.preference_calls += calls
+        agree = [np.sign(m[i, j] - 0.5) == np.sign(r[i, j] - 0.5)
+                 for m, r in zip(matrices, reference) for i in range(len(m)) for j in range(i + 1, len(m))
+                 if r[i, j] != 0.5]
+        return matrices, {"osp/judge_agreement": float(np.mean(agree)) if agree else float("nan"),
+                          "osp/judge_calls": len(texts)}
+
+    # -- DRIFT: improved answers to dissatisfying replies -------------------------------------------
+
+    def collect_dsat(self, indices: list[int], step: int) -> tuple[list[PreferenceGroup], dict]:
+        examples = [self.c.dsat[i] for i in indices]
+        prompts = [self.c.dsat_prompts[i] for i in indices]
+        template = self.config.algorithm.drift.condition_template
+        repair = [template.format(prompt=p, rejected=e.rejected, complaint=e.complaint)
+                  for p, e in zip(prompts, examples)]
+        positives = self.c.rollout(indices, repair, self.spec(1, step))
+        worker = self.c.rollouts[0]
+        prompt_ids = ray.get(worker.tokenize.remote(prompts, True))
+        rejected_ids = ray.get(worker.tokenize.remote([e.rejected for e in examples], False))
+        groups, probabilities = [], []
+        for i, (group, example) in enumerate(zip(positives, examples)):
+            rejected = Completion(prompt_index=indices[i], prompt=prompts[i], prompt_token_ids=prompt_ids[i],
+                                  response_token_ids=rejected_ids[i], response_text=example.rejected,
+                                  policy_version=-1)
+            groups.append([group[0], rejected])
+        threshold = self.config.algorithm.drift.filter_threshold
+        metrics: dict = {}
+        if threshold > 0:  # optional: keep a positive only if the preference model prefers it
+            probabilities = ray.get(self.c.preference.probabilities.remote(
+                prompts, [g[0].response_text for g in groups], [g[1].response_text for g in groups]))
+            self.c.state.preference_calls += len(groups)
+            keep = [p > threshold for p in probabilities]
+            metrics["drift/kept_fraction"] = float(np.mean(keep))
+            groups = [g for g, k in zip(groups, keep) if k]
+            probabilities = [p for p, k in zip(probabilities, keep) if k]
+        else:
+            probabilities = [1.0] * len(groups)
+        matrices = [np.array([[0.5, p], [1.0 - p, 0.5]]) for p in probabilities]
+        return self.keep_valid(groups, matrices, metrics)

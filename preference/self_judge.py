@@ -1,0 +1,42 @@
+"""The policy as its own judge (OSP): the probability of the verdict token for "the first is better"
+versus "the second is better" under a judge prompt, averaged over both presentation orders."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from learner.algorithms.osp import self_judge_strength
+from preference.matrix import unordered_pairs
+from rollout.records import Completion
+
+
+def judge_pairs(template: str, groups: list[list[Completion]]) -> tuple[list[str], list[tuple[int, int, int]]]:
+    """Judge prompts for every unordered pair of every group, in both orders: texts[2n] shows (i, j),
+    texts[2n + 1] shows (j, i); ``where[n]`` = (group, i, j)."""
+    texts, where = [], []
+    for g, group in enumerate(groups):
+        for i, j in unordered_pairs(len(group)):
+            a, b = group[i], group[j]
+            texts.append(template.format(prompt=a.prompt, a=a.response_text, b=b.response_text))
+            texts.append(template.format(prompt=a.prompt, a=b.response_text, b=a.response_text))
+            where.append((g, i, j))
+    return texts, where
+
+
+def verdict_probability(logprob_a: float, logprob_b: float) -> float:
+    """P("A") renormalised over the two verdict tokens."""
+    return 1.0 / (1.0 + math.exp(logprob_b - logprob_a))
+
+
+def judge_matrix(groups: list[list[Completion]], where: list[tuple[int, int, int]],
+                 logprobs: list[list[float]]) -> list[np.ndarray]:
+    matrices = [np.full((len(g), len(g)), 0.5) for g in groups]
+    for n, (g, i, j) in enumerate(where):
+        first = verdict_probability(*logprobs[2 * n])
+        second = verdict_probability(*logprobs[2 * n + 1])
+        strength = self_judge_strength(first, second)
+        matrices[g][i, j] = strength
+        matrices[g][j, i] = 1.0 - strength
+    return matrices

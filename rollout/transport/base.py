@@ -1,0 +1,115 @@
+"""The weight-transport interface: the steps of a push on the learner side and on each engine's side.
+
+A push moves the learner's full parameters (HF names) to every rollout engine as one numbered version.
+
+Sender (learner rank 0)                        Receiver (each rollout engine's worker)
+  open(num_receivers, host) -> endpoint          (the controller hands it the endpoint and a rank 1..n)
+  connect()          <- collective ->            connect(endpoint, rank)
+  send(version, named_tensors) -> PushStats      fetch(source) -> fetched   (in the engine's host process)
+                     <- collective ->            receive(version, fetched) -> iterator of (name, tensor)
+  close()                                        close()
+
+``connect`` and ``send``/``receive`` are collectives for the broadcast backend: every side must be running its
+step at the same time, and none returns before the others have started. See ``actors/weight_transport.py``
+for the calling order through Ray. ``fetch`` runs where Ray is reachable (the rollout actor) and turns what
+the controller passed along (for the object store: the send's result) into plain data the receive step can
+use inside an engine's worker process; for the broadcast backend it returns None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import torch
+
+
+@dataclass
+class PushStats:
+    """What one push cost on the sending side. ``handle`` is what receivers need beyond the group
+    (object store: the ObjectRefs of the buckets); it is not a metric."""
+    version: int
+    backend: str
+    seconds: float
+    bytes: int
+    buckets: int
+    tensors: int
+    handle: Any = field(default=None, repr=False)
+
+    def as_dict(self) -> dict:
+        return {"version": self.version, "backend": self.backend, "seconds": self.seconds, "bytes": self.bytes,
+                "buckets": self.buckets, "tensors": self.tensors}
+
+
+class WeightSender(Protocol):
+    name: ClassVar[str]
+    # True: ``send`` copies each tensor before it asks for the next, so the learner may pass ephemeral
+    # on-device tensors (ZeRO-3 gathered parameters); False: pass stable CPU copies.
+    streaming: ClassVar[bool]
+
+    def open(self, num_receivers: int, host: str) -> dict:
+        """Prepare the topology; returns the endpoint (plain dict) every receiver connects with."""
+        ...
+
+    def connect(self) -> None:
+        """Join the group as rank 0 (blocks until every receiver has connected)."""
+        ...
+
+    def send(self, version: int, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> PushStats:
+        """Push every tensor as ``version``; returns after the last bucket has left (broadcast: arrived)."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+class WeightReceiver(Protocol):
+    name: ClassVar[str]
+
+    def connect(self, endpoint: dict, rank: int) -> None:
+        """Join the sender's group as ``rank`` (1..num_receivers)."""
+        ...
+
+    def fetch(self, source: Any) -> Any:
+        """In the engine's host process: turn ``source`` into what ``receive`` takes (plain, picklable)."""
+        ...
+
+    def receive(self, version: int, fetched: Any) -> Iterator[tuple[str, torch.Tensor]]:
+        """The pushed tensors, one at a time; raises if the push was not ``version`` (after draining it).
+        They may be views into buffers the next ``receive`` reuses: copy what must outlive the push."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+_BACKENDS: dict[str, tuple[str, str, str]] = {
+    "object_store": ("rollout.transport.object_store", "ObjectStoreSender", "ObjectStoreReceiver"),
+    "broadcast": ("rollout.transport.broadcast", "BroadcastSender", "BroadcastReceiver"),
+}
+
+
+def transport_names() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def _classes(name: str) -> tuple[type, type]:
+    import importlib
+
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown weight transport {name!r} (valid: {', '.join(transport_names())})")
+    module, sender, receiver = _BACKENDS[name]
+    mod = importlib.import_module(module)
+    return getattr(mod, sender), getattr(mod, receiver)
+
+
+def build_sender(name: str, *, bucket_bytes: int, timeout_s: float = 600.0, backend: str = "auto") -> WeightSender:
+    """``backend`` (broadcast only): "auto" = NCCL when CUDA is available, else gloo."""
+    sender_cls, _ = _classes(name)
+    return sender_cls(bucket_bytes=bucket_bytes, timeout_s=timeout_s, backend=backend)
+
+
+def build_receiver(name: str) -> WeightReceiver:
+    _, receiver_cls = _classes(name)
+    return receiver_cls()

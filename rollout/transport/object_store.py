@@ -1,0 +1,87 @@
+"""Object-store backend: safetensors buckets (``rollout.weight_buckets``) through Ray's object store.
+
+The learner ``ray.put``s each bucket and returns the ObjectRefs in ``PushStats.handle``; each rollout actor
+fetches them (``fetch``: the bytes, in its own process) and its engine loads them (``receive``). No group and
+no collective: the send returns as soon as the buckets are in the learner's object store, and receivers may
+run later. Works wherever Ray does, across nodes, with any number of receivers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+import torch
+
+from rollout.transport.base import PushStats
+from rollout.weight_buckets import pack_buckets, unpack_bucket
+
+
+class ObjectStoreSender:
+    name: ClassVar[str] = "object_store"
+    streaming: ClassVar[bool] = False  # buckets hold references to the tensors until they are serialised
+
+    def __init__(self, bucket_bytes: int, timeout_s: float = 600.0, backend: str = "auto") -> None:
+        self.bucket_bytes = bucket_bytes
+
+    def open(self, num_receivers: int, host: str = "") -> dict:
+        return {"kind": self.name}
+
+    def connect(self) -> None:
+        pass
+
+    def send(self, version: int, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> PushStats:
+        import ray
+
+        start = time.perf_counter()
+        buckets = pack_buckets(named_tensors, version, self.bucket_bytes)
+        refs = [ray.put(b) for b in buckets]
+        return PushStats(version=version, backend=self.name, seconds=time.perf_counter() - start,
+                         bytes=sum(len(b.payload) for b in buckets), buckets=len(buckets),
+                         tensors=sum(len(b.names) for b in buckets), handle=refs)
+
+    def close(self) -> None:
+        pass
+
+
+class ObjectStoreReceiver:
+    name: ClassVar[str] = "object_store"
+
+    def connect(self, endpoint: dict, rank: int) -> None:
+        pass
+
+    def fetch(self, source: Any) -> list[dict]:
+        """``source``: ``[send_ref]`` (the learner's ``send_weights`` ObjectRef, wrapped so Ray does not resolve
+        it first), a PushStats, or a list of WeightBuckets / their ObjectRefs. Returns plain dicts (they cross
+        vLLM's ``collective_rpc``)."""
+        import ray
+
+        if isinstance(source, list) and len(source) == 1 and isinstance(source[0], ray.ObjectRef):
+            source = ray.get(source[0])
+        if isinstance(source, PushStats):
+            source = source.handle
+        if source is None:
+            raise ValueError("the object-store transport needs the sender's result to receive a push")
+        refs = [i for i, item in enumerate(source) if isinstance(item, ray.ObjectRef)]
+        items = list(source)
+        for i, bucket in zip(refs, ray.get([items[i] for i in refs])):
+            items[i] = bucket
+        return [{"version": b.version, "index": b.index, "count": b.count, "sha256": b.sha256,
+                 "payload": b.payload} for b in sorted(items, key=lambda b: b.index)]
+
+    def receive(self, version: int, fetched: list[dict]) -> Iterator[tuple[str, torch.Tensor]]:
+        versions = {b["version"] for b in fetched}
+        if versions != {version}:
+            raise ValueError(f"expected weight push version {version}, got buckets of versions {sorted(versions)}")
+        if not fetched or [b["index"] for b in fetched] != list(range(fetched[0]["count"])):
+            raise ValueError(f"weight push {version} is incomplete: buckets {[b['index'] for b in fetched]}")
+        for b in fetched:
+            if b["sha256"] and hashlib.sha256(b["payload"]).hexdigest() != b["sha256"]:
+                raise ValueError(f"weight bucket {b['index']} of version {version} is corrupt")
+            yield from unpack_bucket(b["payload"]).items()
+
+    def close(self) -> None:
+        pass
+

@@ -1,0 +1,104 @@
+"""The broadcast transport between plain processes over gloo: this process sends, two spawned ones receive.
+
+Pushes in one group, in order: a normal push; one the receivers expect under another version (refused after
+draining); one whose consumer stops after the first tensor (drained); one the sender fails half-way (aborted);
+and a last normal push, which arrives bit-identical: the group is still in step after all of that.
+"""
+
+import json
+import multiprocessing as mp
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from rollout.transport import build_receiver, build_sender
+from rollout.weight_buckets import weights_digest
+
+BUCKET_BYTES = 4096  # small, so a push is many buckets
+
+
+def _model(seed):
+    g = torch.Generator().manual_seed(seed)
+    return [("model.embed_tokens.weight", torch.randn(40, 16, generator=g)),
+            ("model.layers.0.self_attn.q_proj.weight", torch.randn(16, 16, generator=g).to(torch.bfloat16)),
+            ("model.layers.0.mlp.up_proj.weight", torch.randn(64, 16, generator=g)),  # 4 KiB: a bucket alone
+            ("model.layers.0.input_layernorm.weight", torch.randn(16, generator=g)),
+            ("model.norm.weight", torch.randn(16, generator=g).to(torch.float16)),
+            ("lm_head.weight", torch.randn(40, 16, generator=g))]
+
+
+def _receive(endpoint, rank, out_dir):
+    receiver = build_receiver("broadcast")
+    receiver.connect(endpoint, rank)
+    results = {}
+    got = dict(receiver.receive(1))
+    results["first"] = weights_digest(got.items())
+    save_file({k: v.contiguous() for k, v in got.items()}, f"{out_dir}/rank{rank}_first.safetensors")
+    try:
+        list(receiver.receive(3))  # the learner sends version 2
+    except ValueError as exc:
+        results["wrong_version"] = str(exc)
+    for _ in receiver.receive(3):
+        break  # stop after one tensor: the rest is drained
+    try:
+        list(receiver.receive(4))
+    except RuntimeError as exc:
+        results["aborted"] = str(exc)
+    got = dict(receiver.receive(5))
+    results["last"] = weights_digest(got.items())
+    save_file({k: v.contiguous() for k, v in got.items()}, f"{out_dir}/rank{rank}_last.safetensors")
+    receiver.close()
+    with open(f"{out_dir}/rank{rank}.json", "w") as f:
+        json.dump(results, f)
+
+
+def _failing(tensors):
+    yield from tensors[:3]  # the first bucket has gone out when the gather fails
+    raise RuntimeError("gather failed")
+
+
+def test_broadcast_between_processes_is_bit_identical(tmp_path):
+    sender = build_sender("broadcast", bucket_bytes=BUCKET_BYTES, timeout_s=120, backend="gloo")
+    endpoint = sender.open(2, host="127.0.0.1")
+    assert endpoint["world_size"] == 3 and endpoint["backend"] == "gloo"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_receive, args=(endpoint, rank, str(tmp_path))) for rank in (1, 2)]
+    for p in procs:
+        p.start()
+    try:
+        sender.connect()
+        first, last = _model(0), _model(1)
+        stats = sender.send(1, iter(first))
+        assert stats.version == 1 and stats.tensors == len(first) and stats.buckets >= 3
+        assert stats.bytes >= sum(t.numel() * t.element_size() for _, t in first) and stats.seconds > 0
+        sender.send(2, iter(first))
+        sender.send(3, iter(first))
+        with pytest.raises(RuntimeError, match="gather failed"):
+            sender.send(4, _failing(first))
+        sender.send(5, iter(last))
+    finally:
+        for p in procs:
+            p.join(timeout=120)
+        sender.close()
+    assert [p.exitcode for p in procs] == [0, 0]
+    for rank in (1, 2):
+        results = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert results["first"] == weights_digest(first)
+        assert results["last"] == weights_digest(last)
+        assert "expected weight push version 3" in results["wrong_version"]
+        assert "aborted weight push 4" in results["aborted"]
+        for tag, expected in (("first", first), ("last", last)):
+            got = load_file(str(tmp_path / f"rank{rank}_{tag}.safetensors"))
+            for name, t in expected:
+                assert got[name].dtype == t.dtype and torch.equal(got[name].view(torch.uint8),
+                                                                  t.view(torch.uint8)), (rank, tag, name)
+
+
+def test_the_group_is_not_the_default_process_group():
+    import torch.distributed as dist
+
+    sender = build_sender("broadcast", bucket_bytes=BUCKET_BYTES, timeout_s=30, backend="gloo")
+    sender.open(1)
+    assert not dist.is_initialized()
+    sender.close()
