@@ -185,6 +185,12 @@ class CheckpointConfig:
 
 
 @dataclass
+class PipelineConfig:
+    max_policy_lag: int = _f(1, "async: drop a batch sampled more than this many policy versions ago")
+    queue_size: int = _f(1, "async: scored batches the producer may hold ready ahead of the learner")
+
+
+@dataclass
 class RayConfig:
     address: str | None = _f(None, "cluster address; empty starts an in-process cluster")
     num_cpus: int = _f(4, "logical CPUs of the in-process cluster")
@@ -203,6 +209,9 @@ class Config:
     sync: SyncConfig = _f(None, "weight push to the rollout workers")
     eval: EvalConfig = _f(None, "win-rate evaluation")
     checkpoint: CheckpointConfig = _f(None, "checkpoints and retention")
+    mode: Literal["sync", "async"] = _f(
+        "sync", "sync: sample, then train, deterministic; async: sampling and scoring overlap training")
+    pipeline: PipelineConfig = _f(None, "the async experience pipeline")
     ray: RayConfig = _f(None, "Ray cluster")
     resume: Literal["never", "auto"] = _f(
         "never", "auto: continue from the run directory's latest complete checkpoint if there is one")
@@ -401,13 +410,16 @@ def validate(config: Config) -> None:
     need(config.checkpoint.every_steps >= 0, "checkpoint.every_steps", "must be >= 0")
     need(config.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
     need(config.checkpoint.keep_every >= 0, "checkpoint.keep_every", "must be >= 0")
+    need(config.pipeline.max_policy_lag >= 0, "pipeline.max_policy_lag", "must be >= 0")
+    need(config.pipeline.queue_size >= 1, "pipeline.queue_size", "must be >= 1")
     need(config.ray.num_cpus >= 1, "ray.num_cpus", "must be >= 1")
     need(config.ray.object_store_gib > 0, "ray.object_store_gib", "must be > 0")
 
 
 # Keys a resumed run may change: they alter how long it runs and what it reports, not what it learns.
 RESUMABLE_OVERRIDES = ("run.total_steps", "run.log_every", "checkpoint.", "eval.every_steps", "ray.", "resume",
-                       "run.overwrite", "run.output_dir", "run.name", "sync.transport", "sync.bucket_mb")
+                       "run.overwrite", "run.output_dir", "run.name", "sync.transport", "sync.bucket_mb", "mode",
+                       "pipeline.")
 
 
 def structural_differences(saved: Config, new: Config) -> list[str]:

@@ -1,9 +1,11 @@
 """The controller: owns the schedule and the run state, and drives the actors.
 
-Synchronous loop: sample K responses per prompt -> K x K preferences -> training targets -> one learner
+The loop (``mode=sync``): sample K responses per prompt -> K x K preferences -> training targets -> one learner
 step -> weight push every ``sync.every_steps`` -> metrics, evaluation -> checkpoint every
 ``checkpoint.every_steps``. Each phase is one call into the module that owns it, and is timed. SIGTERM or
 SIGINT finishes the current step, writes a checkpoint and returns (pre-emption looks like that).
+With ``mode=async`` a producer thread (orchestration/experience_pipeline.py) samples and scores ahead while
+the learner trains; a batch older than ``pipeline.max_policy_lag`` versions is dropped and counted.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from orchestration.run_dir import write_json_atomic
 from orchestration.stop_signals import StopSignals
 from orchestration.win_rate import mean, win_rate_pairs
 from orchestration.experience import Experience
+from orchestration.experience_pipeline import ExperienceItem, ExperiencePipeline
 from rollout.records import Completion, SamplingSpec
 from tasks.dsat import DSATExample
 
@@ -52,6 +55,8 @@ class RunState:
     initial_eval_score: float | None = None
     rejected_groups: int = 0
     rejected_batches: int = 0
+    dropped_stale: int = 0
+    next_tag: int = 1
 
 
 class Timer:
@@ -83,6 +88,8 @@ class Controller:
             if self.dsat else []
         self.stream = PromptStream(len(self.dsat) if self.dsat else len(self.train_prompts), config.run.seed)
         self.experience = Experience(self)
+        self.pipeline: ExperiencePipeline | None = None
+        self.restored_queue: list[ExperienceItem] = []
 
     # -- actors -------------------------------------------------------------------------------------
 
@@ -173,17 +180,39 @@ class Controller:
             s.initial_eval = self.sample_eval()
             s.initial_eval_score = self.eval_score(s.initial_eval).get("eval_score")
         progress = Progress(c.run.total_steps, c.run.log_every, first_step=s.step)
+        if c.mode == "async":
+            self.pipeline = ExperiencePipeline(self.produce, c.pipeline.queue_size, s.next_tag)
+            self.pipeline.start(self.restored_queue)
+        try:
+            return self._loop(progress, started)
+        finally:
+            if self.pipeline:
+                self.pipeline.stop()
+
+    def produce(self, tag: int) -> ExperienceItem:
+        """One scored batch; ``tag`` seeds its sampling (the step in sync mode, a counter in async mode)."""
+        indices = self.stream.take(self.config.rollout.prompts_per_step)
+        groups, metrics = self.experience.collect(indices, tag)
+        return ExperienceItem(tag, indices, groups, metrics)
+
+    def _loop(self, progress: Progress, started: float) -> dict:
+        c, s = self.config, self.state
         with StopSignals() as stop:
             while s.step < c.run.total_steps and not stop.requested:
                 timer = Timer()
                 step = s.step + 1
-                indices = self.stream.take(c.rollout.prompts_per_step)
-                with timer.phase("experience"):
-                    scored, experience_metrics = self.experience.collect(indices, step)
+                with timer.phase("experience"):  # in async mode: only the wait for a ready batch
+                    item = self.pipeline.get() if self.pipeline else self.produce(step)
+                scored, experience_metrics = item.groups, item.metrics
                 if not scored:  # every group's preferences were invalid: the batch is rejected, the run goes on
                     s.rejected_batches += 1
                     if s.rejected_batches > 100:
                         raise RuntimeError("100 batches in a row had no valid preference: check the preference model")
+                    continue
+                lag = s.policy_version - min(x.policy_version for g in scored for x in g.completions
+                                             if x.policy_version >= 0)
+                if c.mode == "async" and lag > c.pipeline.max_policy_lag:  # too old a policy: dropped, counted
+                    s.dropped_stale += 1
                     continue
                 batch, batch_metrics = self.algorithm.build_batch(scored, np.random.default_rng([c.run.seed, step]))
                 batch_metrics.update(experience_metrics)
@@ -200,7 +229,7 @@ class Controller:
                 row = {**train_metrics, **batch_metrics, **{f"time/{k}": v for k, v in timer.seconds.items()},
                        "samples": s.samples, "policy_version": s.policy_version,
                        "preference_calls": s.preference_calls, "rejected_batches": s.rejected_batches,
-                       "policy_lag": s.policy_version - min(batch.policy_versions),
+                       "policy_lag": lag, "dropped_stale": s.dropped_stale,
                        "samples_per_second": len(batch) / max(sum(timer.seconds.values()), 1e-9)}
                 if c.eval.every_steps and step % c.eval.every_steps == 0 and step < c.run.total_steps:
                     row.update(self.evaluate(s.initial_eval))
@@ -229,7 +258,8 @@ class Controller:
         summary = {"algorithm": c.algorithm.name, "steps": s.step, "samples": s.samples,
                    "policy_version": s.policy_version, "win_rate_vs_initial": final,
                    "wall_seconds": s.wall_seconds, "preference_calls": s.preference_calls,
-                   "rollout_engine": c.rollout.engine, "win_rate_curve": s.win_rates,
+                   "rollout_engine": c.rollout.engine, "win_rate_curve": s.win_rates, "mode": c.mode,
+                   "dropped_stale": s.dropped_stale, "rejected_batches": s.rejected_batches,
                    "initial_eval_score": s.initial_eval_score, "final_eval_score": final_eval.get("eval_score"),
                    "last_push": s.last_push, "last_checkpoint_step": s.checkpoint_step}
         write_json_atomic(self.run_dir / "summary.json", summary)

@@ -11,6 +11,7 @@ from dataclasses import fields
 import ray
 
 from orchestration import checkpoint as ckpt
+from orchestration.experience_pipeline import ExperienceItem
 from orchestration.faults import fault_point
 from orchestration.prompt_stream import PromptStream
 from rollout.records import decode, encode
@@ -26,11 +27,17 @@ def save_checkpoint(controller) -> None:
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     started = time.perf_counter()
+    # async: pause the producer between batches; what it made but the learner has not trained on is saved
+    queued = controller.pipeline.pause_and_snapshot() if controller.pipeline else []
+    if controller.pipeline:
+        s.next_tag = controller.pipeline.next_tag
     ray.get(controller.learner.save_checkpoint.remote(str(directory)))
     fault_point("checkpoint_after_engine", s.step)
     # Field by field, not dataclasses.asdict: that would turn the Completion records into plain dicts.
     run_state = {f.name: getattr(s, f.name) for f in fields(s)} | {"checkpoint_step": s.step}
-    state = {"run_state": run_state, "stream": controller.stream.state()}
+    state = {"run_state": run_state, "stream": controller.stream.state(),
+             "queued": [{"tag": q.tag, "indices": q.indices, "groups": q.groups, "metrics": q.metrics}
+                        for q in queued]}
     (directory / CONTROLLER_FILE).write_bytes(encode(state))
     fault_point("checkpoint_before_manifest", s.step)
     ckpt.write_manifest(directory, s.step, meta={
@@ -41,6 +48,8 @@ def save_checkpoint(controller) -> None:
     s.checkpoint_step = s.step
     ckpt.apply_retention(controller.run_dir, c.checkpoint.keep_last, c.checkpoint.keep_every)
     controller.metrics.write(s.step, {"time/checkpoint": time.perf_counter() - started})
+    if controller.pipeline:
+        controller.pipeline.resume()
     fault_point("after_checkpoint", s.step)
 
 
@@ -54,4 +63,5 @@ def restore_checkpoint(controller, ref: ckpt.CheckpointRef) -> None:
         if key in known:
             setattr(controller.state, key, value)
     controller.stream = PromptStream.from_state(state["stream"])
+    controller.restored_queue = [ExperienceItem(**q) for q in state.get("queued", [])]
     controller.push_current_weights()
