@@ -48,8 +48,10 @@ def build_tokenizer(spec: TinyModelSpec):
         unk_token="<unk>", model_max_length=spec.max_positions)
 
 
-def build_tiny_model_dir(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec()) -> Path:
-    """Write config, random weights (seeded) and tokenizer to ``out_dir``; returns the directory."""
+def build_tiny_model_dir(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec(),
+                         vocab_size: int | None = None) -> Path:
+    """Write config, random weights (seeded) and tokenizer to ``out_dir``; returns the directory.
+    ``vocab_size`` larger than the tokenizer's pads the embedding (benchmarks of realistic model sizes)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -57,7 +59,7 @@ def build_tiny_model_dir(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpe
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(spec)
     config = LlamaConfig(
-        vocab_size=len(vocabulary(spec)),
+        vocab_size=vocab_size or len(vocabulary(spec)),
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.num_layers,

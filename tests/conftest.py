@@ -15,3 +15,26 @@ def selfplay_cli():
     if not script.exists():
         pytest.fail(f"console script {script} missing: install the project with scripts/install.sh")
     return str(script)
+
+
+def run_in_process(out_dir, name, *overrides):
+    """Run the real loop in this process (Ray started here) with the given overrides; returns (run_dir, summary).
+    Evaluation only at the end and no periodic checkpoints, to keep end-to-end tests short."""
+    from orchestration.config import load_config
+    from orchestration.launch import prepare
+
+    config = load_config(None, [f"run.output_dir={out_dir}", f"run.name={name}", "eval.every_steps=0",
+                                "checkpoint.every_steps=0", *overrides])
+    controller = prepare(config)
+    try:
+        return controller.run_dir, controller.run()
+    finally:
+        controller.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_session_per_module():
+    """Modules that start several runs share one Ray session and close it at the end."""
+    yield
+    import ray
+    ray.shutdown()

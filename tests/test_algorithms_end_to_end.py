@@ -2,32 +2,19 @@
 on the embedded default, one Ray session for all of them."""
 
 import pytest
-import ray
 
-from orchestration.config import load_config
-from orchestration.launch import prepare
-
-pytestmark = pytest.mark.slow
+from tests.conftest import run_in_process
 
 STEPS = 60
 
 
 def _run(tmp_path_factory, name, *extra):
-    out = tmp_path_factory.mktemp(name)
-    config = load_config(None, [f"run.output_dir={out}", f"run.name={name}", f"run.total_steps={STEPS}",
-                                "eval.every_steps=0", "checkpoint.every_steps=0", "checkpoint.at_end=false",
-                                f"algorithm.name={name.split('-')[0]}", *extra])
-    controller = prepare(config)
-    try:
-        return controller.run()
-    finally:
-        controller.shutdown()
+    _, summary = run_in_process(tmp_path_factory.mktemp(name), name, f"run.total_steps={STEPS}",
+                                "checkpoint.at_end=false", f"algorithm.name={name.split('-')[0]}", *extra)
+    return summary
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_ray_session():
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session_per_module")]
 
 
 @pytest.mark.parametrize("name, extra, floor", [

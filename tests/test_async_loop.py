@@ -6,13 +6,11 @@ import signal
 import subprocess
 
 import pytest
-import ray
 
 from orchestration import checkpoint as ckpt
-from orchestration.config import load_config
-from orchestration.launch import prepare
+from tests.conftest import run_in_process
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session_per_module")]
 
 
 def _rows(run_dir):
@@ -20,19 +18,7 @@ def _rows(run_dir):
 
 
 def _run(tmp_path, name, *extra):
-    config = load_config(None, [f"run.output_dir={tmp_path}", f"run.name={name}", "mode=async", "eval.every_steps=0",
-                                "checkpoint.every_steps=0", *extra])
-    controller = prepare(config)
-    try:
-        return controller.run_dir, controller.run()
-    finally:
-        controller.shutdown()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_ray_session():
-    yield
-    ray.shutdown()
+    return run_in_process(tmp_path, name, "mode=async", *extra)
 
 
 def test_two_workers_bounded_lag(tmp_path):
