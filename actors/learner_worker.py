@@ -5,7 +5,6 @@ from __future__ import annotations
 import ray
 
 from learner.batch import TrainingBatch
-from rollout.records import WeightBucket
 
 
 @ray.remote
@@ -28,9 +27,6 @@ class LearnerWorker:
 
     def train_step(self, batch: TrainingBatch) -> dict[str, float]:
         return self._learner.train_step(batch)
-
-    def export_weights(self, version: int, bucket_bytes: int) -> list[WeightBucket]:
-        return self._learner.export_weights(version, bucket_bytes)
 
     # -- weight transport (see actors/weight_transport.py for the calling order) ----------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ray
 
-from rollout.records import Completion, SamplingSpec, WeightBucket
+from rollout.records import Completion, SamplingSpec
 
 
 @ray.remote
@@ -19,11 +19,6 @@ class RolloutWorker:
     def generate(self, prompts: list[str], prompt_indices: list[int], spec: SamplingSpec
                  ) -> list[list[Completion]]:
         return self._engine.generate(prompts, prompt_indices, spec)
-
-    def load_weights(self, buckets: list[WeightBucket]) -> tuple[int, str]:
-        """Returns (policy version, digest of the loaded tensors)."""
-        self._digest = self._engine.load_weights(buckets)
-        return self._engine.policy_version, self._digest
 
     # -- weight transport (see actors/weight_transport.py for the calling order) ----------------------
 

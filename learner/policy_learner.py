@@ -21,8 +21,7 @@ from safetensors.torch import save_file as st_save_file
 from learner.algorithms.base import Algorithm
 from learner.batch import TrainingBatch
 from learner.logprobs import pad_sequences, response_logprobs
-from rollout.records import WeightBucket
-from rollout.weight_buckets import pack_buckets, weights_digest
+from rollout.weight_buckets import weights_digest
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -154,9 +153,6 @@ class PolicyLearner:
         """Push the full policy as ``version`` through a ``rollout.transport`` sender; returns its PushStats.
         Streaming senders get on-device tensors, the others stable CPU copies."""
         return sender.send(version, self.device_parameters() if sender.streaming else self.full_parameters())
-
-    def export_weights(self, version: int, bucket_bytes: int) -> list[WeightBucket]:
-        return pack_buckets(self.full_parameters(), version, bucket_bytes)
 
     def weights_digest(self) -> str:
         return weights_digest(self.full_parameters())

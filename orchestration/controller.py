@@ -27,7 +27,7 @@ from learner.algorithms.registry import build_algorithm
 from orchestration.config import Config, to_dict
 from orchestration.faults import fault_point
 from orchestration.metrics import MetricsLog
-from orchestration.placement import actor_options, check_capacity, start_ray
+from orchestration.placement import actor_options, check_capacity
 from orchestration.progress import Progress
 from orchestration.prompt_stream import PromptStream
 from orchestration.run_checkpoint import save_checkpoint

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from rollout.records import Completion, SamplingSpec, WeightBucket
+from rollout.records import Completion, SamplingSpec
 
 
 class RolloutEngine(Protocol):
@@ -15,10 +15,6 @@ class RolloutEngine(Protocol):
     def generate(self, prompts: list[str], prompt_indices: list[int],
                  spec: SamplingSpec) -> list[list[Completion]]:
         """``spec.n`` completions for each prompt, in prompt order, tagged with ``policy_version``."""
-        ...
-
-    def load_weights(self, buckets: list[WeightBucket]) -> str:
-        """Load a full set of weights in place; returns the digest of what was loaded."""
         ...
 
     def sequence_logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:

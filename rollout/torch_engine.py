@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from rollout.records import Completion, SamplingSpec, WeightBucket
-from rollout.weight_buckets import unpack_bucket, weights_digest
+from rollout.records import Completion, SamplingSpec
+from rollout.weight_buckets import weights_digest
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -110,17 +110,6 @@ class TorchEngine:
             logits = self._model(input_ids=torch.tensor([ids], device=self._device)).logits[0, -1].float()
             result.append(torch.log_softmax(logits, -1)[token_ids].tolist())
         return result
-
-    @torch.no_grad()
-    def load_weights(self, buckets: list[WeightBucket]) -> str:
-        tensors: dict[str, torch.Tensor] = {}
-        for bucket in sorted(buckets, key=lambda b: b.index):
-            tensors.update(unpack_bucket(bucket))
-        missing, unexpected = self._model.load_state_dict(tensors, strict=False)
-        if unexpected:
-            raise ValueError(f"weights the policy does not have: {unexpected[:5]}")
-        self.policy_version = buckets[0].version
-        return weights_digest(tensors.items())
 
     # -- weight transport (rollout.transport) -------------------------------------------------------
 

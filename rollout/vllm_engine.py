@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from rollout.records import Completion, SamplingSpec, WeightBucket
+from rollout.records import Completion, SamplingSpec
 
 
 class VLLMEngine:
@@ -45,14 +45,6 @@ class VLLMEngine:
                     policy_version=self.policy_version, finished=o.finish_reason == "stop"))
             groups.append(group)
         return groups
-
-    def load_weights(self, buckets: list[WeightBucket]) -> str:
-        payloads = [b.payload for b in sorted(buckets, key=lambda b: b.index)]
-        digests = self._llm.collective_rpc("selfplay_load_weights", args=(payloads,))
-        # Cached prefixes were computed with the old weights.
-        self._llm.reset_prefix_cache()
-        self.policy_version = buckets[0].version
-        return digests[0]
 
     def tokenize(self, texts: list[str], special_tokens: bool = True) -> list[list[int]]:
         return [self._tokenizer(t, add_special_tokens=special_tokens).input_ids for t in texts]

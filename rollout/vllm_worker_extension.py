@@ -14,16 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollout.weight_buckets import iter_bucket_tensors, weights_digest
+from rollout.weight_buckets import weights_digest
 
 
 class SelfplayWorkerExtension:
-    def selfplay_load_weights(self, payloads: list[bytes]) -> str:
-        """Load safetensors buckets in place; returns the digest of the tensors loaded."""
-        tensors = list(iter_bucket_tensors(payloads))
-        self.reload_weights(weights_iterator=iter(tensors))  # type: ignore[attr-defined]
-        return weights_digest(tensors)
-
     def selfplay_connect_weight_transport(self, kind: str, endpoint: dict, first_rank: int) -> None:
         """Join the learner's weight transport; this worker is rank ``first_rank`` + its rank in the engine."""
         from rollout.transport import build_receiver
