@@ -9,24 +9,38 @@ from learner.batch import TrainingBatch
 
 @ray.remote
 class LearnerWorker:
+    """One rank. Start-up is two calls so that rank 0 can host the rendezvous on a port of its own choosing:
+    ``host_rendezvous`` on rank 0, then ``start`` on every rank at once (``actors.learner_group`` does both)."""
+
     def __init__(self, config_dict: dict, model_path: str, rank: int, world_size: int,
-                 master_addr: str, master_port: int, sequences_per_step: int) -> None:
+                 sequences_per_step: int) -> None:
+        self._config_dict, self._model_path = config_dict, model_path
+        self._rank, self._world_size, self._sequences = rank, world_size, sequences_per_step
+        self._store = None
+
+    def host_rendezvous(self) -> dict:
+        from learner.process_group import host_store
+
+        self._store, endpoint = host_store(ray.util.get_node_ip_address(), self._world_size)
+        return endpoint
+
+    def start(self, endpoint: dict) -> None:
         from learner.algorithms.registry import build_algorithm
-        from learner.policy_learner import PolicyLearner, init_distributed
+        from learner.policy_learner import PolicyLearner
+        from learner.process_group import join_process_group
         from orchestration.config import config_from_dict
 
-        config = config_from_dict(config_dict)
+        config = config_from_dict(self._config_dict)
         lc = config.learner
-        init_distributed(rank, world_size, master_addr, master_port, _backend(lc.backend))
-        self._rank = rank
+        join_process_group(self._rank, self._world_size, endpoint, _backend(lc.backend), self._store)
         self._learner = PolicyLearner(
-            model_path, build_algorithm(config), lr=lc.lr, weight_decay=lc.weight_decay,
+            self._model_path, build_algorithm(config), lr=lc.lr, weight_decay=lc.weight_decay,
             grad_clip=lc.grad_clip, micro_batch_size=lc.micro_batch_size,
-            sequences_per_step=sequences_per_step, zero_stage=lc.zero_stage, dtype=config.policy.dtype,
-            reduction=config.algorithm.logprob_reduction, seed=config.run.seed + rank)
+            sequences_per_step=self._sequences, zero_stage=lc.zero_stage, dtype=config.policy.dtype,
+            reduction=config.algorithm.logprob_reduction, seed=config.run.seed + self._rank)
 
-    def train_step(self, batch: TrainingBatch) -> dict[str, float]:
-        return self._learner.train_step(batch)
+    def train_step(self, batch: TrainingBatch, loss_scale: float = 1.0) -> dict[str, float]:
+        return self._learner.train_step(batch, loss_scale)
 
     # -- weight transport (see actors/weight_transport.py for the calling order) ----------------------
 

@@ -20,9 +20,11 @@ import ray
 
 
 def open_weight_transport(learner, rollouts: list, kind: str, bucket_bytes: int, timeout_s: float = 600.0) -> dict:
-    """Once, after the actors start (and again after any of them is replaced): returns the endpoint."""
-    endpoint = ray.get(learner.open_weight_transport.remote(kind, len(rollouts), bucket_bytes, timeout_s))
-    joins = [learner.connect_weight_transport.remote()]
+    """Once, after the actors start (and again after any of them is replaced): returns the endpoint.
+    ``learner`` is an ``actors.learner_group.LearnerGroup``; its rank 0 sends, the other ranks only join the
+    ZeRO-3 gathers of each push."""
+    endpoint = learner.call("open_weight_transport", kind, len(rollouts), bucket_bytes, timeout_s)
+    joins = learner.submit("connect_weight_transport")
     joins += [w.connect_weight_transport.remote(kind, endpoint, rank) for rank, w in enumerate(rollouts, start=1)]
     ray.get(joins)
     return endpoint
@@ -32,12 +34,12 @@ def push_weights(learner, rollouts: list, version: int) -> dict:
     """One push of the learner's current weights as ``version``; returns the learner's stats (``bytes``,
     ``buckets``, ``seconds`` on the learner) plus ``wall_seconds`` and every worker's (version, digest)."""
     start = time.perf_counter()
-    send = learner.send_weights.remote(version)
-    receives = [w.receive_weights.remote(version, [send]) for w in rollouts]
-    stats = ray.get(send)
+    sends = learner.submit("send_weights", version)
+    receives = [w.receive_weights.remote(version, [sends[0]]) for w in rollouts]
+    stats = ray.get(sends)[0]
     loaded = ray.get(receives)
     return {**stats.as_dict(), "wall_seconds": time.perf_counter() - start, "loaded": loaded}
 
 
 def close_weight_transport(learner, rollouts: list) -> None:
-    ray.get([learner.close_weight_transport.remote()] + [w.close_weight_transport.remote() for w in rollouts])
+    ray.get(learner.submit("close_weight_transport") + [w.close_weight_transport.remote() for w in rollouts])

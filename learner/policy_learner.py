@@ -8,7 +8,6 @@ it is refreshed from the engine's (gathered, under ZeRO-3) parameters when the a
 from __future__ import annotations
 
 import math
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,15 +44,6 @@ def deepspeed_config(micro_batch_size: int, grad_accum: int, zero_stage: int, gr
     }
 
 
-def init_distributed(rank: int, world_size: int, master_addr: str, master_port: int, backend: str) -> None:
-    import deepspeed
-
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": "0",
-                       "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)})
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
-                               distributed_port=master_port, rank=rank, world_size=world_size)
-
-
 class PolicyLearner:
     def __init__(self, model_path: str, algorithm: Algorithm, *, lr: float, weight_decay: float,
                  grad_clip: float, micro_batch_size: int, sequences_per_step: int, zero_stage: int,
@@ -82,8 +72,10 @@ class PolicyLearner:
 
     # -- training -----------------------------------------------------------------------------------
 
-    def train_step(self, batch: TrainingBatch) -> dict[str, float]:
-        """One optimizer step over ``batch``, split into ``grad_accum`` micro-batches."""
+    def train_step(self, batch: TrainingBatch, loss_scale: float = 1.0) -> dict[str, float]:
+        """One optimizer step over ``batch``, split into ``grad_accum`` micro-batches. With several ranks this
+        is one rank's shard; ``loss_scale`` weights it so that DeepSpeed's mean over ranks is the mean over the
+        whole batch when shards differ in size (see ``actors.learner_group``)."""
         self.engine.train()
         totals: dict[str, float] = {}
         parts = batch.split(self.grad_accum)
@@ -98,7 +90,7 @@ class PolicyLearner:
                 ref_logps = response_logprobs(self.reference, ids, attention, mask, self.reduction)
             policy_logps = response_logprobs(self.engine, ids, attention, mask, self.reduction)
             loss, terms = self.algorithm.loss(policy_logps, ref_logps, micro)
-            self.engine.backward(loss * weight)
+            self.engine.backward(loss * (weight * loss_scale))
             self.engine.step()
             if weight == 0.0:
                 continue
@@ -167,16 +159,19 @@ class PolicyLearner:
     # -- checkpoints --------------------------------------------------------------------------------
 
     def save_checkpoint(self, directory: str, rank: int) -> None:
-        """Engine state (model, optimizer, ZeRO shards) through DeepSpeed; the reference policy, the RNG
-        and, on rank 0, the full policy as a Hugging Face directory (what ``selfplay export`` copies)."""
+        """Engine state (model, optimizer, ZeRO shards) through DeepSpeed and each rank's RNG; on rank 0 also
+        the reference policy and the full policy as a Hugging Face directory (what ``selfplay export`` copies).
+        A collective: every rank calls it (ZeRO-3 gathers the policy for rank 0 to write)."""
         out = Path(directory)
         self.engine.save_checkpoint(str(out / "engine"), tag="state", save_latest=False)
+        (out / f"learner_rank{rank}.msgpack").write_bytes(msgpack.packb({
+            "steps": self.steps, "torch_rng": bytes(torch.get_rng_state().numpy().tobytes())}))
         if rank != 0:
+            for _ in self.full_parameters():
+                pass
             return
         st_save_file({k: v.contiguous() for k, v in self.reference.state_dict().items()},
                      str(out / "reference.safetensors"))
-        (out / f"learner_rank{rank}.msgpack").write_bytes(msgpack.packb({
-            "steps": self.steps, "torch_rng": bytes(torch.get_rng_state().numpy().tobytes())}))
         self.save_hf_policy(out / "policy")
 
     def load_checkpoint(self, directory: str, rank: int) -> None:
@@ -190,7 +185,7 @@ class PolicyLearner:
         if unexpected or [m for m in missing if not m.endswith("rotary_emb.inv_freq")]:
             raise RuntimeError(f"reference weights do not fit the model: missing {missing[:3]}, "
                                f"unexpected {unexpected[:3]}")
-        state = msgpack.unpackb((path / "learner_rank0.msgpack").read_bytes())
+        state = msgpack.unpackb((path / f"learner_rank{rank}.msgpack").read_bytes())
         self.steps = state["steps"]
         torch.set_rng_state(torch.frombuffer(bytearray(state["torch_rng"]), dtype=torch.uint8))
 

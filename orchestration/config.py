@@ -157,6 +157,7 @@ class LearnerConfig:
     grad_clip: float = _f(1.0, "gradient norm clip (0 disables)")
     micro_batch_size: int = _f(64, "sequences per forward/backward; gradients accumulate to the step")
     zero_stage: int = _f(0, "DeepSpeed ZeRO stage 0-3")
+    num_ranks: int = _f(1, "data-parallel DeepSpeed ranks, one Ray actor (and one GPU, if any) each")
     backend: Literal["auto", "gloo", "nccl"] = _f("auto", "torch.distributed backend; auto: nccl on GPU, gloo on CPU")
 
 
@@ -400,6 +401,10 @@ def validate(config: Config) -> None:
     need(config.learner.lr > 0, "learner.lr", "must be > 0")
     need(config.learner.micro_batch_size >= 1, "learner.micro_batch_size", "must be >= 1")
     need(config.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage", "must be 0, 1, 2 or 3")
+    need(config.learner.num_ranks >= 1, "learner.num_ranks", "must be >= 1")
+    need(config.rollout.prompts_per_step % config.learner.num_ranks == 0, "learner.num_ranks",
+         f"must divide rollout.prompts_per_step ({config.rollout.prompts_per_step}): each rank trains on an "
+         "equal share of the step's prompts")
     need(config.sync.every_steps >= 1, "sync.every_steps", "must be >= 1")
     need(config.sync.bucket_mb >= 1, "sync.bucket_mb", "must be >= 1")
     need(config.eval.every_steps >= 0, "eval.every_steps", "must be >= 0")

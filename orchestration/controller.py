@@ -10,7 +10,6 @@ the learner trains; a batch older than ``pipeline.max_policy_lag`` versions is d
 
 from __future__ import annotations
 
-import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from actors.learner_worker import LearnerWorker
+from actors.learner_group import LearnerGroup
 from actors.preference_service import PreferenceService
 from actors.rollout_worker import RolloutWorker
 from actors.weight_transport import close_weight_transport, open_weight_transport, push_weights
@@ -107,11 +106,10 @@ class Controller:
             for i in range(c.rollout.num_workers)]
         self.preference = PreferenceService.options(**actor_options("preference")).remote(
             c.preference.kind, {"sharpness": c.preference.sharpness, "alphabet_size": c.task.alphabet_size})
-        sequences = self.algorithm.sequences_per_step(c.rollout.prompts_per_step)
-        self.learner = LearnerWorker.options(**actor_options("learner")).remote(
-            to_dict(c), self.model_path, 0, 1, "127.0.0.1", _free_port(), sequences)
+        self.learner = LearnerGroup(
+            c, self.model_path, self.algorithm.sequences_per_step(c.rollout.prompts_per_step // c.learner.num_ranks))
         # Surface start-up errors (bad model, engine refusal) before the loop starts.
-        ray.get([w.weights_state.remote() for w in self.rollouts] + [self.learner.weights_digest.remote()])
+        ray.get([w.weights_state.remote() for w in self.rollouts] + self.learner.submit("weights_digest"))
         open_weight_transport(self.learner, self.rollouts, c.sync.transport, c.sync.bucket_mb * 2**20)
 
     # -- phases -------------------------------------------------------------------------------------
@@ -217,11 +215,11 @@ class Controller:
                 batch, batch_metrics = self.algorithm.build_batch(scored, np.random.default_rng([c.run.seed, step]))
                 batch_metrics.update(experience_metrics)
                 with timer.phase("train"):
-                    train_metrics = ray.get(self.learner.train_step.remote(batch))
+                    train_metrics = self.learner.train_step(batch)
                 fault_point("after_train_step", step)
                 s.step, s.samples = step, s.samples + len(batch)
                 if self.algorithm.reference_resets_after(step):
-                    ray.get(self.learner.reset_reference.remote())
+                    self.learner.call("reset_reference")
                 if step % c.sync.every_steps == 0 or step == c.run.total_steps:
                     with timer.phase("push"):
                         self.push_weights()
@@ -272,8 +270,9 @@ class Controller:
             close_weight_transport(self.learner, self.rollouts)
         except Exception:  # an actor already dead: killing them below is all that is left to do
             pass
-        for actor in [*self.rollouts, self.preference, self.learner]:
+        for actor in [*self.rollouts, self.preference]:
             ray.kill(actor)
+        self.learner.shutdown()
 
 
 def _shard(items: list[int], parts: int) -> list[list[int]]:
@@ -284,9 +283,3 @@ def _shard(items: list[int], parts: int) -> list[list[int]]:
         out.append(items[start:end])
         start = end
     return out
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -66,8 +66,8 @@ class Experience:
         spec.n = n * self.candidates
         candidates = self.c.rollout(indices, prompts, spec)
         flat = [c for group in candidates for c in group]
-        policy, reference = ray.get(self.c.learner.policy_and_reference_logprobs.remote(
-            [c.prompt_token_ids for c in flat], [c.response_token_ids for c in flat]))
+        policy, reference = self.c.learner.call(
+            "policy_and_reference_logprobs", [c.prompt_token_ids for c in flat], [c.response_token_ids for c in flat])
         generator = torch.Generator().manual_seed(self.config.run.seed * 7_919 + step)
         groups, ess = [], []
         for g, group in enumerate(candidates):

@@ -78,9 +78,11 @@ def prepare_resume(run_dir: Path, config: Config | None = None, overrides: list[
         raise InputError(f"{run_dir} has no complete checkpoint to resume from")
     ref, manifest = found
     meta = manifest["meta"]
-    if meta.get("zero_stage") != new.learner.zero_stage or meta.get("world_size") != 1:
+    if meta.get("zero_stage") != new.learner.zero_stage or meta.get("world_size") != new.learner.num_ranks:
         raise ConfigError(f"checkpoint {ref.path} was written with learner.zero_stage={meta.get('zero_stage')} and "
-                          f"world size {meta.get('world_size')}; this run asks for zero_stage={new.learner.zero_stage}")
+                          f"learner.num_ranks={meta.get('world_size')}; this run asks for "
+                          f"learner.zero_stage={new.learner.zero_stage} and learner.num_ranks={new.learner.num_ranks} "
+                          "(DeepSpeed's engine state is saved per rank)")
     model_path = meta["model_path"]
     if not Path(model_path).exists() and (run_dir / "initial_model").is_dir():
         model_path = str(run_dir / "initial_model")  # the run directory was moved

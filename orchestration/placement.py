@@ -48,7 +48,7 @@ def check_capacity(config: Config) -> None:
     Only for the in-process cluster: an autoscaling cluster may still grow."""
     if config.ray.address:
         return
-    roles = ["learner", "preference"] + ["rollout"] * config.rollout.num_workers
+    roles = ["learner"] * config.learner.num_ranks + ["preference"] + ["rollout"] * config.rollout.num_workers
     need_cpu = sum(actor_options(role)["num_cpus"] for role in roles)
     need_gpu = sum(actor_options(role)["num_gpus"] for role in roles)
     deadline = time.monotonic() + 30  # actors killed a moment ago release their resources asynchronously
@@ -58,9 +58,10 @@ def check_capacity(config: Config) -> None:
         free = ray.available_resources()
     if need_cpu > free.get("CPU", 0) or need_gpu > free.get("GPU", 0):
         raise SelfplayError(
-            f"the Ray cluster has {free.get('CPU', 0):g} free CPUs and {free.get('GPU', 0):g} GPUs, but the learner, "
+            f"the Ray cluster has {free.get('CPU', 0):g} free CPUs and {free.get('GPU', 0):g} GPUs, but "
+            f"{config.learner.num_ranks} learner rank(s), "
             f"the preference service and {config.rollout.num_workers} rollout worker(s) need {need_cpu:g} CPUs and "
-            f"{need_gpu:g} GPUs: raise ray.num_cpus or lower rollout.num_workers")
+            f"{need_gpu:g} GPUs: raise ray.num_cpus or lower rollout.num_workers or learner.num_ranks")
 
 
 def actor_options(role: str) -> dict:
@@ -73,3 +74,20 @@ def actor_options(role: str) -> dict:
     if not gpus:
         options["runtime_env"] = {"env_vars": {**_COMMON_ENV, **_CPU_ENV}}
     return options
+
+
+def learner_placement_group(num_ranks: int, timeout_s: float = 600.0):
+    """One bundle per learner rank, packed onto as few nodes as possible (the ranks' collectives are the
+    chattiest traffic); waits until Ray can place it and says so if it cannot."""
+    from ray.util import placement_group, remove_placement_group
+
+    bundle = {"CPU": actor_options("learner")["num_cpus"]}
+    if actor_options("learner")["num_gpus"]:
+        bundle["GPU"] = actor_options("learner")["num_gpus"]
+    group = placement_group([dict(bundle) for _ in range(num_ranks)], strategy="PACK", name="")
+    ready, _ = ray.wait([group.ready()], timeout=timeout_s)
+    if not ready:
+        remove_placement_group(group)
+        raise SelfplayError(f"Ray could not place {num_ranks} learner rank(s) of {bundle} within {timeout_s:g} s: "
+                            "lower learner.num_ranks or add nodes")
+    return group

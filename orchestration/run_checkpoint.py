@@ -31,7 +31,7 @@ def save_checkpoint(controller) -> None:
     queued = controller.pipeline.pause_and_snapshot() if controller.pipeline else []
     if controller.pipeline:
         s.next_tag = controller.pipeline.next_tag
-    ray.get(controller.learner.save_checkpoint.remote(str(directory)))
+    controller.learner.call("save_checkpoint", str(directory))
     fault_point("checkpoint_after_engine", s.step)
     # Field by field, not dataclasses.asdict: that would turn the Completion records into plain dicts.
     run_state = {f.name: getattr(s, f.name) for f in fields(s)} | {"checkpoint_step": s.step}
@@ -41,7 +41,7 @@ def save_checkpoint(controller) -> None:
     (directory / CONTROLLER_FILE).write_bytes(encode(state))
     fault_point("checkpoint_before_manifest", s.step)
     ckpt.write_manifest(directory, s.step, meta={
-        "world_size": 1, "zero_stage": c.learner.zero_stage, "algorithm": c.algorithm.name,
+        "world_size": c.learner.num_ranks, "zero_stage": c.learner.zero_stage, "algorithm": c.algorithm.name,
         "policy_version": s.policy_version, "model_path": controller.model_path})
     fault_point("checkpoint_before_latest", s.step)
     ckpt.point_latest(controller.run_dir, s.step)
@@ -56,7 +56,7 @@ def save_checkpoint(controller) -> None:
 def restore_checkpoint(controller, ref: ckpt.CheckpointRef) -> None:
     """Learner state from the checkpoint, controller state likewise, then the weights pushed to every
     rollout engine before anything is sampled."""
-    ray.get(controller.learner.load_checkpoint.remote(str(ref.path)))
+    controller.learner.call("load_checkpoint", str(ref.path))
     state = decode((ref.path / CONTROLLER_FILE).read_bytes())
     known = {f.name for f in fields(controller.state)}
     for key, value in state["run_state"].items():

@@ -22,8 +22,10 @@ def _run(tmp_path, name, *extra):
 
 
 def test_two_workers_bounded_lag(tmp_path):
+    """Two rollout workers and a learner of two ZeRO-2 ranks (this module's first run sizes the Ray session)."""
     run_dir, summary = _run(tmp_path, "a", "run.total_steps=40", "rollout.num_workers=2",
-                            "pipeline.max_policy_lag=1", "pipeline.queue_size=1")
+                            "pipeline.max_policy_lag=1", "pipeline.queue_size=1",
+                            "learner.num_ranks=2", "learner.zero_stage=2", "ray.num_cpus=5")
     assert summary["steps"] == 40 and summary["samples"] == 40 * 16 * 4  # as configured, nothing lost
     trained = [r for r in _rows(run_dir) if "loss" in r]
     assert [r["step"] for r in trained] == list(range(1, 41))

@@ -19,7 +19,7 @@ def run_loop(tmp_path_factory, engine, steps, *extra):
     config = load_config(None, [f"run.output_dir={out}", f"run.name=e2e-{engine}", f"run.total_steps={steps}",
                                 f"rollout.engine={engine}", "eval.every_steps=10", "ray.num_cpus=4", *extra])
     controller = prepare(config)
-    initial_digest = ray.get(controller.learner.weights_digest.remote())
+    initial_digest = controller.learner.call("weights_digest")
     initial_logprobs = ray.get(controller.rollouts[0].sequence_logprobs.remote(PROBES))
     summary = controller.run()
     return controller, summary, initial_digest, initial_logprobs
@@ -37,12 +37,12 @@ def vllm_run(tmp_path_factory):
 def test_policy_changed(vllm_run):
     controller, summary, initial_digest, _ = vllm_run
     assert summary["steps"] == 40 and summary["policy_version"] == 40
-    assert ray.get(controller.learner.weights_digest.remote()) != initial_digest
+    assert controller.learner.call("weights_digest") != initial_digest
 
 
 def test_rollout_engine_holds_the_learners_weights(vllm_run):
     controller, summary, _, initial_logprobs = vllm_run
-    learner_digest = ray.get(controller.learner.weights_digest.remote())
+    learner_digest = controller.learner.call("weights_digest")
     assert len(controller.rollouts) == 2
     for worker in controller.rollouts:
         # the exact tensors the learner holds were loaded, by every worker, under the last version
@@ -50,7 +50,7 @@ def test_rollout_engine_holds_the_learners_weights(vllm_run):
     assert summary["last_push"]["backend"] == "broadcast/gloo" and summary["last_push"]["bytes"] > 0
     # ... and they took effect inside vLLM: its log-probs match the learner's, not the initial model's.
     engine = ray.get(controller.rollouts[1].sequence_logprobs.remote(PROBES))
-    learner = ray.get(controller.learner.sequence_logprobs.remote(PROBES))
+    learner = controller.learner.call("sequence_logprobs", PROBES)
     for e, l, i in zip(engine, learner, initial_logprobs):
         assert e == pytest.approx(l, abs=1e-4)
         assert max(abs(a - b) for a, b in zip(e, i)) > 1e-2
@@ -93,7 +93,7 @@ def test_export_round_trip(vllm_run, tmp_path):
     out = export(controller.run_dir, tmp_path / "exported")
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
-    learner = ray.get(controller.learner.sequence_logprobs.remote(PROBES))
+    learner = controller.learner.call("sequence_logprobs", PROBES)
     with torch.no_grad():
         for ids, expected in zip(PROBES, learner):
             x = torch.tensor([ids])

@@ -188,6 +188,7 @@ def test_corrupted_latest_checkpoint_falls_back(selfplay_cli, tmp_path, straight
 
 
 @pytest.mark.parametrize("override, key", [("learner.zero_stage=2", "learner.zero_stage"),
+                                           ("learner.num_ranks=2", "learner.num_ranks"),
                                            ("rollout.k=8", "rollout.k"),
                                            ("policy.model_path=/elsewhere", "policy.model_path")])
 def test_structural_change_is_refused(selfplay_cli, tmp_path, straight, override, key):

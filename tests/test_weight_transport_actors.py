@@ -1,15 +1,14 @@
-"""Weight pushes through the real actors: a DeepSpeed learner (ZeRO-3, so each parameter is gathered as it is
-sent) and two vLLM rollout workers plus one torch worker, over the broadcast transport (gloo) and the object
+"""Weight pushes through the real actors: a DeepSpeed learner of two ranks under ZeRO-3 (so each parameter is
+gathered from both ranks' shards as it is sent) and two vLLM rollout workers plus one torch worker, over the broadcast transport (gloo) and the object
 store. The engines start from a different model than the learner, so matching log-probs prove the push took
 effect inside each engine, and matching digests prove the exact tensors arrived."""
 
 import os
-import socket
 
 import pytest
 import ray
 
-from actors.learner_worker import LearnerWorker
+from actors.learner_group import LearnerGroup
 from actors.rollout_worker import RolloutWorker
 from actors.weight_transport import close_weight_transport, open_weight_transport, push_weights
 from orchestration.config import load_config, to_dict
@@ -21,25 +20,18 @@ pytestmark = pytest.mark.slow
 PROBES = [[1, 4, 8, 5, 12, 7, 5, 6, 7, 8], [1, 4, 20, 19, 18, 5, 9, 10, 11, 12, 13, 14]]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def actors(tmp_path_factory):
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     root = tmp_path_factory.mktemp("models")
     learner_model = build_tiny_model_dir(root / "learner", TinyModelSpec(seed=0))
     engine_model = build_tiny_model_dir(root / "engine", TinyModelSpec(seed=1))
-    config = load_config(None, ["learner.zero_stage=3", "ray.num_cpus=4"])
-    ray.init(num_cpus=4, object_store_memory=1 << 30, include_dashboard=False, logging_level="WARNING",
+    config = load_config(None, ["learner.zero_stage=3", "learner.num_ranks=2", "ray.num_cpus=6"])
+    ray.init(num_cpus=6, object_store_memory=1 << 30, include_dashboard=False, logging_level="WARNING",
              runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}})
     try:
         vllm_options = to_dict(config)["rollout"]["vllm"]
-        learner = LearnerWorker.options(**actor_options("learner")).remote(
-            to_dict(config), str(learner_model), 0, 1, "127.0.0.1", _free_port(), 16)
+        learner = LearnerGroup(config, str(learner_model), sequences_per_rank=16)
         rollouts = [RolloutWorker.options(**actor_options("rollout")).remote(
             engine, str(engine_model), "float32", i, vllm_options)
             for i, engine in enumerate(["vllm", "vllm", "torch"])]
@@ -50,9 +42,10 @@ def actors(tmp_path_factory):
 
 
 def _assert_engines_hold_the_learners_weights(learner, rollouts, push, version, before):
-    learner_digest = ray.get(learner.weights_digest.remote())
+    # The digest and log-probs of the learner's gathered parameters (every rank computes them; rank 0's).
+    learner_digest = learner.call("weights_digest")
     assert push["loaded"] == [(version, learner_digest)] * len(rollouts)
-    expected = ray.get(learner.sequence_logprobs.remote(PROBES))
+    expected = learner.call("sequence_logprobs", PROBES)
     for worker, initial in zip(rollouts, before):
         got = ray.get(worker.sequence_logprobs.remote(PROBES))
         for g, e, i in zip(got, expected, initial):

@@ -1,0 +1,61 @@
+"""The learner's DeepSpeed ranks as one handle for the controller.
+
+Each rank is a ``LearnerWorker`` actor in one bundle of a Ray placement group. Every call goes to all ranks,
+because under ZeRO-3 even a forward pass or a weight gather is a collective; the answer is rank 0's (the
+others compute the same thing). ``train_step`` is the exception: it is data parallel, each rank gets a
+contiguous shard of the batch's groups and DeepSpeed averages the gradients.
+"""
+
+from __future__ import annotations
+
+import ray
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from actors.learner_worker import LearnerWorker
+from learner.batch import TrainingBatch
+from orchestration.config import Config, to_dict
+from orchestration.placement import actor_options, learner_placement_group
+
+
+class LearnerGroup:
+    def __init__(self, config: Config, model_path: str, sequences_per_rank: int) -> None:
+        n = config.learner.num_ranks
+        self.num_ranks = n
+        self.placement_group = learner_placement_group(n)
+        self.ranks = [
+            LearnerWorker.options(**actor_options("learner"), scheduling_strategy=PlacementGroupSchedulingStrategy(
+                self.placement_group, placement_group_bundle_index=rank)).remote(
+                to_dict(config), model_path, rank, n, sequences_per_rank)
+            for rank in range(n)]
+        endpoint = ray.get(self.ranks[0].host_rendezvous.remote())
+        ray.get([r.start.remote(endpoint) for r in self.ranks])
+
+    def submit(self, method: str, *args) -> list[ray.ObjectRef]:
+        """``method`` on every rank, not waited for: rank 0's ref first."""
+        return [getattr(r, method).remote(*args) for r in self.ranks]
+
+    def call(self, method: str, *args):
+        """``method`` on every rank; rank 0's answer."""
+        return ray.get(self.submit(method, *args))[0]
+
+    def train_step(self, batch: TrainingBatch) -> dict[str, float]:
+        """One optimizer step of every rank over its shard of ``batch``. Shards are equal when the batch is
+        whole; a batch shortened by rejected groups gives some ranks fewer (or, below one group a rank, a
+        zero-weighted copy), and each rank's loss is scaled by n * its share so that DeepSpeed's gradient
+        mean over ranks is still the mean over the batch's groups."""
+        shards = batch.split(self.num_ranks)
+        total = len(batch) // batch.group_size
+        shares = [len(s) // batch.group_size / total for s in shards]
+        shards += [shards[-1]] * (self.num_ranks - len(shards))
+        shares += [0.0] * (self.num_ranks - len(shares))
+        results = ray.get([r.train_step.remote(shard, self.num_ranks * share)
+                           for r, shard, share in zip(self.ranks, shards, shares)])
+        keys = results[0].keys()
+        return {k: sum(share * m[k] for share, m in zip(shares, results)) for k in keys}
+
+    def shutdown(self) -> None:
+        from ray.util import remove_placement_group
+
+        for r in self.ranks:
+            ray.kill(r)
+        remove_placement_group(self.placement_group)
