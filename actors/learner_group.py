@@ -50,8 +50,14 @@ class LearnerGroup:
         shares += [0.0] * (self.num_ranks - len(shares))
         results = ray.get([r.train_step.remote(shard, self.num_ranks * share)
                            for r, shard, share in zip(self.ranks, shards, shares)])
-        keys = results[0].keys()
-        return {k: sum(share * m[k] for share, m in zip(shares, results)) for k in keys}
+        # Share-weighted means; a term only some shards have (OSP's judge loss) is averaged over those.
+        merged = {}
+        for k in {k for m in results for k in m}:
+            have = [(share, m[k]) for share, m in zip(shares, results) if k in m and share > 0]
+            weight = sum(share for share, _ in have)
+            if weight > 0:
+                merged[k] = sum(share * v for share, v in have) / weight
+        return merged
 
     def shutdown(self) -> None:
         from ray.util import remove_placement_group

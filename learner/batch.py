@@ -25,6 +25,24 @@ class TrainingBatch:
     def __len__(self) -> int:
         return len(self.response_token_ids)
 
+    @property
+    def num_samples(self) -> int:
+        """Sequences that are policy samples: all but OSP's judge-warm-up examples (field ``judge`` = 1)."""
+        judge = self.fields.get("judge")
+        return len(self) if judge is None else int((np.asarray(judge) == 0).sum())
+
+    @staticmethod
+    def concat(batches: list["TrainingBatch"]) -> "TrainingBatch":
+        """One batch of several with the same group size and fields, in order."""
+        first = batches[0]
+        if any(b.group_size != first.group_size or b.fields.keys() != first.fields.keys() for b in batches):
+            raise ValueError("only batches with the same group size and fields can be concatenated")
+        return TrainingBatch([p for b in batches for p in b.prompt_token_ids],
+                             [r for b in batches for r in b.response_token_ids],
+                             [v for b in batches for v in b.policy_versions],
+                             {k: np.concatenate([b.fields[k] for b in batches]) for k in first.fields},
+                             first.group_size)
+
     def split(self, parts: int) -> list["TrainingBatch"]:
         """Up to ``parts`` contiguous micro-batches of near-equal size that never cut a group, for
         gradient accumulation (DeepSpeed steps after exactly ``parts`` backward passes, so the caller

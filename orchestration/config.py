@@ -121,6 +121,12 @@ class OSPConfig:
     verdict_a: str = _f("a", "the word (one token) by which the judge prefers the first response")
     verdict_b: str = _f("b", "the word (one token) by which the judge prefers the second response")
     iteration_steps: int = _f(0, "reset the reference to the policy every N steps (0: fixed reference)")
+    labels: Literal["soft", "hard"] = _f(
+        "soft", "soft: the judged strength is the label (the paper); hard: the self-judged winner with p = 1")
+    judge_warmup_steps: int = _f(
+        0, "for the first N steps also teach the policy to judge: cross-entropy of its verdict tokens against "
+           "the preference model's label of the same judged pairs; stands in for the judging skill an "
+           "instruction-tuned policy brings (0: pure OSP)")
 
 
 @dataclass
@@ -385,6 +391,7 @@ def validate(config: Config) -> None:
     need(a.ipo.tau > 0, "algorithm.ipo.tau", "must be > 0")
     need(a.dpo.beta > 0, "algorithm.dpo.beta", "must be > 0")
     need(a.osp.beta > 0, "algorithm.osp.beta", "must be > 0")
+    need(a.osp.judge_warmup_steps >= 0, "algorithm.osp.judge_warmup_steps", "must be >= 0")
     need(a.drift.beta > 0, "algorithm.drift.beta", "must be > 0")
     need(a.drift.iteration_steps >= 1, "algorithm.drift.iteration_steps", "must be >= 1")
     need(a.osp.iteration_steps >= 0, "algorithm.osp.iteration_steps", "must be >= 0")

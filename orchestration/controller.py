@@ -217,7 +217,7 @@ class Controller:
                 with timer.phase("train"):
                     train_metrics = self.learner.train_step(batch)
                 fault_point("after_train_step", step)
-                s.step, s.samples = step, s.samples + len(batch)
+                s.step, s.samples = step, s.samples + batch.num_samples
                 if self.algorithm.reference_resets_after(step):
                     self.learner.call("reset_reference")
                 if step % c.sync.every_steps == 0 or step == c.run.total_steps:
@@ -228,7 +228,7 @@ class Controller:
                        "samples": s.samples, "policy_version": s.policy_version,
                        "preference_calls": s.preference_calls, "rejected_batches": s.rejected_batches,
                        "policy_lag": lag, "dropped_stale": s.dropped_stale,
-                       "samples_per_second": len(batch) / max(sum(timer.seconds.values()), 1e-9)}
+                       "samples_per_second": batch.num_samples / max(sum(timer.seconds.values()), 1e-9)}
                 if c.eval.every_steps and step % c.eval.every_steps == 0 and step < c.run.total_steps:
                     row.update(self.evaluate(s.initial_eval))
                     s.win_rates.append([step, row["win_rate_vs_initial"]])

@@ -97,16 +97,19 @@ class Experience:
         if self.needs.opponent == "mixture":
             opponents, metrics = self.from_mixture(indices, prompts, 1, step)
             groups = [g + o for g, o in zip(groups, opponents)]
+        judge_examples = None
         if self.needs.preferences == "self_judge":
-            matrices, judge_metrics = self.self_judge(groups)
+            matrices, judge_metrics, judge_examples = self.self_judge(groups, step)
             metrics.update(judge_metrics)
         else:
             matrices, calls = ray.get(self.c.preference.matrices.remote(groups))
             self.c.state.preference_calls += calls
-        return self.keep_valid(groups, matrices, metrics)
+        return self.keep_valid(groups, matrices, metrics, judge_examples)
 
-    def keep_valid(self, groups, matrices, metrics) -> tuple[list[PreferenceGroup], dict]:
-        kept = [PreferenceGroup(g, m) for g, m in zip(groups, matrices) if valid_matrix(np.asarray(m, dtype=float))]
+    def keep_valid(self, groups, matrices, metrics, judge_examples=None) -> tuple[list[PreferenceGroup], dict]:
+        judge_examples = judge_examples or [[] for _ in groups]
+        kept = [PreferenceGroup(g, m, j) for g, m, j in zip(groups, matrices, judge_examples)
+                if valid_matrix(np.asarray(m, dtype=float))]
         rejected = len(groups) - len(kept)
         self.c.state.rejected_groups += rejected
         metrics["rejected_groups"] = self.c.state.rejected_groups
@@ -125,7 +128,10 @@ class Experience:
             ids.append(tokens[0])
         return ids
 
-    def self_judge(self, groups: list[list[Completion]]) -> tuple[list[np.ndarray], dict]:
+    def self_judge(self, groups: list[list[Completion]], step: int) -> tuple[list[np.ndarray], dict, list[list]]:
+        """The policy's judgements of every pair, its agreement with the preference model, and during the
+        judge warm-up the judged presentations labelled by the preference model, per group:
+        [judge prompt ids, verdict_a id, verdict_b id, P(the first shown is better)]."""
         texts, where = judge_pairs(self.config.algorithm.osp.judge_template, groups)
         logprobs = ray.get(self.c.rollouts[0].next_token_logprobs.remote(texts, self.verdict_ids))
         matrices = judge_matrix(groups, where, logprobs)
@@ -135,8 +141,15 @@ class Experience:
         agree = [np.sign(m[i, j] - 0.5) == np.sign(r[i, j] - 0.5)
                  for m, r in zip(matrices, reference) for i in range(len(m)) for j in range(i + 1, len(m))
                  if r[i, j] != 0.5]
+        examples: list[list] = [[] for _ in groups]
+        if step <= self.config.algorithm.osp.judge_warmup_steps:
+            ids = ray.get(self.c.rollouts[0].tokenize.remote(texts, True))
+            a, b = self.verdict_ids
+            for n, (g, i, j) in enumerate(where):
+                examples[g].append([ids[2 * n], a, b, float(reference[g][i, j])])
+                examples[g].append([ids[2 * n + 1], a, b, float(reference[g][j, i])])
         return matrices, {"osp/judge_agreement": float(np.mean(agree)) if agree else float("nan"),
-                          "osp/judge_calls": len(texts)}
+                          "osp/judge_calls": len(texts)}, examples
 
     # -- DRIFT: improved answers to dissatisfying replies -------------------------------------------
 

@@ -39,9 +39,12 @@ class Completion:
 
 @dataclass
 class PreferenceGroup:
-    """K responses to one prompt and their K x K preference matrix P[i, j] = P(y_i > y_j | x)."""
+    """K responses to one prompt and their K x K preference matrix P[i, j] = P(y_i > y_j | x).
+    ``judge_examples`` (OSP's judge warm-up): (judge prompt token ids, P(the first shown is better)) for the
+    judged presentations of this group's pairs, labelled by the preference model."""
     completions: list[Completion]
     matrix: np.ndarray
+    judge_examples: list = field(default_factory=list)
 
     @property
     def k(self) -> int:

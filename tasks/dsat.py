@@ -65,12 +65,10 @@ def load_wildfeedback_jsonl(path: str | Path) -> list[DSATExample]:
 
 
 def synthetic_sorting_dsat(prompts: list[str], alphabet_size: int = DEFAULT_ALPHABET_SIZE) -> list[DSATExample]:
-    """A dissatisfying reply for each sorting prompt and a complaint."""
-    letters = alphabet(alphabet_size)
-
-    def farthest(letter: str) -> str:
-        return letters[-1] if letters.index(letter) < len(letters) / 2 else letters[0]
-
+    """A dissatisfying reply for each sorting prompt and the user's complaint: the letters sorted the wrong way
+    round, a plausible failure of a deployed model that scores about what the random initial policy does
+    (so the preference filter, when on, keeps the positives that are really better)."""
+    alphabet(alphabet_size)  # validates the size
     return [DSATExample([{"role": "user", "content": prompt}],
-                        " ".join(farthest(x) for x in sorted(prompt_letters(prompt))), "sort please")
+                        " ".join(sorted(prompt_letters(prompt), reverse=True)), "wrong order ascending please")
             for prompt in prompts]

@@ -1,5 +1,7 @@
 """Each algorithm's training targets from scored groups (pure logic), and its loss on the batch it built."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -70,6 +72,31 @@ def test_osp_ranked_pairs_with_judged_strength():
     assert batch.response_token_ids == [[0], [1], [3], [2]]
     np.testing.assert_allclose(batch.fields["p"], [0.9, 0.9, 0.55, 0.55])
     assert OSP(beta=0.1, k=5).sequences_per_step(3) == 12
+    hard, metrics = OSP(beta=0.1, k=4, labels="hard").build_batch([group])
+    assert hard.response_token_ids == batch.response_token_ids and set(hard.fields["p"]) == {1.0}
+    assert metrics["strength_mean"] == pytest.approx((0.9 + 0.55) / 2)  # the judged strength, still reported
+
+
+def test_osp_judge_warm_up_examples_train_the_verdict_tokens():
+    group = _pair(0.7)
+    group.judge_examples = [[[1, 9, 9], 30, 31, 0.8], [[1, 8, 8], 30, 31, 0.1]]
+    algo = OSP(beta=1.0, k=2)
+    batch, metrics = algo.build_batch([group])
+    assert metrics["osp/judge_examples"] == 2 and len(batch) == 6 and batch.num_samples == 2
+    assert batch.prompt_token_ids[2:] == [[1, 9, 9]] * 2 + [[1, 8, 8]] * 2
+    assert batch.response_token_ids[2:] == [[30], [31]] * 2
+    np.testing.assert_allclose(batch.fields["judge"], [0, 0, 1, 1, 1, 1])
+    np.testing.assert_allclose(batch.fields["p"], [0.7, 0.7, 0.8, 0.8, 0.1, 0.1])
+    # log-probs: the OSP pair has h = 0 (loss log 2); the verdicts log pi(A), log pi(B) = log .5, log .25 then
+    # log .2, log .6: judge CE -(.8 log .5 + .2 log .25), -(.1 log .2 + .9 log .6)
+    policy = torch.log(torch.tensor([0.3, 0.3, 0.5, 0.25, 0.2, 0.6]))
+    loss, terms = algo.loss(policy, policy.clone(), batch)
+    judge = (-(0.8 * math.log(0.5) + 0.2 * math.log(0.25)) - (0.1 * math.log(0.2) + 0.9 * math.log(0.6))) / 2
+    assert terms["judge_loss"] == pytest.approx(judge, abs=1e-6)
+    assert loss.item() == pytest.approx(math.log(2) + judge, abs=1e-6)
+    # a shard of only judge examples (a micro-batch can be one) still has a finite loss
+    only_judge = batch.split(3)[2]
+    assert torch.isfinite(algo.loss(policy[4:], policy[4:], only_judge)[0])
 
 
 def test_drift_trains_the_pair_on_the_original_prompt():

@@ -10,7 +10,7 @@ from learner.algorithms.dpo import dpo_loss
 from learner.algorithms.drift import drift_loss
 from learner.algorithms.ipo import ipo_hard_loss, ipo_loss
 from learner.algorithms.nash_md import nash_md_loss
-from learner.algorithms.osp import osp_loss, ranked_pairs, self_judge_strength
+from learner.algorithms.osp import judge_loss, osp_loss, ranked_pairs, self_judge_strength
 
 
 def softplus(x: float) -> float:  # -log sigma(-x)
@@ -89,6 +89,19 @@ def test_osp_hand_computed():
 def test_osp_step_raises_winner():
     after = _step(lambda h, _: osp_loss(h, torch.tensor([0.8]), beta=0.1))
     assert after[0] > 0 > after[1]
+
+
+def test_judge_loss_hand_computed_and_its_gradient_follows_the_label():
+    logp_a, logp_b = torch.log(torch.tensor([0.5, 0.2])), torch.log(torch.tensor([0.25, 0.6]))
+    loss, terms = judge_loss(logp_a, logp_b, torch.tensor([1.0, 0.25]))
+    # -(1 * log 0.5) and -(0.25 log 0.2 + 0.75 log 0.6), averaged
+    expected = (-math.log(0.5) - (0.25 * math.log(0.2) + 0.75 * math.log(0.6))) / 2
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    assert terms["judge_accuracy"] == 1.0
+    a = torch.zeros(1, requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    judge_loss(a, b, torch.tensor([0.9]))[0].backward()
+    assert a.grad.item() < 0 and b.grad.item() < 0 and a.grad.item() < b.grad.item()  # "A" rises most
 
 
 def test_ranked_pairs_k5_and_k4():

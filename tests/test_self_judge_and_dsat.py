@@ -60,4 +60,4 @@ def test_bad_rows_name_file_and_line(tmp_path, line, message):
 
 def test_synthetic_dsat_for_the_sorting_task():
     rows = synthetic_sorting_dsat(["sort: b d o a"])
-    assert rows[0].rejected == "p p p a" and rows[0].prompt[0]["content"] == "sort: b d o a"
+    assert rows[0].rejected == "o d b a" and rows[0].prompt[0]["content"] == "sort: b d o a"

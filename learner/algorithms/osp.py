@@ -7,6 +7,14 @@ rank K+1-i, giving floor(K/2) pairs of decreasing strength. Loss, the soft-prefe
 h = r(winner) - r(loser) and p the strength of the winner over the loser (p = 1 gives DPO):
 
     L = -[ p log sigma(beta h) + (1 - p) log sigma(-beta h) ]
+
+Judge warm-up (``judge_warmup_steps``, off by default): a randomly initialised policy cannot judge, so OSP on
+it only sharpens noise. For the first steps the batch also holds the judged presentations labelled by the
+preference model, and the policy learns to judge by the cross-entropy of its verdict tokens,
+
+    L_judge = -[ q log pi("A" | judge prompt) + (1 - q) log pi("B" | judge prompt) ],  q = P(first shown > second)
+
+standing in for the judging skill an instruction-tuned policy brings to OSP.
 """
 
 from __future__ import annotations
@@ -30,6 +38,13 @@ def osp_loss(h: torch.Tensor, p: torch.Tensor, beta: float) -> tuple[torch.Tenso
                   "accuracy": (h > 0).float().mean().item()}
 
 
+def judge_loss(logp_a: torch.Tensor, logp_b: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """mean -[q log pi(A) + (1 - q) log pi(B)]: the verdict tokens' cross-entropy against the label q."""
+    loss = -(q * logp_a + (1 - q) * logp_b).mean()
+    return loss, {"judge_loss": loss.item(),
+                  "judge_accuracy": ((logp_a > logp_b) == (q > 0.5)).float().mean().item()}
+
+
 def ranked_pairs(scores: Sequence[float]) -> list[tuple[int, int]]:
     """(winner, loser) index pairs: best with worst, 2nd best with 2nd worst, ...; floor(K/2) pairs.
 
@@ -50,8 +65,9 @@ class OSP:
     ranked pairs (best with worst, ...) with the judged strength as a soft label."""
     name = "osp"
 
-    def __init__(self, beta: float, k: int, iteration_steps: int = 0) -> None:
+    def __init__(self, beta: float, k: int, iteration_steps: int = 0, labels: str = "soft") -> None:
         self.beta = beta
+        self.labels = labels
         self.iteration_steps = iteration_steps
         self.needs = RolloutNeeds(responses_per_prompt=k, preferences="self_judge")
 
@@ -59,16 +75,42 @@ class OSP:
         return prompts_per_step * 2 * (self.needs.responses_per_prompt // 2)
 
     def build_batch(self, groups: list[PreferenceGroup], rng=None) -> tuple[TrainingBatch, dict[str, float]]:
-        pairs = []
+        pairs, strengths = [], []
         for g in groups:
             for w, l in ranked_pairs(win_rates(g.matrix).tolist()):
-                pairs.append((g.completions[w], g.completions[l], float(g.matrix[w, l])))
-        return pair_batch(pairs), {"strength_mean": float(np.mean([p for _, _, p in pairs]))}
+                strengths.append(float(g.matrix[w, l]))
+                pairs.append((g.completions[w], g.completions[l], 1.0 if self.labels == "hard" else strengths[-1]))
+        batch = pair_batch(pairs)
+        batch.fields["judge"] = np.zeros(len(batch), dtype=np.float32)
+        metrics = {"strength_mean": float(np.mean(strengths))}
+        examples = [(ex, g.completions[0].policy_version) for g in groups for ex in g.judge_examples]
+        if examples:  # judge warm-up: (prompt -> verdict A, prompt -> verdict B) pairs labelled q
+            n = len(examples)
+            judge = TrainingBatch(
+                [ids for (ids, _, _, _), _ in examples for _ in range(2)],
+                [[token] for (_, a, b, _), _ in examples for token in (a, b)],
+                [version for _, version in examples for _ in range(2)],
+                {"p": np.repeat([q for (_, _, _, q), _ in examples], 2).astype(np.float32),
+                 "length": np.ones(2 * n, dtype=np.float32), "judge": np.ones(2 * n, dtype=np.float32)},
+                group_size=2)
+            batch = TrainingBatch.concat([batch, judge])
+            metrics["osp/judge_examples"] = n
+        return batch, metrics
 
     def loss(self, policy_logps, ref_logps, batch):
+        as_tensor = lambda x: torch.tensor(x, dtype=policy_logps.dtype, device=policy_logps.device)  # noqa: E731
         first, second = first_second(policy_logps - ref_logps)
-        p = torch.tensor(batch.fields["p"][0::2], dtype=policy_logps.dtype, device=policy_logps.device)
-        return osp_loss(first - second, p, self.beta)
+        p = as_tensor(batch.fields["p"][0::2])
+        judge = torch.tensor(batch.fields["judge"][0::2] > 0, device=policy_logps.device)
+        total, terms = policy_logps.new_zeros(()), {}
+        if (~judge).any():
+            total, terms = osp_loss((first - second)[~judge], p[~judge], self.beta)
+        if judge.any():
+            logp_a, logp_b = first_second(policy_logps)
+            judged, judge_terms = judge_loss(logp_a[judge], logp_b[judge], p[judge])
+            total = total + judged
+            terms = {**terms, **judge_terms, "loss": total.item()}
+        return total, terms
 
     def reference_resets_after(self, step: int) -> bool:
         return bool(self.iteration_steps) and step % self.iteration_steps == 0

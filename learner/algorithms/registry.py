@@ -25,7 +25,7 @@ def build_algorithm(config) -> Algorithm:
         return OnlineDPO(beta=a.dpo.beta, labels=a.dpo.labels)
     if a.name == "osp":
         from learner.algorithms.osp import OSP
-        return OSP(beta=a.osp.beta, k=config.rollout.k, iteration_steps=a.osp.iteration_steps)
+        return OSP(beta=a.osp.beta, k=config.rollout.k, iteration_steps=a.osp.iteration_steps, labels=a.osp.labels)
     if a.name == "drift":
         from learner.algorithms.drift import DRIFT
         return DRIFT(beta=a.drift.beta, alpha=a.drift.alpha, iteration_steps=a.drift.iteration_steps,
