@@ -86,6 +86,9 @@ class LearnerWorker:
     def reset_reference(self) -> None:
         self._learner.reset_reference()
 
+    def local_parameter_counts(self) -> dict[str, int]:
+        return self._learner.local_parameter_counts()
+
     def policy_and_reference_logprobs(self, prompts: list[list[int]], responses: list[list[int]]
                                       ) -> tuple[list[float], list[float]]:
         return self._learner.policy_and_reference_logprobs(prompts, responses)

@@ -27,11 +27,11 @@ class RolloutWorker:
         ``connect_weight_transport`` and every other worker's must be submitted before any is awaited."""
         self._engine.connect_weight_transport(kind, endpoint, rank)
 
-    def receive_weights(self, version: int, source: list | None = None) -> tuple[int, str]:
+    def receive_weights(self, version: int, source: list | None = None, verify: bool = True) -> tuple[int, str]:
         """Receive push ``version``; returns (policy version, digest of the loaded tensors). ``source``:
         ``[learner.send_weights.remote(version)]``, the ObjectRef wrapped in a list so Ray hands it over
         unresolved (broadcast ignores it; the object store reads the buckets through it)."""
-        self._digest = self._engine.receive_weights(version, source)
+        self._digest = self._engine.receive_weights(version, source, verify)
         return self._engine.policy_version, self._digest
 
     def close_weight_transport(self) -> None:

@@ -30,12 +30,12 @@ def open_weight_transport(learner, rollouts: list, kind: str, bucket_bytes: int,
     return endpoint
 
 
-def push_weights(learner, rollouts: list, version: int) -> dict:
+def push_weights(learner, rollouts: list, version: int, verify: bool = True) -> dict:
     """One push of the learner's current weights as ``version``; returns the learner's stats (``bytes``,
     ``buckets``, ``seconds`` on the learner) plus ``wall_seconds`` and every worker's (version, digest)."""
     start = time.perf_counter()
     sends = learner.submit("send_weights", version)
-    receives = [w.receive_weights.remote(version, [sends[0]]) for w in rollouts]
+    receives = [w.receive_weights.remote(version, [sends[0]], verify) for w in rollouts]
     stats = ray.get(sends)[0]
     loaded = ray.get(receives)
     return {**stats.as_dict(), "wall_seconds": time.perf_counter() - start, "loaded": loaded}

@@ -1,8 +1,10 @@
 """The policy learner: a DeepSpeed engine around the HF policy, a frozen reference, one algorithm's loss.
 
 The same code runs DeepSpeed's CPU accelerator with gloo here and CUDA with NCCL on GPUs; only the
-accelerator and backend differ. The reference policy is a plain frozen module (no optimizer state);
-it is refreshed from the engine's (gathered, under ZeRO-3) parameters when the algorithm says so.
+accelerator and backend differ. The reference policy is a frozen module without optimizer state. Under
+ZeRO-3 it is partitioned like the policy (a DeepSpeed engine without an optimizer), so each rank holds 1/N of
+it and gathers a layer at a time in the forward pass; under ZeRO 0-2 every rank keeps a whole copy, which is
+what those stages do with the policy's weights too. It is refreshed from the policy when the algorithm says so.
 """
 
 from __future__ import annotations
@@ -65,8 +67,13 @@ class PolicyLearner:
         self.engine, *_ = deepspeed.initialize(
             model=model, optimizer=optimizer,
             config=deepspeed_config(micro_batch_size, self.grad_accum, zero_stage, grad_clip, dtype))
-        self.reference = AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype]).to(self.device)
-        self.reference.requires_grad_(False).eval()
+        reference = AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype]).requires_grad_(False)
+        if zero_stage == 3:
+            self._reference_engine, *_ = deepspeed.initialize(
+                model=reference, config=deepspeed_config(micro_batch_size, self.grad_accum, 3, grad_clip, dtype))
+            self.reference = self._reference_engine.module.eval()  # DeepSpeed placed its partitions
+        else:
+            self.reference = reference.to(self.device).eval()
         self.model_path = model_path
         self.steps = 0
 
@@ -150,11 +157,37 @@ class PolicyLearner:
         return weights_digest(self.full_parameters())
 
     def reset_reference(self) -> None:
-        """pi_ref <- current policy."""
+        """pi_ref <- current policy (a collective under ZeRO-3)."""
         with torch.no_grad():
             ref = dict(self.reference.named_parameters())
             for name, tensor in self.full_parameters():
-                ref[name].copy_(tensor.to(ref[name].device))
+                with self._gathered_reference(ref[name], modify=True):
+                    ref[name].data.copy_(tensor.to(ref[name].device))
+
+    def _gathered_reference(self, param: torch.nn.Parameter, modify: bool = False):
+        """The whole reference parameter for the duration (ZeRO-3: gathered; with ``modify``, what rank 0
+        holds at the end is partitioned back to every rank)."""
+        import contextlib
+
+        import deepspeed
+
+        if self.zero_stage != 3:
+            return contextlib.nullcontext()
+        return deepspeed.zero.GatheredParameters([param], modifier_rank=0 if modify else None)
+
+    def reference_state(self) -> dict[str, torch.Tensor]:
+        """The reference's full parameters on the CPU (a collective under ZeRO-3)."""
+        state = {}
+        for name, param in self.reference.named_parameters():
+            with self._gathered_reference(param):
+                state[name] = param.detach().to("cpu").clone()
+        return state
+
+    def local_parameter_counts(self) -> dict[str, int]:
+        """Elements of the policy and of the reference this rank holds (ZeRO-3: its partitions)."""
+        def held(module):
+            return sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in module.parameters())
+        return {"policy": held(self.engine.module), "reference": held(self.reference)}
 
     # -- checkpoints --------------------------------------------------------------------------------
 
@@ -166,12 +199,12 @@ class PolicyLearner:
         self.engine.save_checkpoint(str(out / "engine"), tag="state", save_latest=False)
         (out / f"learner_rank{rank}.msgpack").write_bytes(msgpack.packb({
             "steps": self.steps, "torch_rng": bytes(torch.get_rng_state().numpy().tobytes())}))
+        reference = self.reference_state()
         if rank != 0:
             for _ in self.full_parameters():
                 pass
             return
-        st_save_file({k: v.contiguous() for k, v in self.reference.state_dict().items()},
-                     str(out / "reference.safetensors"))
+        st_save_file({k: v.contiguous() for k, v in reference.items()}, str(out / "reference.safetensors"))
         self.save_hf_policy(out / "policy")
 
     def load_checkpoint(self, directory: str, rank: int) -> None:
@@ -181,10 +214,15 @@ class PolicyLearner:
         if loaded is None:
             raise RuntimeError(f"DeepSpeed could not load the engine state under {path / 'engine'}")
         reference = st_load_file(str(path / "reference.safetensors"))
-        missing, unexpected = self.reference.load_state_dict(reference, strict=False)
-        if unexpected or [m for m in missing if not m.endswith("rotary_emb.inv_freq")]:
-            raise RuntimeError(f"reference weights do not fit the model: missing {missing[:3]}, "
-                               f"unexpected {unexpected[:3]}")
+        params = dict(self.reference.named_parameters())
+        if reference.keys() != params.keys():
+            raise RuntimeError(f"reference weights do not fit the model: missing "
+                               f"{sorted(params.keys() - reference.keys())[:3]}, unexpected "
+                               f"{sorted(reference.keys() - params.keys())[:3]}")
+        with torch.no_grad():
+            for name, param in params.items():
+                with self._gathered_reference(param, modify=True):
+                    param.data.copy_(reference[name].to(param.device))
         state = msgpack.unpackb((path / f"learner_rank{rank}.msgpack").read_bytes())
         self.steps = state["steps"]
         torch.set_rng_state(torch.frombuffer(bytearray(state["torch_rng"]), dtype=torch.uint8))

@@ -171,6 +171,9 @@ class LearnerConfig:
 class SyncConfig:
     every_steps: int = _f(1, "push learner weights to the rollout workers every N steps")
     bucket_mb: int = _f(64, "weight push bucket size in MiB")
+    verify_digest: bool = _f(True, "each engine hashes the tensors it loads (as they stream) and every push "
+                                   "checks that all engines hold the same; costs a device-to-host copy of the "
+                                   "model per push on GPUs, so large runs may turn it off")
     transport: Literal["broadcast", "object_store"] = _f(
         "broadcast", "broadcast: a torch.distributed group of the learner and the engines (gloo on CPU, NCCL on "
                      "GPU); object_store: safetensors buckets through Ray's object store")

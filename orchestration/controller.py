@@ -134,7 +134,7 @@ class Controller:
         """Send the learner's weights to every rollout worker as version ``policy_version + 1``, through the
         configured transport; every worker must report that version and the same digest."""
         version = self.state.policy_version + 1
-        push = push_weights(self.learner, self.rollouts, version)
+        push = push_weights(self.learner, self.rollouts, version, self.config.sync.verify_digest)
         loaded = push.pop("loaded")
         if {v for v, _ in loaded} != {version} or len({d for _, d in loaded}) != 1:
             raise RuntimeError(f"weight push {version} left the rollout workers inconsistent: {loaded}")

@@ -32,8 +32,9 @@ class RolloutEngine(Protocol):
     def connect_weight_transport(self, kind: str, endpoint: dict, rank: int) -> None:
         ...
 
-    def receive_weights(self, version: int, source: list | None = None) -> str:
-        """Receive push ``version`` and load it in place; returns the digest of the loaded tensors."""
+    def receive_weights(self, version: int, source: list | None = None, verify: bool = True) -> str:
+        """Receive push ``version`` and load it in place; returns the digest of the loaded tensors ("" when
+        ``verify`` is off: hashing costs a device-to-host copy of the model per push on GPUs)."""
         ...
 
     def close_weight_transport(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from rollout.records import Completion, SamplingSpec
-from rollout.weight_buckets import weights_digest
+from rollout.weight_buckets import WeightsDigest
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -121,23 +121,24 @@ class TorchEngine:
         self._transport.connect(endpoint, rank)
 
     @torch.no_grad()
-    def receive_weights(self, version: int, source=None) -> str:
+    def receive_weights(self, version: int, source=None, verify: bool = True) -> str:
         """Receive push ``version`` into the model in place, one tensor at a time; returns the digest."""
         transport = getattr(self, "_transport", None)
         if transport is None:
             raise RuntimeError("connect_weight_transport was not called on this engine")
         targets = self._model.state_dict()
-        loaded, unexpected = [], []
+        digest, unexpected = WeightsDigest(), []
         for name, tensor in transport.receive(version, transport.fetch(source)):
             if name in targets:
                 targets[name].copy_(tensor)
-                loaded.append((name, tensor))
+                if verify:
+                    digest.add(name, tensor)
             else:
                 unexpected.append(name)
         if unexpected:
             raise ValueError(f"weights the policy does not have: {unexpected[:5]}")
         self.policy_version = version
-        return weights_digest(loaded)
+        return digest.hexdigest() if verify else ""
 
     def close_weight_transport(self) -> None:
         if getattr(self, "_transport", None) is not None:

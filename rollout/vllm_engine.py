@@ -69,13 +69,13 @@ class VLLMEngine:
         self._transport = build_receiver(kind)  # host side: fetch() runs here, where Ray is reachable
         self._llm.collective_rpc("selfplay_connect_weight_transport", args=(kind, endpoint, rank))
 
-    def receive_weights(self, version: int, source=None) -> str:
+    def receive_weights(self, version: int, source=None, verify: bool = True) -> str:
         """Receive push ``version`` in place (blocks until the learner has sent it); returns the digest."""
         transport = getattr(self, "_transport", None)
         if transport is None:
             raise RuntimeError("connect_weight_transport was not called on this engine")
         fetched = transport.fetch(source)
-        digests = self._llm.collective_rpc("selfplay_receive_weights", args=(version, fetched))
+        digests = self._llm.collective_rpc("selfplay_receive_weights", args=(version, fetched, verify))
         self._llm.reset_prefix_cache()
         self.policy_version = version
         return digests[0]

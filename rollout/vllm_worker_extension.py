@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollout.weight_buckets import weights_digest
+from rollout.weight_buckets import WeightsDigest
 
 
 class SelfplayWorkerExtension:
@@ -29,24 +29,26 @@ class SelfplayWorkerExtension:
         receiver.connect(endpoint, first_rank + int(getattr(self, "rank", 0)))
         self._selfplay_receiver = receiver
 
-    def selfplay_receive_weights(self, version: int, fetched: Any = None) -> str:
-        """Receive push ``version`` and load it in place; returns the digest of the tensors loaded."""
+    def selfplay_receive_weights(self, version: int, fetched: Any = None, verify: bool = True) -> str:
+        """Receive push ``version`` and load it in place; returns the digest of the tensors loaded (hashed as
+        they stream, "" when ``verify`` is off)."""
         receiver = getattr(self, "_selfplay_receiver", None)
         if receiver is None:
             raise RuntimeError("selfplay_connect_weight_transport was not called on this worker")
-        loaded = []
+        digest = WeightsDigest()
         incoming = receiver.receive(version, fetched)
 
         def stream():
             for name, tensor in incoming:
-                loaded.append((name, tensor))
+                if verify:
+                    digest.add(name, tensor)
                 yield name, tensor
 
         try:
             self.reload_weights(weights_iterator=stream())  # type: ignore[attr-defined]
         finally:
             incoming.close()  # if reload stopped early, finish the push (the digest then shows what loaded)
-        return weights_digest(loaded)
+        return digest.hexdigest() if verify else ""
 
     def selfplay_close_weight_transport(self) -> None:
         receiver = getattr(self, "_selfplay_receiver", None)

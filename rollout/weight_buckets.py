@@ -56,13 +56,30 @@ def iter_bucket_tensors(payloads: Iterable[bytes]) -> Iterator[tuple[str, torch.
         yield from unpack_bucket(payload).items()
 
 
-def weights_digest(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
-    """sha256 over (name, dtype, shape, bytes) of every tensor, in name order."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(named_tensors, key=lambda item: item[0]):
+class WeightsDigest:
+    """Incremental ``weights_digest``: tensors are hashed as they arrive and only their 32-byte hashes are
+    kept, so an engine can check a push while loading it without holding a second copy of the model."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, bytes] = {}
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
         t = tensor.detach().to("cpu").contiguous()
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-dim too
-    return h.hexdigest()
+        h = hashlib.sha256(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        self._parts[name] = h.digest()
+
+    def hexdigest(self) -> str:
+        h = hashlib.sha256()
+        for name in sorted(self._parts):
+            h.update(name.encode())
+            h.update(self._parts[name])
+        return h.hexdigest()
+
+
+def weights_digest(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """sha256 over every tensor's (name, sha256 of dtype, shape and bytes), in name order."""
+    digest = WeightsDigest()
+    for name, tensor in named_tensors:
+        digest.add(name, tensor)
+    return digest.hexdigest()

@@ -1,6 +1,7 @@
 """The learner as two DeepSpeed ranks (Ray actors, gloo on CPU): a step of two ranks under ZeRO-2 and ZeRO-3
-equals a step of one rank on the whole batch, also when the batch does not split evenly; a two-rank ZeRO-3
-checkpoint restores the model and the optimizer exactly."""
+equals a step of one rank on the whole batch, also when the batch does not split evenly and after a reference
+reset (ZeRO-3 partitions the reference too); a two-rank ZeRO-3 checkpoint restores the model, the reference
+and the optimizer exactly."""
 
 import os
 
@@ -57,12 +58,18 @@ def _run(model: str, ranks: int, zero: int, checkpoint_dir=None) -> list[np.ndar
     try:
         out = [_logprobs(group)]
         group.train_step(_pairs(8, seed=1))
+        group.call("reset_reference")  # the second step's loss is relative to the first step's policy
         out.append(_logprobs(group))
         if checkpoint_dir is not None:
             group.call("save_checkpoint", str(checkpoint_dir))
         metrics = group.train_step(_pairs(3, seed=2))
         assert np.isfinite(metrics["loss"])
         out.append(_logprobs(group))
+        if zero == 3:  # the reference is partitioned like the policy: each rank holds about half of each
+            counts = ray.get(group.submit("local_parameter_counts"))
+            total = sum(c["policy"] for c in counts)
+            assert all(abs(c["policy"] - total / ranks) <= 64 * ranks and c["reference"] == c["policy"]
+                       for c in counts), counts
         if checkpoint_dir is not None:
             group.call("load_checkpoint", str(checkpoint_dir))
             out.append(_logprobs(group))

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import torch
 
-from rollout.weight_buckets import iter_bucket_tensors, pack_buckets, unpack_bucket, weights_digest
+from rollout.weight_buckets import WeightsDigest, iter_bucket_tensors, pack_buckets, unpack_bucket, weights_digest
 
 
 def _tensors():
@@ -29,6 +29,17 @@ def test_digest_sees_one_changed_value_and_ignores_order():
     changed = [(n, t.clone()) for n, t in tensors]
     changed[2][1][0, 0] += 1e-6
     assert weights_digest(changed) != weights_digest(tensors)
+    as_bf16 = [(n, t.to(torch.bfloat16)) for n, t in tensors]
+    assert weights_digest(as_bf16) != weights_digest(tensors)  # the dtype is part of it
+
+
+def test_incremental_digest_keeps_no_tensor():
+    digest = WeightsDigest()
+    for name, tensor in reversed(_tensors()):
+        buffer = tensor.clone()
+        digest.add(name, buffer)
+        buffer.zero_()  # a receiver reuses its buffers: what was hashed must not change with them
+    assert digest.hexdigest() == weights_digest(_tensors())
 
 
 def test_corrupt_bucket_is_refused():
