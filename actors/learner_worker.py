@@ -62,7 +62,7 @@ class LearnerWorker:
         if getattr(self, "_sender", None) is not None:
             self._sender.connect()
 
-    def send_weights(self, version: int):
+    def send_weights(self, version: int, verify: bool = True):
         """Push the current policy as ``version``: a collective with every rollout worker's ``receive_weights``
         for the broadcast transport. Returns ``rollout.transport.PushStats`` (``.as_dict()`` for metrics)."""
         if not getattr(self, "_transport_open", False):
@@ -71,7 +71,7 @@ class LearnerWorker:
             for _ in self._learner.full_parameters():  # ZeRO-3 gathers are collectives of every learner rank
                 pass
             return None
-        return self._learner.send_weights(self._sender, version)
+        return self._learner.send_weights(self._sender, version, verify)
 
     def close_weight_transport(self) -> None:
         sender = getattr(self, "_sender", None)

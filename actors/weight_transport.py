@@ -32,9 +32,10 @@ def open_weight_transport(learner, rollouts: list, kind: str, bucket_bytes: int,
 
 def push_weights(learner, rollouts: list, version: int, verify: bool = True) -> dict:
     """One push of the learner's current weights as ``version``; returns the learner's stats (``bytes``,
-    ``buckets``, ``seconds`` on the learner) plus ``wall_seconds`` and every worker's (version, digest)."""
+    ``buckets``, ``seconds`` on the learner, ``digest`` of what it sent) plus ``wall_seconds`` and every
+    worker's (version, digest of what it loaded); with ``verify`` off both digests are ""."""
     start = time.perf_counter()
-    sends = learner.submit("send_weights", version)
+    sends = learner.submit("send_weights", version, verify)
     receives = [w.receive_weights.remote(version, [sends[0]], verify) for w in rollouts]
     stats = ray.get(sends)[0]
     loaded = ray.get(receives)

@@ -22,7 +22,7 @@ from safetensors.torch import save_file as st_save_file
 from learner.algorithms.base import Algorithm
 from learner.batch import TrainingBatch
 from learner.logprobs import pad_sequences, response_logprobs
-from rollout.weight_buckets import weights_digest
+from rollout.weight_buckets import WeightsDigest, weights_digest
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -148,10 +148,21 @@ class PolicyLearner:
             else:
                 yield name, param.detach()
 
-    def send_weights(self, sender, version: int):
-        """Push the full policy as ``version`` through a ``rollout.transport`` sender; returns its PushStats.
-        Streaming senders get on-device tensors, the others stable CPU copies."""
-        return sender.send(version, self.device_parameters() if sender.streaming else self.full_parameters())
+    def send_weights(self, sender, version: int, verify: bool = True):
+        """Push the full policy as ``version`` through a ``rollout.transport`` sender; returns its PushStats,
+        with the digest of what was sent when ``verify`` (each tensor hashed as it goes, before the next is
+        gathered). Streaming senders get on-device tensors, the others stable CPU copies."""
+        digest = WeightsDigest()
+
+        def tapped(named_tensors):
+            for name, tensor in named_tensors:
+                if verify:
+                    digest.add(name, tensor)
+                yield name, tensor
+
+        stats = sender.send(version, tapped(self.device_parameters() if sender.streaming else self.full_parameters()))
+        stats.digest = digest.hexdigest() if verify else ""
+        return stats
 
     def weights_digest(self) -> str:
         return weights_digest(self.full_parameters())

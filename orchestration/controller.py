@@ -56,6 +56,7 @@ class RunState:
     rejected_batches: int = 0
     dropped_stale: int = 0
     next_tag: int = 1
+    verified_pushes: int = 0  # pushes whose every engine loaded exactly the digest the learner sent
 
 
 class Timer:
@@ -132,14 +133,18 @@ class Controller:
 
     def push_weights(self) -> dict:
         """Send the learner's weights to every rollout worker as version ``policy_version + 1``, through the
-        configured transport; every worker must report that version and the same digest."""
+        configured transport; every worker must report that version and (``sync.verify_digest``) the digest
+        of exactly the tensors the learner sent."""
         version = self.state.policy_version + 1
-        push = push_weights(self.learner, self.rollouts, version, self.config.sync.verify_digest)
+        verify = self.config.sync.verify_digest
+        push = push_weights(self.learner, self.rollouts, version, verify)
         loaded = push.pop("loaded")
-        if {v for v, _ in loaded} != {version} or len({d for _, d in loaded}) != 1:
-            raise RuntimeError(f"weight push {version} left the rollout workers inconsistent: {loaded}")
+        if {v for v, _ in loaded} != {version} or (verify and {d for _, d in loaded} != {push["digest"]}):
+            raise RuntimeError(f"weight push {version} did not arrive intact: the learner sent digest "
+                               f"{push['digest'][:12]}, the rollout workers report {loaded}")
         self.state.policy_version = version
-        self.state.last_push = {**push, "digest": loaded[0][1], "step": self.state.step}
+        self.state.verified_pushes += int(verify)
+        self.state.last_push = {**push, "step": self.state.step}
         return self.state.last_push
 
     def push_current_weights(self) -> None:
@@ -259,7 +264,8 @@ class Controller:
                    "rollout_engine": c.rollout.engine, "win_rate_curve": s.win_rates, "mode": c.mode,
                    "dropped_stale": s.dropped_stale, "rejected_batches": s.rejected_batches,
                    "initial_eval_score": s.initial_eval_score, "final_eval_score": final_eval.get("eval_score"),
-                   "last_push": s.last_push, "last_checkpoint_step": s.checkpoint_step}
+                   "last_push": s.last_push, "verified_pushes": s.verified_pushes,
+                   "last_checkpoint_step": s.checkpoint_step}
         write_json_atomic(self.run_dir / "summary.json", summary)
         progress.close(summary)
         self.metrics.close()

@@ -27,6 +27,7 @@ def test_two_workers_bounded_lag(tmp_path):
                             "pipeline.max_policy_lag=1", "pipeline.queue_size=1",
                             "learner.num_ranks=2", "learner.zero_stage=2", "ray.num_cpus=5")
     assert summary["steps"] == 40 and summary["samples"] == 40 * 16 * 4  # as configured, nothing lost
+    assert summary["verified_pushes"] == summary["policy_version"] == 40  # both engines, every push
     trained = [r for r in _rows(run_dir) if "loss" in r]
     assert [r["step"] for r in trained] == list(range(1, 41))
     assert max(r["policy_lag"] for r in trained) <= 1

@@ -48,6 +48,8 @@ def test_rollout_engine_holds_the_learners_weights(vllm_run):
         # the exact tensors the learner holds were loaded, by every worker, under the last version
         assert ray.get(worker.weights_state.remote()) == (summary["policy_version"], learner_digest)
     assert summary["last_push"]["backend"] == "broadcast/gloo" and summary["last_push"]["bytes"] > 0
+    # every push of the run: both engines loaded exactly the tensors the learner sent (digest checked per push)
+    assert summary["verified_pushes"] == 40 and summary["last_push"]["digest"] == learner_digest
     # ... and they took effect inside vLLM: its log-probs match the learner's, not the initial model's.
     engine = ray.get(controller.rollouts[1].sequence_logprobs.remote(PROBES))
     learner = controller.learner.call("sequence_logprobs", PROBES)

@@ -36,10 +36,11 @@ class PushStats:
     buckets: int
     tensors: int
     handle: Any = field(default=None, repr=False)
+    digest: str = ""  # of the tensors sent (``rollout.weight_buckets.WeightsDigest``), "" if not computed
 
     def as_dict(self) -> dict:
         return {"version": self.version, "backend": self.backend, "seconds": self.seconds, "bytes": self.bytes,
-                "buckets": self.buckets, "tensors": self.tensors}
+                "buckets": self.buckets, "tensors": self.tensors, "digest": self.digest}
 
 
 class WeightSender(Protocol):

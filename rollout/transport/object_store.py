@@ -66,8 +66,9 @@ class ObjectStoreReceiver:
             raise ValueError("the object-store transport needs the sender's result to receive a push")
         refs = [i for i, item in enumerate(source) if isinstance(item, ray.ObjectRef)]
         items = list(source)
-        for i, bucket in zip(refs, ray.get([items[i] for i in refs])):
-            items[i] = bucket
+        if refs:  # (ray.get, even of nothing, would start a Ray session where none is wanted)
+            for i, bucket in zip(refs, ray.get([items[i] for i in refs])):
+                items[i] = bucket
         return [{"version": b.version, "index": b.index, "count": b.count, "sha256": b.sha256,
                  "payload": b.payload} for b in sorted(items, key=lambda b: b.index)]
 
