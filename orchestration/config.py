@@ -198,6 +198,8 @@ class CheckpointConfig:
 class PipelineConfig:
     max_policy_lag: int = _f(1, "async: drop a batch sampled more than this many policy versions ago")
     queue_size: int = _f(1, "async: scored batches the producer may hold ready ahead of the learner")
+    hold_back: bool = _f(True, "async: the producer waits rather than sample a batch that would be more than "
+                               "max_policy_lag versions old when trained (false: sample ahead, drop stale ones)")
 
 
 @dataclass

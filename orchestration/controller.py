@@ -5,7 +5,8 @@ step -> weight push every ``sync.every_steps`` -> metrics, evaluation -> checkpo
 ``checkpoint.every_steps``. Each phase is one call into the module that owns it, and is timed. SIGTERM or
 SIGINT finishes the current step, writes a checkpoint and returns (pre-emption looks like that).
 With ``mode=async`` a producer thread (orchestration/experience_pipeline.py) samples and scores ahead while
-the learner trains; a batch older than ``pipeline.max_policy_lag`` versions is dropped and counted.
+the learner trains, holding back when a new batch would be more than ``pipeline.max_policy_lag`` versions old
+by its turn; a batch that still arrives too old is dropped and counted.
 """
 
 from __future__ import annotations
@@ -184,7 +185,8 @@ class Controller:
             s.initial_eval_score = self.eval_score(s.initial_eval).get("eval_score")
         progress = Progress(c.run.total_steps, c.run.log_every, first_step=s.step)
         if c.mode == "async":
-            self.pipeline = ExperiencePipeline(self.produce, c.pipeline.queue_size, s.next_tag)
+            self.pipeline = ExperiencePipeline(self.produce, c.pipeline.queue_size, s.next_tag,
+                                               self.within_lag if c.pipeline.hold_back else None)
             self.pipeline.start(self.restored_queue)
         try:
             return self._loop(progress, started)
@@ -197,6 +199,18 @@ class Controller:
         indices = self.stream.take(self.config.rollout.prompts_per_step)
         groups, metrics = self.experience.collect(indices, tag)
         return ExperienceItem(tag, indices, groups, metrics)
+
+    def within_lag(self, ahead: int) -> bool:
+        """Would a batch sampled now be within ``max_policy_lag`` when trained? It is trained after the ``ahead``
+        batches before it, and the policy version grows by the pushes of those steps."""
+        c, s = self.config, self.state
+        pushes = sum(1 for j in range(s.step + 1, s.step + ahead + 1)
+                     if j % c.sync.every_steps == 0 or j == c.run.total_steps)
+        return pushes <= c.pipeline.max_policy_lag
+
+    def _finished(self) -> None:
+        if self.pipeline:
+            self.pipeline.task_done()
 
     def _loop(self, progress: Progress, started: float) -> dict:
         c, s = self.config, self.state
@@ -211,11 +225,13 @@ class Controller:
                     s.rejected_batches += 1
                     if s.rejected_batches > 100:
                         raise RuntimeError("100 batches in a row had no valid preference: check the preference model")
+                    self._finished()
                     continue
                 lag = s.policy_version - min(x.policy_version for g in scored for x in g.completions
                                              if x.policy_version >= 0)
                 if c.mode == "async" and lag > c.pipeline.max_policy_lag:  # too old a policy: dropped, counted
                     s.dropped_stale += 1
+                    self._finished()
                     continue
                 batch, batch_metrics = self.algorithm.build_batch(scored, np.random.default_rng([c.run.seed, step]))
                 batch_metrics.update(experience_metrics)
@@ -229,6 +245,7 @@ class Controller:
                     with timer.phase("push"):
                         self.push_weights()
                     fault_point("after_push", step)
+                self._finished()
                 row = {**train_metrics, **batch_metrics, **{f"time/{k}": v for k, v in timer.seconds.items()},
                        "samples": s.samples, "policy_version": s.policy_version,
                        "preference_calls": s.preference_calls, "rejected_batches": s.rejected_batches,

@@ -57,6 +57,27 @@ def test_restored_items_come_first():
         p.stop()
 
 
+def test_producer_waits_while_may_start_says_no_and_task_done_wakes_it():
+    seen = []
+
+    def may_start(ahead):
+        seen.append(ahead)
+        return ahead < 2  # at most two batches produced and not yet finished
+
+    p = ExperiencePipeline(_producer(), queue_size=5, first_tag=1, may_start=may_start)
+    p.start()
+    try:
+        first = p.get()
+        time.sleep(0.3)
+        assert first.tag == 1 and p.next_tag == 3  # batches 1 and 2 made; 3 waits for a batch to finish
+        p.task_done()
+        assert p.get().tag == 2 and p.get().tag == 3
+        time.sleep(0.3)
+        assert p.next_tag == 4 and max(seen) == 2
+    finally:
+        p.stop()
+
+
 def test_producer_errors_reach_the_consumer():
     p = ExperiencePipeline(_producer(fail_at=2), queue_size=1, first_tag=1)
     p.start()
