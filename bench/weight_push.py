@@ -126,7 +126,7 @@ def main() -> None:
                         help="tie the output embedding to the input one (default: tied)")
     parser.add_argument("--bucket-mb", type=int, default=64)
     parser.add_argument("--pushes", type=int, default=2, help="timed pushes per backend (after one warm-up)")
-    parser.add_argument("--backends", nargs="+", default=["object_store", "broadcast"])
+    parser.add_argument("--backends", nargs="+", default=["object_store", "broadcast", "shared_memory"])
     args = parser.parse_args()
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -174,9 +174,10 @@ class SyncConfig:
     verify_digest: bool = _f(True, "each engine hashes the tensors it loads (as they stream) and every push "
                                    "checks that all engines hold the same; costs a device-to-host copy of the "
                                    "model per push on GPUs, so large runs may turn it off")
-    transport: Literal["broadcast", "object_store"] = _f(
+    transport: Literal["broadcast", "object_store", "shared_memory"] = _f(
         "broadcast", "broadcast: a torch.distributed group of the learner and the engines (gloo on CPU, NCCL on "
-                     "GPU); object_store: safetensors buckets through Ray's object store")
+                     "GPU); object_store: safetensors buckets through Ray's object store; shared_memory: engines "
+                     "on the learner's node read the buckets from /dev/shm (CPU)")
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Weight pushes through the real actors: a DeepSpeed learner of two ranks under ZeRO-3 (so each parameter is
-gathered from both ranks' shards as it is sent) and two vLLM rollout workers plus one torch worker, over the broadcast transport (gloo) and the object
-store. The engines start from a different model than the learner, so matching log-probs prove the push took
+gathered from both ranks' shards as it is sent) and two vLLM rollout workers plus one torch worker, over the
+broadcast transport (gloo), the object store and shared memory. The engines start from a different model than the learner, so matching log-probs prove the push took
 effect inside each engine, and matching digests prove the exact tensors arrived."""
 
 import os
@@ -73,3 +73,14 @@ def test_object_store_push_through_the_same_calls(actors):
     push = push_weights(learner, rollouts, version=3)
     assert push["backend"] == "object_store" and push["buckets"] > 1
     _assert_engines_hold_the_learners_weights(learner, rollouts, push, 3, before)
+
+
+def test_shared_memory_push_through_the_same_calls(actors):
+    learner, rollouts, before = actors
+    close_weight_transport(learner, rollouts)
+    endpoint = open_weight_transport(learner, rollouts, "shared_memory", bucket_bytes=64 * 1024)
+    assert endpoint["kind"] == "shared_memory"
+    for version in (4, 5):  # the second push rewrites the files the first one left mapped in every engine
+        push = push_weights(learner, rollouts, version=version)
+        assert push["backend"] == "shared_memory" and push["buckets"] > 1
+        _assert_engines_hold_the_learners_weights(learner, rollouts, push, version, before)

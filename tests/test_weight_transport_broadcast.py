@@ -1,4 +1,5 @@
-"""The broadcast transport between plain processes over gloo: this process sends, two spawned ones receive.
+"""The broadcast and shared-memory transports between plain processes: this process sends, two spawned ones
+receive (gloo carries the broadcast's data and the shared-memory backend's control messages).
 
 Pushes in one group, in order: a normal push; one the receivers expect under another version (refused after
 draining); one whose consumer stops after the first tensor (drained); one the sender fails half-way (aborted);
@@ -28,8 +29,8 @@ def _model(seed):
             ("lm_head.weight", torch.randn(40, 16, generator=g))]
 
 
-def _receive(endpoint, rank, out_dir):
-    receiver = build_receiver("broadcast")
+def _receive(kind, endpoint, rank, out_dir):
+    receiver = build_receiver(kind)
     receiver.connect(endpoint, rank)
     results = {}
     got = dict(receiver.receive(1))
@@ -58,12 +59,13 @@ def _failing(tensors):
     raise RuntimeError("gather failed")
 
 
-def test_broadcast_between_processes_is_bit_identical(tmp_path):
-    sender = build_sender("broadcast", bucket_bytes=BUCKET_BYTES, timeout_s=120, backend="gloo")
+@pytest.mark.parametrize("kind", ["broadcast", "shared_memory"])
+def test_push_between_processes_is_bit_identical(tmp_path, kind):
+    sender = build_sender(kind, bucket_bytes=BUCKET_BYTES, timeout_s=120, backend="gloo")
     endpoint = sender.open(2, host="127.0.0.1")
-    assert endpoint["world_size"] == 3 and endpoint["backend"] == "gloo"
+    assert endpoint["world_size"] == 3 and endpoint["kind"] == kind
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_receive, args=(endpoint, rank, str(tmp_path))) for rank in (1, 2)]
+    procs = [ctx.Process(target=_receive, args=(kind, endpoint, rank, str(tmp_path))) for rank in (1, 2)]
     for p in procs:
         p.start()
     try:

@@ -3,7 +3,9 @@
 Backends, selected by name (``build_sender`` / ``build_receiver``):
   - ``object_store``: safetensors buckets through Ray's object store (``rollout.weight_buckets``);
   - ``broadcast``: flat buckets broadcast over an independent torch.distributed group of learner rank 0 and
-    every engine worker; gloo on CPU, NCCL on GPU, the same code.
+    every engine worker; gloo on CPU, NCCL on GPU, the same code;
+  - ``shared_memory``: engines on the learner's node read each flat bucket from the file in /dev/shm the
+    learner packed it into (the CPU sibling of CUDA IPC), with a small gloo group for control.
 Steps and their ordering contract: ``rollout.transport.base``; Ray calling order: ``actors.weight_transport``.
 
 vLLM 0.32's native weight transfer (``vllm.distributed.weight_transfer``: worker methods

@@ -88,6 +88,7 @@ class WeightReceiver(Protocol):
 _BACKENDS: dict[str, tuple[str, str, str]] = {
     "object_store": ("rollout.transport.object_store", "ObjectStoreSender", "ObjectStoreReceiver"),
     "broadcast": ("rollout.transport.broadcast", "BroadcastSender", "BroadcastReceiver"),
+    "shared_memory": ("rollout.transport.shared_memory", "SharedMemorySender", "SharedMemoryReceiver"),
 }
 
 

@@ -54,7 +54,8 @@ def _device(backend: str) -> torch.device:
 
 
 class BroadcastGroup:
-    """One rank of an independent broadcast group (root = rank 0)."""
+    """One rank of an independent group (broadcasts from rank 0), also the shared-memory backend's
+    control channel."""
 
     def __init__(self, store: dist.Store, group: str, rank: int, world_size: int, backend: str,
                  timeout: timedelta) -> None:
@@ -81,6 +82,18 @@ class BroadcastGroup:
         options.rootTensor = 0
         try:
             work = self._pg.broadcast([tensor], options)
+            if async_op:
+                return work
+            work.wait()
+        except BaseException:
+            self.broken = True
+            raise
+        return None
+
+    def allreduce(self, tensor: torch.Tensor, async_op: bool = False):
+        """A sum over every rank; the shared-memory backend's "done with this bucket" signal."""
+        try:
+            work = self._pg.allreduce([tensor], dist.AllreduceOptions())
             if async_op:
                 return work
             work.wait()

@@ -8,7 +8,7 @@ The metadata is msgpack of plain values (names, dtype names, shapes, offsets), s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import msgpack
@@ -87,14 +87,16 @@ def tensor_to_bytes(tensor: torch.Tensor) -> bytes:
 
 def iter_flat_buckets(named_tensors: Iterable[tuple[str, torch.Tensor]], version: int, bucket_bytes: int,
                       device: torch.device | str = "cpu", reuse_buffers: int = 0,
-                      pool: list[torch.Tensor] | None = None) -> Iterator[FlatBucket]:
+                      pool: list[torch.Tensor] | None = None,
+                      allocate: Callable[[int], torch.Tensor] | None = None) -> Iterator[FlatBucket]:
     """Copy tensors, in order, into buckets of at most ``bucket_bytes`` (a larger tensor gets a bucket of its
     own). Each tensor is copied before the next one is requested, so the source may hand out tensors that are
     only valid until then (ZeRO-3 gathered parameters).
 
     ``reuse_buffers=n`` (n >= 2) cycles through n preallocated buffers: a bucket's buffer is overwritten n
     buckets later, so the caller must be done with it by then (the broadcast sender keeps one in flight).
-    ``pool``: a list that keeps those buffers between calls (fresh memory costs a page fault per 4 KiB)."""
+    ``pool``: a list that keeps those buffers between calls (fresh memory costs a page fault per 4 KiB).
+    ``allocate(nbytes)``: where new buffers come from (default: ``torch.empty`` on ``device``)."""
     if bucket_bytes < 1:
         raise ValueError("bucket_bytes must be >= 1")
     if pool is None:
@@ -103,14 +105,18 @@ def iter_flat_buckets(named_tensors: Iterable[tuple[str, torch.Tensor]], version
     turn = 0  # pool buffers handed out so far
     index = 0
 
+    if allocate is None:
+        def allocate(n: int) -> torch.Tensor:
+            return torch.empty(n, dtype=torch.uint8, device=device)
+
     def new_buffer(size: int) -> torch.Tensor:
         nonlocal turn
         if reuse_buffers >= 2 and size <= bucket_bytes:
             if len(pool) < reuse_buffers:
-                pool.append(torch.empty(bucket_bytes, dtype=torch.uint8, device=device))
+                pool.append(allocate(bucket_bytes))
             turn += 1
             return pool[(turn - 1) % reuse_buffers]
-        return torch.empty(max(size, 1), dtype=torch.uint8, device=device)
+        return allocate(max(size, 1))
 
     buffer: torch.Tensor | None = None
     entries: list[TensorEntry] = []

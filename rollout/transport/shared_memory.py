@@ -1,0 +1,216 @@
+"""Shared-memory backend: engines on the learner's node read each bucket where the learner packed it.
+
+The CPU sibling of CUDA IPC. Bucket i of a push is packed straight into file i in ``/dev/shm`` (kept and
+reused by later pushes); a small gloo group (the broadcast backend's ``BroadcastGroup``) tells the receivers
+which file, version and tensor layout each bucket has. A receiver maps each file once and hands out views
+into it, so a push costs one copy on the sender (packing) and one on each engine (its in-place load) instead
+of a socket transfer, and the engines share one copy of the bytes instead of holding one each.
+
+The views stay valid until the next push starts, as the broadcast backend's do: vLLM's layerwise reload
+keeps references to some incoming tensors until the whole push has arrived. So a push begins with a
+one-element all-reduce that every receiver joins when its ``receive`` starts (it is done with the previous
+push), and only then does the sender overwrite the files.
+
+Same node only: the endpoint names the learner's host, and a receiver elsewhere refuses to connect.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+import msgpack
+import torch
+import torch.distributed as dist
+
+from rollout.transport.base import PushStats
+from rollout.transport.broadcast import BroadcastGroup
+from rollout.transport.buckets import (bytes_to_tensor, decode_meta, encode_meta, iter_flat_buckets,
+                                       tensor_to_bytes, unflatten)
+
+SHM_DIR = Path("/dev/shm")
+_ABORT = -1
+_ABORTED = {"aborted": True}  # what ``SharedMemoryReceiver._next`` returns for an aborted push
+
+
+def _header(version: int, meta_len: int) -> torch.Tensor:
+    return torch.tensor([version, meta_len], dtype=torch.int64)
+
+
+def _map(path: str, nbytes: int) -> torch.Tensor:
+    return torch.from_file(path, shared=True, size=nbytes, dtype=torch.uint8)
+
+
+class SharedMemorySender:
+    name: ClassVar[str] = "shared_memory"
+    streaming: ClassVar[bool] = True
+
+    def __init__(self, bucket_bytes: int, timeout_s: float = 600.0, backend: str = "auto") -> None:
+        self.bucket_bytes = bucket_bytes
+        self.timeout = timedelta(seconds=timeout_s)
+        self._store: dist.TCPStore | None = None
+        self._endpoint: dict | None = None
+        self._group: BroadcastGroup | None = None
+        self._slots: list[tuple[Path, torch.Tensor]] = []  # bucket i of every push is packed into slot i
+        self._used = 0  # slots handed out in the current push
+        self._created = 0
+
+    def open(self, num_receivers: int, host: str = "127.0.0.1") -> dict:
+        if num_receivers < 1:
+            raise ValueError("a shared-memory push needs at least one receiver")
+        if not SHM_DIR.is_dir():
+            raise RuntimeError(f"the shared_memory weight transport needs {SHM_DIR} (Linux): use "
+                               "sync.transport=broadcast")
+        self.close()
+        self._store = dist.TCPStore(host, 0, is_master=True, wait_for_workers=False, timeout=self.timeout)
+        self._endpoint = {"kind": self.name, "host": host, "port": self._store.port, "node": socket.gethostname(),
+                          "world_size": num_receivers + 1, "group": uuid.uuid4().hex,
+                          "timeout_s": self.timeout.total_seconds()}
+        return dict(self._endpoint)
+
+    def connect(self) -> None:
+        if self._endpoint is None:
+            raise RuntimeError("open() the shared_memory transport before connecting")
+        e = self._endpoint
+        self._group = BroadcastGroup(self._store, e["group"], 0, e["world_size"], "gloo", self.timeout)
+
+    def _slot(self, nbytes: int) -> torch.Tensor:
+        """The buffer of the push's next bucket: the slot of that index, replaced if it is too small."""
+        index, self._used = self._used, self._used + 1
+        if index < len(self._slots) and self._slots[index][1].numel() >= nbytes:
+            return self._slots[index][1]
+        free = os.statvfs(SHM_DIR).f_bavail * os.statvfs(SHM_DIR).f_frsize
+        if free < nbytes:  # writing past what tmpfs can hold would kill this process with SIGBUS
+            raise RuntimeError(f"{SHM_DIR} has {free / 2**20:.0f} MiB free, the weight push needs "
+                               f"{nbytes / 2**20:.0f} MiB more: enlarge it (docker --shm-size) or use "
+                               "sync.transport=broadcast")
+        path = SHM_DIR / f"selfplay-weights-{self._endpoint['group']}-{self._created}"
+        self._created += 1
+        with open(path, "wb") as f:
+            f.truncate(nbytes)
+        slot = (path, _map(str(path), nbytes))
+        if index < len(self._slots):
+            self._slots[index][0].unlink(missing_ok=True)  # receivers drop their mapping at the push's end
+            self._slots[index] = slot
+        else:
+            self._slots.append(slot)
+        return slot[1]
+
+    def send(self, version: int, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> PushStats:
+        group = self._group
+        if group is None:
+            raise RuntimeError("connect() the shared_memory transport before sending")
+        start = time.perf_counter()
+        group.allreduce(torch.zeros(1, dtype=torch.int64))  # every receiver is done with the last push
+        self._used = 0
+        total = buckets = tensors = 0
+        try:
+            for bucket in iter_flat_buckets(named_tensors, version, self.bucket_bytes, allocate=self._slot):
+                path = self._slots[bucket.index][0]
+                meta = bytes_to_tensor(msgpack.packb({"path": str(path), "bucket": encode_meta(bucket)}))
+                group.broadcast(_header(version, meta.numel()))
+                group.broadcast(meta)
+                total += bucket.nbytes
+                buckets += 1
+                tensors += len(bucket.entries)
+        except BaseException:
+            if not group.broken:
+                group.broadcast(_header(version, _ABORT))
+            raise
+        group.broadcast(_header(version, 0))
+        return PushStats(version=version, backend=self.name, seconds=time.perf_counter() - start, bytes=total,
+                         buckets=buckets, tensors=tensors)
+
+    def close(self) -> None:
+        if self._group is not None:
+            self._group.shutdown()
+        for path, _ in self._slots:
+            path.unlink(missing_ok=True)
+        self._group, self._store, self._endpoint, self._slots, self._used = None, None, None, [], 0
+
+
+class SharedMemoryReceiver:
+    name: ClassVar[str] = "shared_memory"
+
+    def __init__(self) -> None:
+        self._group: BroadcastGroup | None = None
+        self._store: dist.TCPStore | None = None
+        self._maps: dict[str, torch.Tensor] = {}
+
+    def connect(self, endpoint: dict, rank: int) -> None:
+        if not 1 <= rank < endpoint["world_size"]:
+            raise ValueError(f"receiver rank {rank} outside 1..{endpoint['world_size'] - 1}")
+        if endpoint["node"] != socket.gethostname():
+            raise RuntimeError(f"the shared_memory weight transport needs every engine on the learner's host "
+                               f"({endpoint['node']}), this one is on {socket.gethostname()}: use "
+                               "sync.transport=broadcast")
+        self.close()
+        timeout = timedelta(seconds=endpoint["timeout_s"])
+        store = dist.TCPStore(endpoint["host"], endpoint["port"], is_master=False, timeout=timeout)
+        self._group = BroadcastGroup(store, endpoint["group"], rank, endpoint["world_size"], "gloo", timeout)
+        self._store = store
+
+    def fetch(self, source: Any) -> None:
+        return None  # the group says where each bucket is
+
+    def receive(self, version: int, fetched: Any = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """The push's tensors as views into the sender's files, valid until the next ``receive`` starts. If
+        the consumer stops early, the rest of the push is still read (and dropped)."""
+        group = self._group
+        if group is None:
+            raise RuntimeError("connect() the shared_memory transport before receiving")
+        group.allreduce(torch.zeros(1, dtype=torch.int64))  # done with the last push: the sender may write
+        got_version, done, used = version, False, set()
+        try:
+            while True:
+                sent_version, message = self._next(group)
+                if message is None or message is _ABORTED:
+                    done = True
+                    if message is _ABORTED:
+                        raise RuntimeError(f"the learner aborted weight push {sent_version}")
+                    break
+                _, _, nbytes, entries = decode_meta(message["bucket"])
+                used.add(message["path"])
+                if sent_version != version:
+                    got_version = sent_version
+                    continue
+                yield from unflatten(self._buffer(message["path"], nbytes), entries)
+        finally:
+            while not done and not group.broken:  # the consumer stopped early: read the rest of the push
+                done = self._next(group)[1] in (None, _ABORTED)
+            for path in set(self._maps) - used:  # files the sender has replaced
+                del self._maps[path]
+        if got_version != version:
+            raise ValueError(f"expected weight push version {version}, the learner sent version {got_version}")
+
+    @staticmethod
+    def _next(group: BroadcastGroup) -> tuple[int, dict | None]:
+        """(version, the next bucket's message), (version, None) at the end of the push, or (version,
+        ``_ABORTED``) when the sender gave up on it."""
+        header = torch.empty(2, dtype=torch.int64)
+        group.broadcast(header)
+        sent_version, meta_len = header.tolist()
+        if meta_len == _ABORT:
+            return sent_version, _ABORTED
+        if meta_len == 0:
+            return sent_version, None
+        meta = torch.empty(meta_len, dtype=torch.uint8)
+        group.broadcast(meta)
+        return sent_version, msgpack.unpackb(tensor_to_bytes(meta))
+
+    def _buffer(self, path: str, nbytes: int) -> torch.Tensor:
+        mapped = self._maps.get(path)
+        if mapped is None or mapped.numel() < nbytes:
+            mapped = self._maps[path] = _map(path, max(nbytes, os.path.getsize(path)))
+        return mapped[:nbytes]
+
+    def close(self) -> None:
+        if self._group is not None:
+            self._group.shutdown()
+        self._group, self._store, self._maps = None, None, {}
