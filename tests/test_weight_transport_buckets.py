@@ -86,8 +86,9 @@ def test_reused_buffers_alternate():
 
 
 def test_registry_names_and_unknown_backend():
-    assert transport_names() == ["broadcast", "object_store"]
+    assert transport_names() == ["broadcast", "object_store", "shared_memory"]
     assert build_sender("broadcast", bucket_bytes=1 << 20).streaming
+    assert build_sender("shared_memory", bucket_bytes=1 << 20).streaming
     assert not build_sender("object_store", bucket_bytes=1 << 20).streaming
     with pytest.raises(ValueError, match="unknown weight transport 'carrier_pigeon'"):
         build_receiver("carrier_pigeon")
