@@ -7,6 +7,7 @@ Every field carries a one-line ``help``. Loading checks names and types recursiv
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -63,6 +64,10 @@ class VLLMConfig:
 class RolloutConfig:
     engine: Literal["vllm", "torch"] = _f("vllm", "generation engine")
     num_workers: int = _f(1, "rollout worker actors")
+    cpu_threads_bind: str = _f(
+        "auto", "vLLM CPU build: the cores each rollout worker's threads bind to, one entry per worker separated "
+                "by ';' (e.g. '1' or '2-3;4-5'), so that engines and the learner do not share cores in async "
+                "mode; auto: vLLM's default (every core). Ignored on GPUs")
     prompts_per_step: int = _f(16, "prompts sampled per learner step")
     k: int = _f(4, "responses sampled per prompt (SPPO needs >= 2)")
     temperature: float = _f(1.0, "sampling temperature")
@@ -288,6 +293,8 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     if hint is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # YAML reads `cpu_threads_bind=1` or `name=2024` as a number: take its text
         raise ConfigError(f"config key '{path}' expects a string, got {value!r}")
     raise ConfigError(f"config key '{path}' has an unsupported type {hint}")  # pragma: no cover
 
@@ -384,6 +391,11 @@ def validate(config: Config) -> None:
     need(config.run.log_every >= 1, "run.log_every", "must be >= 1")
     need(bool(config.run.name) and "/" not in config.run.name, "run.name", "must be a non-empty name without '/'")
     need(config.rollout.num_workers >= 1, "rollout.num_workers", "must be >= 1")
+    binds = config.rollout.cpu_threads_bind
+    need(binds == "auto" or len(binds.split(";")) == config.rollout.num_workers, "rollout.cpu_threads_bind",
+         f"needs one core list per rollout worker ({config.rollout.num_workers}), separated by ';', or auto")
+    need(binds == "auto" or all(re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", b) for b in binds.split(";")),
+         "rollout.cpu_threads_bind", "core lists look like 1 or 0-3 or 0,2,4-5")
     need(config.rollout.prompts_per_step >= 1, "rollout.prompts_per_step", "must be >= 1")
     need(config.rollout.k >= 2, "rollout.k", "must be >= 2 (self-play compares responses)")
     need(config.rollout.temperature > 0, "rollout.temperature", "must be > 0")

@@ -103,7 +103,7 @@ class Controller:
         mixing = needs.sample_from == "mixture" or needs.opponent == "mixture"
         reference = self.model_path if mixing and c.rollout.engine == "torch" else None
         self.rollouts = [
-            RolloutWorker.options(**actor_options("rollout")).remote(
+            RolloutWorker.options(**actor_options("rollout", _bind(c.rollout.cpu_threads_bind, i))).remote(
                 c.rollout.engine, self.model_path, c.policy.dtype, c.run.seed + i, vllm_options, reference)
             for i in range(c.rollout.num_workers)]
         self.preference = PreferenceService.options(**actor_options("preference")).remote(
@@ -296,6 +296,10 @@ class Controller:
         for actor in [*self.rollouts, self.preference]:
             ray.kill(actor)
         self.learner.shutdown()
+
+
+def _bind(cpu_threads_bind: str, worker: int) -> str:
+    return cpu_threads_bind if cpu_threads_bind == "auto" else cpu_threads_bind.split(";")[worker]
 
 
 def _shard(items: list[int], parts: int) -> list[list[int]]:

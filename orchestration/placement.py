@@ -64,15 +64,19 @@ def check_capacity(config: Config) -> None:
             f"{need_gpu:g} GPUs: raise ray.num_cpus or lower rollout.num_workers or learner.num_ranks")
 
 
-def actor_options(role: str) -> dict:
-    """Ray options for one actor of ``role`` (learner, rollout, preference)."""
+def actor_options(role: str, cpu_threads_bind: str = "auto") -> dict:
+    """Ray options for one actor of ``role`` (learner, rollout, preference). ``cpu_threads_bind``: a rollout
+    worker's core list for vLLM's CPU build (``VLLM_CPU_OMP_THREADS_BIND``)."""
     gpus = cluster_has_gpus()
     if role in ("learner", "rollout"):
         options: dict = {"num_cpus": 1, "num_gpus": 1 if gpus else 0}
     else:
         options = {"num_cpus": 0.5, "num_gpus": 0}
     if not gpus:
-        options["runtime_env"] = {"env_vars": {**_COMMON_ENV, **_CPU_ENV}}
+        env = {**_COMMON_ENV, **_CPU_ENV}
+        if role == "rollout" and cpu_threads_bind != "auto":
+            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
+        options["runtime_env"] = {"env_vars": env}
     return options
 
 

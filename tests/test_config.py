@@ -62,10 +62,19 @@ def test_wrong_type_names_the_key(override, message):
 @pytest.mark.parametrize("override, key", [
     ("rollout.k=1", "rollout.k"), ("run.total_steps=0", "run.total_steps"),
     ("learner.zero_stage=4", "learner.zero_stage"), ("rollout.top_p=1.5", "rollout.top_p"),
+    ("rollout.cpu_threads_bind=1;2", "rollout.cpu_threads_bind"),
+    ("rollout.cpu_threads_bind=x", "rollout.cpu_threads_bind"),
+    ("learner.num_ranks=3", "learner.num_ranks"),  # does not divide rollout.prompts_per_step (16)
 ])
 def test_range_errors_name_the_key(override, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):
         load_config(None, [override])
+
+
+def test_core_lists_read_as_text_one_per_worker():
+    assert load_config(None, ["rollout.cpu_threads_bind=1"]).rollout.cpu_threads_bind == "1"  # YAML's int 1
+    config = load_config(None, ["rollout.num_workers=2", "rollout.cpu_threads_bind=1;2-3,5"])
+    assert config.rollout.cpu_threads_bind == "1;2-3,5"
 
 
 def test_bad_override_syntax():
