@@ -8,6 +8,7 @@ and a last normal push, which arrives bit-identical: the group is still in step 
 
 import json
 import multiprocessing as mp
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,6 +80,8 @@ def test_push_between_processes_is_bit_identical(tmp_path, kind):
         with pytest.raises(RuntimeError, match="gather failed"):
             sender.send(4, _failing(first))
         sender.send(5, iter(last))
+        if kind == "shared_memory":  # every receiver has mapped the files, so they are unlinked: none leak on a crash
+            assert not list(Path("/dev/shm").glob(f"selfplay-weights-{endpoint['group']}-*"))
     finally:
         for p in procs:
             p.join(timeout=120)

@@ -9,7 +9,9 @@ of a socket transfer, and the engines share one copy of the bytes instead of hol
 The views stay valid until the next push starts, as the broadcast backend's do: vLLM's layerwise reload
 keeps references to some incoming tensors until the whole push has arrived. So a push begins with a
 one-element all-reduce that every receiver joins when its ``receive`` starts (it is done with the previous
-push), and only then does the sender overwrite the files.
+push), and only then does the sender overwrite the files. A receiver maps every file it is told of, so by
+then it holds a mapping of each file the previous push announced, and the sender unlinks them: the memory
+lives on in the mappings, and nothing is left in ``/dev/shm`` if a process is killed.
 
 Same node only: the endpoint names the learner's host, and a receiver elsewhere refuses to connect.
 """
@@ -60,6 +62,8 @@ class SharedMemorySender:
         self._slots: list[tuple[Path, torch.Tensor]] = []  # bucket i of every push is packed into slot i
         self._used = 0  # slots handed out in the current push
         self._created = 0
+        self._unannounced: set[Path] = set()  # created, not yet named to the receivers
+        self._announced: list[Path] = []      # named in the last push: unlinked when the next one starts
 
     def open(self, num_receivers: int, host: str = "127.0.0.1") -> dict:
         if num_receivers < 1:
@@ -94,10 +98,10 @@ class SharedMemorySender:
         self._created += 1
         with open(path, "wb") as f:
             f.truncate(nbytes)
+        self._unannounced.add(path)
         slot = (path, _map(str(path), nbytes))
         if index < len(self._slots):
-            self._slots[index][0].unlink(missing_ok=True)  # receivers drop their mapping at the push's end
-            self._slots[index] = slot
+            self._slots[index] = slot  # receivers drop their mapping of the old one at the push's end
         else:
             self._slots.append(slot)
         return slot[1]
@@ -108,6 +112,7 @@ class SharedMemorySender:
             raise RuntimeError("connect() the shared_memory transport before sending")
         start = time.perf_counter()
         group.allreduce(torch.zeros(1, dtype=torch.int64))  # every receiver is done with the last push
+        self._unlink(self._announced)
         self._used = 0
         total = buckets = tensors = 0
         try:
@@ -116,6 +121,9 @@ class SharedMemorySender:
                 meta = bytes_to_tensor(msgpack.packb({"path": str(path), "bucket": encode_meta(bucket)}))
                 group.broadcast(_header(version, meta.numel()))
                 group.broadcast(meta)
+                if path in self._unannounced:
+                    self._unannounced.discard(path)
+                    self._announced.append(path)
                 total += bucket.nbytes
                 buckets += 1
                 tensors += len(bucket.entries)
@@ -127,11 +135,17 @@ class SharedMemorySender:
         return PushStats(version=version, backend=self.name, seconds=time.perf_counter() - start, bytes=total,
                          buckets=buckets, tensors=tensors)
 
+    @staticmethod
+    def _unlink(paths) -> None:
+        for path in list(paths):
+            path.unlink(missing_ok=True)
+        paths.clear()
+
     def close(self) -> None:
         if self._group is not None:
             self._group.shutdown()
-        for path, _ in self._slots:
-            path.unlink(missing_ok=True)
+        self._unlink(self._announced)
+        self._unlink(self._unannounced)
         self._group, self._store, self._endpoint, self._slots, self._used = None, None, None, [], 0
 
 
@@ -141,7 +155,7 @@ class SharedMemoryReceiver:
     def __init__(self) -> None:
         self._group: BroadcastGroup | None = None
         self._store: dist.TCPStore | None = None
-        self._maps: dict[str, torch.Tensor] = {}
+        self._maps: dict[int, tuple[str, torch.Tensor]] = {}  # slot index -> (its file, the mapping)
 
     def connect(self, endpoint: dict, rank: int) -> None:
         if not 1 <= rank < endpoint["world_size"]:
@@ -166,7 +180,7 @@ class SharedMemoryReceiver:
         if group is None:
             raise RuntimeError("connect() the shared_memory transport before receiving")
         group.allreduce(torch.zeros(1, dtype=torch.int64))  # done with the last push: the sender may write
-        got_version, done, used = version, False, set()
+        got_version, done = version, False
         try:
             while True:
                 sent_version, message = self._next(group)
@@ -175,17 +189,17 @@ class SharedMemoryReceiver:
                     if message is _ABORTED:
                         raise RuntimeError(f"the learner aborted weight push {sent_version}")
                     break
-                _, _, nbytes, entries = decode_meta(message["bucket"])
-                used.add(message["path"])
+                buffer, entries = self._bucket(message)
                 if sent_version != version:
                     got_version = sent_version
                     continue
-                yield from unflatten(self._buffer(message["path"], nbytes), entries)
+                yield from unflatten(buffer, entries)
         finally:
             while not done and not group.broken:  # the consumer stopped early: read the rest of the push
-                done = self._next(group)[1] in (None, _ABORTED)
-            for path in set(self._maps) - used:  # files the sender has replaced
-                del self._maps[path]
+                message = self._next(group)[1]
+                done = message is None or message is _ABORTED
+                if not done:
+                    self._bucket(message)  # mapped even so: the sender unlinks the file next push
         if got_version != version:
             raise ValueError(f"expected weight push version {version}, the learner sent version {got_version}")
 
@@ -204,11 +218,14 @@ class SharedMemoryReceiver:
         group.broadcast(meta)
         return sent_version, msgpack.unpackb(tensor_to_bytes(meta))
 
-    def _buffer(self, path: str, nbytes: int) -> torch.Tensor:
-        mapped = self._maps.get(path)
-        if mapped is None or mapped.numel() < nbytes:
-            mapped = self._maps[path] = _map(path, max(nbytes, os.path.getsize(path)))
-        return mapped[:nbytes]
+    def _bucket(self, message: dict) -> tuple[torch.Tensor, list]:
+        """The bucket's bytes (its slot's file, mapped when first named or when the sender replaced it) and
+        its tensor entries."""
+        _, index, nbytes, entries = decode_meta(message["bucket"])
+        path = message["path"]
+        if self._maps.get(index, ("",))[0] != path:
+            self._maps[index] = (path, _map(path, os.path.getsize(path)))
+        return self._maps[index][1][:nbytes], entries
 
     def close(self) -> None:
         if self._group is not None:
