@@ -8,7 +8,6 @@ import shutil
 import time
 from dataclasses import fields
 
-import ray
 
 from orchestration import checkpoint as ckpt
 from orchestration.experience_pipeline import ExperienceItem

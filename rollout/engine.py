@@ -7,6 +7,24 @@ from typing import Protocol
 from rollout.records import Completion, SamplingSpec
 
 
+def render_chat(tokenizer, messages: list[dict]) -> str:
+    """A conversation as the model's prompt text: its chat template when it has one, else the contents
+    joined by newlines (the tiny embedded tokenizer has no template)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return "\n".join(m["content"] for m in messages)
+
+
+class TokenizerMethods:
+    """``tokenize`` and ``render_chat`` for an engine that holds its Hugging Face tokenizer as ``_tokenizer``."""
+
+    def tokenize(self, texts: list[str], special_tokens: bool = True) -> list[list[int]]:
+        return [self._tokenizer(t, add_special_tokens=special_tokens).input_ids for t in texts]
+
+    def render_chat(self, conversations: list[list[dict]]) -> list[str]:
+        return [render_chat(self._tokenizer, c) for c in conversations]
+
+
 class RolloutEngine(Protocol):
     """Generates responses with the current policy weights and loads new weights in place."""
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import torch
 
+from rollout.engine import TokenizerMethods
 from rollout.records import Completion, SamplingSpec
 from rollout.weight_buckets import WeightsDigest
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class TorchEngine:
+class TorchEngine(TokenizerMethods):
     def __init__(self, model_path: str, dtype: str = "float32", seed: int = 0,
                  reference_path: str | None = None) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -95,13 +96,6 @@ class TorchEngine:
                                         policy_version=self.policy_version, finished=finished))
             groups.append(group)
         return groups
-
-    def tokenize(self, texts: list[str], special_tokens: bool = True) -> list[list[int]]:
-        return [self._tokenizer(t, add_special_tokens=special_tokens).input_ids for t in texts]
-
-    def render_chat(self, conversations: list[list[dict]]) -> list[str]:
-        from rollout.vllm_engine import render_chat
-        return [render_chat(self._tokenizer, c) for c in conversations]
 
     @torch.no_grad()
     def next_token_logprobs(self, prefixes: list[str], token_ids: list[int]) -> list[list[float]]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 
+from rollout.engine import TokenizerMethods
 from rollout.records import Completion, SamplingSpec
 
 
-class VLLMEngine:
+class VLLMEngine(TokenizerMethods):
     def __init__(self, model_path: str, dtype: str = "float32", seed: int = 0, kv_cache_gib: int = 1,
                  gpu_memory_utilization: float = 0.5, enforce_eager: bool = True,
                  max_model_len: int = 64) -> None:
@@ -45,12 +46,6 @@ class VLLMEngine:
                     policy_version=self.policy_version, finished=o.finish_reason == "stop"))
             groups.append(group)
         return groups
-
-    def tokenize(self, texts: list[str], special_tokens: bool = True) -> list[list[int]]:
-        return [self._tokenizer(t, add_special_tokens=special_tokens).input_ids for t in texts]
-
-    def render_chat(self, conversations: list[list[dict]]) -> list[str]:
-        return [render_chat(self._tokenizer, c) for c in conversations]
 
     def next_token_logprobs(self, prefixes: list[str], token_ids: list[int]) -> list[list[float]]:
         """log p(token | prefix) for each prefix and each of ``token_ids`` (a judge's verdict tokens)."""
@@ -97,10 +92,3 @@ class VLLMEngine:
             result.append([out.prompt_logprobs[t][ids[t]].logprob for t in range(1, len(ids))])
         return result
 
-
-def render_chat(tokenizer, messages: list[dict]) -> str:
-    """A conversation as the model's prompt text: its chat template when it has one, else the contents
-    joined by newlines (the tiny embedded tokenizer has no template)."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return "\n".join(m["content"] for m in messages)

@@ -80,20 +80,17 @@ class BroadcastGroup:
         options = dist.BroadcastOptions()
         options.rootRank = 0
         options.rootTensor = 0
-        try:
-            work = self._pg.broadcast([tensor], options)
-            if async_op:
-                return work
-            work.wait()
-        except BaseException:
-            self.broken = True
-            raise
-        return None
+        return self._run(lambda: self._pg.broadcast([tensor], options), async_op)
 
     def allreduce(self, tensor: torch.Tensor, async_op: bool = False):
-        """A sum over every rank; the shared-memory backend's "done with this bucket" signal."""
+        """A sum over every rank; the shared-memory backend's "the last push is done with" signal."""
+        return self._run(lambda: self._pg.allreduce([tensor], dist.AllreduceOptions()), async_op)
+
+    def _run(self, start, async_op: bool):
+        """Start a collective; wait for it unless ``async_op`` (then return its work). A failure marks the
+        group broken: its peers are out of step, so nobody may wait on it again."""
         try:
-            work = self._pg.allreduce([tensor], dist.AllreduceOptions())
+            work = start()
             if async_op:
                 return work
             work.wait()
@@ -116,6 +113,16 @@ class BroadcastGroup:
                 pg.shutdown()
             except Exception:  # noqa: BLE001 - best effort when the peers are gone
                 pass
+
+
+def join_group(endpoint: dict, rank: int) -> tuple[dist.TCPStore, BroadcastGroup]:
+    """A receiver's side of ``endpoint`` (from a sender's ``open``): the store client and its group rank."""
+    if not 1 <= rank < endpoint["world_size"]:
+        raise ValueError(f"receiver rank {rank} outside 1..{endpoint['world_size'] - 1}")
+    timeout = timedelta(seconds=endpoint["timeout_s"])
+    store = dist.TCPStore(endpoint["host"], endpoint["port"], is_master=False, timeout=timeout)
+    return store, BroadcastGroup(store, endpoint["group"], rank, endpoint["world_size"], endpoint["backend"],
+                                 timeout)
 
 
 class BroadcastSender:
@@ -200,14 +207,8 @@ class BroadcastReceiver:
         self._buffers: list[torch.Tensor] = []
 
     def connect(self, endpoint: dict, rank: int) -> None:
-        if not 1 <= rank < endpoint["world_size"]:
-            raise ValueError(f"receiver rank {rank} outside 1..{endpoint['world_size'] - 1}")
         self.close()
-        timeout = timedelta(seconds=endpoint["timeout_s"])
-        store = dist.TCPStore(endpoint["host"], endpoint["port"], is_master=False, timeout=timeout)
-        self._group = BroadcastGroup(store, endpoint["group"], rank, endpoint["world_size"], endpoint["backend"],
-                                     timeout)
-        self._store = store
+        self._store, self._group = join_group(endpoint, rank)
 
     def fetch(self, source: Any) -> None:
         return None  # everything arrives through the group

@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 
 from rollout.transport.base import PushStats
-from rollout.transport.broadcast import BroadcastGroup
+from rollout.transport.broadcast import BroadcastGroup, join_group
 from rollout.transport.buckets import (bytes_to_tensor, decode_meta, encode_meta, iter_flat_buckets,
                                        tensor_to_bytes, unflatten)
 
@@ -74,7 +74,7 @@ class SharedMemorySender:
         self.close()
         self._store = dist.TCPStore(host, 0, is_master=True, wait_for_workers=False, timeout=self.timeout)
         self._endpoint = {"kind": self.name, "host": host, "port": self._store.port, "node": socket.gethostname(),
-                          "world_size": num_receivers + 1, "group": uuid.uuid4().hex,
+                          "world_size": num_receivers + 1, "group": uuid.uuid4().hex, "backend": "gloo",
                           "timeout_s": self.timeout.total_seconds()}
         return dict(self._endpoint)
 
@@ -82,7 +82,7 @@ class SharedMemorySender:
         if self._endpoint is None:
             raise RuntimeError("open() the shared_memory transport before connecting")
         e = self._endpoint
-        self._group = BroadcastGroup(self._store, e["group"], 0, e["world_size"], "gloo", self.timeout)
+        self._group = BroadcastGroup(self._store, e["group"], 0, e["world_size"], e["backend"], self.timeout)
 
     def _slot(self, nbytes: int) -> torch.Tensor:
         """The buffer of the push's next bucket: the slot of that index, replaced if it is too small."""
@@ -158,17 +158,12 @@ class SharedMemoryReceiver:
         self._maps: dict[int, tuple[str, torch.Tensor]] = {}  # slot index -> (its file, the mapping)
 
     def connect(self, endpoint: dict, rank: int) -> None:
-        if not 1 <= rank < endpoint["world_size"]:
-            raise ValueError(f"receiver rank {rank} outside 1..{endpoint['world_size'] - 1}")
         if endpoint["node"] != socket.gethostname():
             raise RuntimeError(f"the shared_memory weight transport needs every engine on the learner's host "
                                f"({endpoint['node']}), this one is on {socket.gethostname()}: use "
                                "sync.transport=broadcast")
         self.close()
-        timeout = timedelta(seconds=endpoint["timeout_s"])
-        store = dist.TCPStore(endpoint["host"], endpoint["port"], is_master=False, timeout=timeout)
-        self._group = BroadcastGroup(store, endpoint["group"], rank, endpoint["world_size"], "gloo", timeout)
-        self._store = store
+        self._store, self._group = join_group(endpoint, rank)
 
     def fetch(self, source: Any) -> None:
         return None  # the group says where each bucket is
