@@ -24,11 +24,16 @@ class PreferenceService:
         self.calls += calls
         return matrices, calls
 
-    def scores(self, prompts: list[str], responses: list[str]) -> list[float] | None:
-        """Per-response scores when the model is score-based (programmatic judges); None otherwise."""
-        score = getattr(self._model, "score", None)
-        return None if score is None else [score(x, y) for x, y in zip(prompts, responses)]
+    def scores(self, prompts: list, responses: list[str]) -> list[float] | None:
+        """Per-response scores when the model is score-based (task judges, score functions); None otherwise."""
+        if not getattr(self._model, "score_based", False):
+            return None
+        return self._model.scores(prompts, responses)
 
-    def probabilities(self, prompts: list[str], first: list[str], second: list[str]) -> list[float]:
+    def rejected_values(self) -> int:
+        """Answers of the model rejected so far (an exception, NaN, out of range): their groups were dropped."""
+        return getattr(self._model, "rejected", 0)
+
+    def probabilities(self, prompts: list, first: list[str], second: list[str]) -> list[float]:
         self.calls += len(prompts)
         return self._model.probabilities(prompts, first, second)

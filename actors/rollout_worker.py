@@ -16,9 +16,9 @@ class RolloutWorker:
         self._engine = build_engine(engine, model_path, dtype, seed, vllm_options, reference_path)
         self._digest = ""
 
-    def generate(self, prompts: list[str], prompt_indices: list[int], spec: SamplingSpec
-                 ) -> list[list[Completion]]:
-        return self._engine.generate(prompts, prompt_indices, spec)
+    def generate(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,
+                 prompts: list | None = None) -> list[list[Completion]]:
+        return self._engine.generate(prompt_token_ids, prompt_indices, spec, prompts)
 
     # -- weight transport (see actors/weight_transport.py for the calling order) ----------------------
 
@@ -43,15 +43,9 @@ class RolloutWorker:
     def sequence_logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:
         return self._engine.sequence_logprobs(token_ids)
 
-    def generate_mixture(self, prompts: list[str], prompt_indices: list[int], spec: SamplingSpec, beta: float
-                         ) -> list[list[Completion]]:
-        return self._engine.generate_mixture(prompts, prompt_indices, spec, beta)
+    def generate_mixture(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,
+                         beta: float, prompts: list | None = None) -> list[list[Completion]]:
+        return self._engine.generate_mixture(prompt_token_ids, prompt_indices, spec, beta, prompts)
 
-    def next_token_logprobs(self, prefixes: list[str], token_ids: list[int]) -> list[list[float]]:
+    def next_token_logprobs(self, prefixes: list[list[int]], token_ids: list[int]) -> list[list[float]]:
         return self._engine.next_token_logprobs(prefixes, token_ids)
-
-    def tokenize(self, texts: list[str], special_tokens: bool = True) -> list[list[int]]:
-        return self._engine.tokenize(texts, special_tokens)
-
-    def render_chat(self, conversations: list[list[dict]]) -> list[str]:
-        return self._engine.render_chat(conversations)

@@ -21,11 +21,15 @@ import ray
 class EngineBench:
     def __init__(self, kind: str, model_dir: str, max_model_len: int) -> None:
         from rollout.engine import build_engine
+        self.model_dir = model_dir
         self.engine = build_engine(kind, model_dir, "float32", 0, {"max_model_len": max_model_len})
 
     def tokens_per_second(self, batch: int, new_tokens: int) -> float:
         from rollout.records import SamplingSpec
-        prompts = [f"sort: {' '.join('abcdefghijklmnop'[(i + j) % 16] for j in range(6))}" for i in range(batch)]
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        prompts = [tokenizer(f"sort: {' '.join('abcdefghijklmnop'[(i + j) % 16] for j in range(6))}").input_ids
+                   for i in range(batch)]
         spec = SamplingSpec(n=1, temperature=1.0, max_tokens=new_tokens, ignore_eos=True, seed=0)
         self.engine.generate(prompts[:2], [0, 1], spec)  # warm-up
         start = time.perf_counter()

@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         path, overrides = split_items(args.items)
         config = load_config(path, overrides)
         if args.dry_run:
+            preset = getattr(config, "preset_keys", [])
+            if preset:
+                print("# embedded-model preset (no policy.model_path), under your settings: " + ", ".join(preset))
             print(to_yaml(config), end="")
             return 0
         from orchestration.launch import train

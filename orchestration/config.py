@@ -39,13 +39,28 @@ class RunConfig:
 class PolicyConfig:
     model_path: str | None = _f(
         None, "HF model directory or hub id; empty builds the embedded tiny model offline")
-    dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "weights dtype")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
+        "auto", "weights dtype; auto: bfloat16 on GPUs that support it, float32 on CPUs")
 
 
 @dataclass
 class TaskConfig:
     name: Literal["sorting"] = _f("sorting", "built-in task that makes prompts when no file is given")
-    prompts_path: str | None = _f(None, "JSONL file, one {\"prompt\": str} object per line")
+    prompts_path: str | None = _f(
+        None, "prompt data: a .jsonl or .parquet file, a directory written by datasets' save_to_disk, or a hub "
+              "dataset name (online machines); empty: the built-in task")
+    prompt_key: str = _f("prompt", "the record field holding the prompt: a string, or a chat "
+                                   "[{role, content}, ...] such as a 'messages' column")
+    split: str = _f("train", "the split to read from a dataset dictionary or hub dataset")
+    eval_prompts_path: str | None = _f(
+        None, "held-out evaluation prompts in any format prompts_path takes; empty: a deterministic slice of "
+              "num_eval_prompts held out of the prompt data")
+    chat_template: Literal["auto", "always", "never"] = _f(
+        "auto", "render prompts with the policy tokenizer's chat template: auto when it has one, always (an "
+                "error if it has none), never (the prompt text as is)")
+    system_prompt: str | None = _f(None, "a system message put before every prompt that has none")
+    overlong: Literal["drop", "truncate"] = _f(
+        "drop", "prompts longer than rollout.max_prompt_tokens: drop them, or keep their last tokens")
     num_train_prompts: int = _f(4096, "built-in task: training prompts drawn from the seed")
     num_eval_prompts: int = _f(32, "held-out prompts for the win-rate evaluation")
     prompt_letters: int = _f(6, "sorting task: letters per prompt")
@@ -57,7 +72,12 @@ class VLLMConfig:
     kv_cache_gib: int = _f(1, "CPU KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)")
     gpu_memory_utilization: float = _f(0.5, "fraction of GPU memory vLLM may take (GPU only)")
     enforce_eager: bool = _f(True, "disable CUDA graphs / torch.compile (required on CPU)")
-    max_model_len: int = _f(64, "longest prompt + response the engine accepts")
+    max_model_len: int = _f(0, "longest prompt + response the engine accepts; 0: the longest rendered prompt "
+                               "(at most rollout.max_prompt_tokens) plus rollout.max_tokens, more where the "
+                               "algorithm feeds longer sequences (OSP's judge prompts)")
+    tensor_parallel_size: int = _f(1, "GPUs per vLLM engine (tensor parallel); 1 on CPUs")
+    enable_prefix_caching: bool = _f(True, "reuse the KV cache of shared prompt prefixes (the K samples of a "
+                                           "prompt share it)")
 
 
 @dataclass
@@ -72,15 +92,23 @@ class RolloutConfig:
     k: int = _f(4, "responses sampled per prompt (SPPO needs >= 2)")
     temperature: float = _f(1.0, "sampling temperature")
     top_p: float = _f(1.0, "nucleus sampling mass")
-    max_tokens: int = _f(6, "longest response in tokens")
-    ignore_eos: bool = _f(True, "keep sampling past EOS (the tiny model never learnt EOS)")
+    max_tokens: int = _f(256, "longest response in tokens; a longer one is cut (finish reason 'length')")
+    max_prompt_tokens: int = _f(1024, "longest rendered prompt in tokens; longer ones follow task.overlong")
+    stop: list = _f([], "strings that end a response (besides every EOS id of the tokenizer and "
+                        "generation_config)")
+    ignore_eos: bool = _f(False, "keep sampling past EOS (the embedded tiny model never learnt EOS)")
     vllm: VLLMConfig = _f(None, "vLLM engine options", )
 
 
 @dataclass
 class PreferenceConfig:
-    kind: Literal["sorting"] = _f("sorting", "preference model: the built-in programmatic judge")
-    sharpness: float = _f(20.0, "sorting judge: P(a > b) = sigmoid(sharpness * (score_a - score_b))")
+    kind: Literal["sorting", "function"] = _f(
+        "sorting", "preference model: sorting, the built-in task's judge; function, a Python callable of yours")
+    sharpness: float = _f(20.0, "score-based kinds: P(a > b) = sigmoid(sharpness * (score_a - score_b))")
+    function: str | None = _f(
+        None, "kind=function: 'module:callable', importable from the working directory or an installed package")
+    function_kind: Literal["score", "pairwise"] = _f(
+        "score", "kind=function: score(prompt, response) -> float, or pairwise(prompt, a, b) -> P(a > b)")
 
 
 @dataclass
@@ -170,6 +198,10 @@ class LearnerConfig:
     zero_stage: int = _f(0, "DeepSpeed ZeRO stage 0-3")
     num_ranks: int = _f(1, "data-parallel DeepSpeed ranks, one Ray actor (and one GPU, if any) each")
     backend: Literal["auto", "gloo", "nccl"] = _f("auto", "torch.distributed backend; auto: nccl on GPU, gloo on CPU")
+    gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory, ~30% "
+                                             "more compute)")
+    logprob_chunk_tokens: int = _f(1024, "response tokens whose vocabulary log-softmax is computed at once "
+                                         "(bounds the [tokens, vocab] float32 tensor)")
 
 
 @dataclass
@@ -290,6 +322,11 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         raise ConfigError(f"config key '{path}' expects a number, got {value!r}")
+    if hint is list:  # lists of strings (rollout.stop); one string on the command line is a list of one
+        items = [value] if isinstance(value, str) else value
+        if isinstance(items, list) and all(isinstance(v, str) and v for v in items):
+            return list(items)
+        raise ConfigError(f"config key '{path}' expects a list of non-empty strings, got {value!r}")
     if hint is str:
         if isinstance(value, str):
             return value
@@ -359,10 +396,45 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+# The embedded default (no policy.model_path: a random tiny model on the sorting task) needs options a real chat
+# model does not: it never learnt EOS, answers in 6 words, cannot judge (OSP) and cannot improve an answer from a
+# complaint (DRIFT). These are applied under what the user sets, so any of them can be overridden; the
+# algorithms' own defaults stay the papers'.
+EMBEDDED_PRESET = {
+    "rollout": {"max_tokens": 6, "ignore_eos": True},
+    "algorithm": {"osp": {"labels": "hard", "judge_warmup_steps": 120},
+                  "drift": {"filter_threshold": 0.5, "alpha": 1.0}},
+}
+
+
+def apply_embedded_preset(data: dict) -> list[str]:
+    """Fill in ``EMBEDDED_PRESET`` where ``data`` leaves a key unset, when the run uses the embedded model;
+    returns the dotted keys filled in."""
+    policy = data.get("policy")
+    if isinstance(policy, dict) and policy.get("model_path"):
+        return []
+    applied = []
+
+    def fill(node: dict, preset: dict, prefix: str) -> None:
+        for key, value in preset.items():
+            if isinstance(value, dict):
+                child = node.setdefault(key, {})
+                if isinstance(child, dict):  # a non-mapping is reported by the loader, naming the key
+                    fill(child, value, f"{prefix}{key}.")
+            elif key not in node:
+                node[key] = value
+                applied.append(f"{prefix}{key}={value}")
+
+    fill(data, EMBEDDED_PRESET, "")
+    return applied
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     data = read_yaml(path) if path is not None else {}
     apply_overrides(data, list(overrides or []))
+    preset = apply_embedded_preset(data)
     config = _build(Config, data, "")
+    config.preset_keys = preset  # not a field: --dry-run shows it, the saved config holds the values
     validate(config)
     return config
 
@@ -401,6 +473,18 @@ def validate(config: Config) -> None:
     need(config.rollout.temperature > 0, "rollout.temperature", "must be > 0")
     need(0 < config.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
     need(config.rollout.max_tokens >= 1, "rollout.max_tokens", "must be >= 1")
+    need(config.rollout.max_prompt_tokens >= 1, "rollout.max_prompt_tokens", "must be >= 1")
+    need(config.rollout.vllm.max_model_len >= 0, "rollout.vllm.max_model_len", "must be >= 0 (0: auto)")
+    need(config.rollout.vllm.tensor_parallel_size >= 1, "rollout.vllm.tensor_parallel_size", "must be >= 1")
+    need(0 < config.rollout.vllm.gpu_memory_utilization <= 1, "rollout.vllm.gpu_memory_utilization",
+         "must be in (0, 1]")
+    need(config.learner.logprob_chunk_tokens >= 1, "learner.logprob_chunk_tokens", "must be >= 1")
+    p = config.preference
+    need(p.kind != "function" or bool(p.function), "preference.function",
+         "is required with preference.kind=function (e.g. my_rewards:score)")
+    need(p.kind != "sorting" or not (config.task.prompts_path or config.algorithm.drift.data_path),
+         "preference.kind", "sorting judges only the built-in sorting task's prompts; with your own prompts use "
+         "preference.kind=function and preference.function=module:callable")
     need(config.preference.sharpness > 0, "preference.sharpness", "must be > 0")
     need(config.algorithm.sppo.eta > 0, "algorithm.sppo.eta", "must be > 0")
     need(config.algorithm.sppo.iteration_steps >= 1, "algorithm.sppo.iteration_steps", "must be >= 1")

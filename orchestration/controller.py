@@ -25,9 +25,12 @@ from actors.rollout_worker import RolloutWorker
 from actors.weight_transport import close_weight_transport, open_weight_transport, push_weights
 from learner.algorithms.registry import build_algorithm
 from orchestration.config import Config, to_dict
+from orchestration.errors import ConfigError
+from orchestration.run_inputs import RunInputs
+from preference.function_model import module_search_path
 from orchestration.faults import fault_point
 from orchestration.metrics import MetricsLog
-from orchestration.placement import actor_options, check_capacity
+from orchestration.placement import actor_options, check_capacity, cluster_has_gpus
 from orchestration.progress import Progress
 from orchestration.prompt_stream import PromptStream
 from orchestration.run_checkpoint import save_checkpoint
@@ -37,7 +40,6 @@ from orchestration.win_rate import mean, win_rate_pairs
 from orchestration.experience import Experience
 from orchestration.experience_pipeline import ExperienceItem, ExperiencePipeline
 from rollout.records import Completion, SamplingSpec
-from tasks.dsat import DSATExample
 
 
 @dataclass
@@ -58,6 +60,8 @@ class RunState:
     dropped_stale: int = 0
     next_tag: int = 1
     verified_pushes: int = 0  # pushes whose every engine loaded exactly the digest the learner sent
+    sampled_responses: int = 0
+    truncated_responses: int = 0  # cut at rollout.max_tokens (finish reason "length")
 
 
 class Timer:
@@ -72,22 +76,19 @@ class Timer:
 
 
 class Controller:
-    def __init__(self, config: Config, run_dir: Path, model_path: str,
-                 prompts: tuple[list[str], list[str]], metrics_from_step: int = 0,
-                 dsat: list[DSATExample] | None = None) -> None:
+    def __init__(self, config: Config, run_dir: Path, inputs: RunInputs, metrics_from_step: int = 0) -> None:
         self.config = config
         self.run_dir = run_dir
-        self.model_path = model_path
+        self.inputs = inputs
+        self.model_path = inputs.model_path
         self.algorithm = build_algorithm(config)
-        self.train_prompts, self.eval_prompts = prompts
-        self.dsat = dsat or []
+        # DRIFT draws from its dissatisfied conversations, the others from the task's prompts.
+        self.train = inputs.dsat.prompts if inputs.dsat else inputs.train
+        self.eval_set = inputs.eval
         self.state = RunState()
         self.metrics = MetricsLog(run_dir, resume_after_step=metrics_from_step)
         self._launch_actors()
-        # DRIFT draws from its dissatisfied conversations, the others from the task's prompts.
-        self.dsat_prompts = ray.get(self.rollouts[0].render_chat.remote([e.prompt for e in self.dsat])) \
-            if self.dsat else []
-        self.stream = PromptStream(len(self.dsat) if self.dsat else len(self.train_prompts), config.run.seed)
+        self.stream = PromptStream(len(self.train), config.run.seed)
         self.experience = Experience(self)
         self.pipeline: ExperiencePipeline | None = None
         self.restored_queue: list[ExperienceItem] = []
@@ -97,7 +98,10 @@ class Controller:
     def _launch_actors(self) -> None:
         c = self.config
         check_capacity(c)
-        vllm_options = to_dict(c)["rollout"]["vllm"]
+        if c.rollout.engine == "vllm" and c.rollout.vllm.tensor_parallel_size > 1 and not cluster_has_gpus():
+            raise ConfigError("config key 'rollout.vllm.tensor_parallel_size' > 1 needs GPUs (vLLM's CPU build "
+                              "runs one engine per process here)")
+        vllm_options = {**to_dict(c)["rollout"]["vllm"], "max_model_len": self.inputs.max_model_len}
         # Exact token-level mixture sampling runs in the torch engine next to the fixed reference mu.
         needs = self.algorithm.needs
         mixing = needs.sample_from == "mixture" or needs.opponent == "mixture"
@@ -107,7 +111,9 @@ class Controller:
                 c.rollout.engine, self.model_path, c.policy.dtype, c.run.seed + i, vllm_options, reference)
             for i in range(c.rollout.num_workers)]
         self.preference = PreferenceService.options(**actor_options("preference")).remote(
-            c.preference.kind, {"sharpness": c.preference.sharpness, "alphabet_size": c.task.alphabet_size})
+            c.preference.kind, {"sharpness": c.preference.sharpness, "alphabet_size": c.task.alphabet_size,
+                                "function": c.preference.function, "function_kind": c.preference.function_kind,
+                                "search_path": module_search_path()})
         self.learner = LearnerGroup(
             c, self.model_path, self.algorithm.sequences_per_step(c.rollout.prompts_per_step // c.learner.num_ranks))
         # Surface start-up errors (bad model, engine refusal) before the loop starts.
@@ -116,20 +122,22 @@ class Controller:
 
     # -- phases -------------------------------------------------------------------------------------
 
-    def rollout(self, indices: list[int], prompts: list[str], spec: SamplingSpec,
+    def rollout(self, indices: list[int], token_ids: list[list[int]], prompts: list, spec: SamplingSpec,
                 mixture_beta: float | None = None) -> list[list[Completion]]:
-        """Contiguous shards of the prompts, one per worker, in prompt order; from the policy, or from the
-        token-level geometric mixture with the reference when ``mixture_beta`` is given."""
-        shards = _shard(list(range(len(prompts))), len(self.rollouts))
+        """Contiguous shards of the prompts (token ids, and the records they were rendered from), one per
+        worker, in prompt order; from the policy, or from the token-level geometric mixture with the reference
+        when ``mixture_beta`` is given."""
+        shards = _shard(list(range(len(token_ids))), len(self.rollouts))
         futures = []
         for worker, shard in zip(self.rollouts, shards):
             if not shard:
                 continue
             shard_spec = SamplingSpec(**{**spec.__dict__,
                                          "seed": None if spec.seed is None else spec.seed + shard[0]})
-            args = ([prompts[i] for i in shard], [indices[i] for i in shard], shard_spec)
-            futures.append(worker.generate.remote(*args) if mixture_beta is None
-                           else worker.generate_mixture.remote(*args, mixture_beta))
+            ids, where, records = ([token_ids[i] for i in shard], [indices[i] for i in shard],
+                                   [prompts[i] for i in shard])
+            futures.append(worker.generate.remote(ids, where, shard_spec, records) if mixture_beta is None
+                           else worker.generate_mixture.remote(ids, where, shard_spec, mixture_beta, records))
         return [group for groups in ray.get(futures) for group in groups]
 
     def push_weights(self) -> dict:
@@ -156,10 +164,10 @@ class Controller:
 
     def sample_eval(self) -> list[list[Completion]]:
         e = self.config.eval
-        spec = SamplingSpec(n=e.samples_per_prompt, temperature=e.temperature, top_p=1.0,
-                            max_tokens=self.config.rollout.max_tokens,
-                            ignore_eos=self.config.rollout.ignore_eos, seed=self.config.run.seed + 7)
-        return self.rollout(list(range(len(self.eval_prompts))), self.eval_prompts, spec)
+        r = self.config.rollout
+        spec = SamplingSpec(n=e.samples_per_prompt, temperature=e.temperature, top_p=1.0, max_tokens=r.max_tokens,
+                            ignore_eos=r.ignore_eos, seed=self.config.run.seed + 7, stop=list(r.stop))
+        return self.rollout(list(range(len(self.eval_set))), self.eval_set.token_ids, self.eval_set.records, spec)
 
     def evaluate(self, initial: list[list[Completion]]) -> dict[str, float]:
         """Win-rate of fresh samples against the initial policy's, and the task score where there is one."""
@@ -282,7 +290,10 @@ class Controller:
                    "dropped_stale": s.dropped_stale, "rejected_batches": s.rejected_batches,
                    "initial_eval_score": s.initial_eval_score, "final_eval_score": final_eval.get("eval_score"),
                    "last_push": s.last_push, "verified_pushes": s.verified_pushes,
-                   "last_checkpoint_step": s.checkpoint_step}
+                   "last_checkpoint_step": s.checkpoint_step, "rejected_groups": s.rejected_groups,
+                   "truncated_responses": s.truncated_responses, "sampled_responses": s.sampled_responses,
+                   "preference_rejected_values": ray.get(self.preference.rejected_values.remote()),
+                   "prompts": self.inputs.summary()}
         write_json_atomic(self.run_dir / "summary.json", summary)
         progress.close(summary)
         self.metrics.close()

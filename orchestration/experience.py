@@ -16,6 +16,7 @@ import torch
 
 from orchestration.errors import ConfigError
 from preference.self_judge import judge_pairs, judge_matrix
+from rollout.chat_rendering import fit_prompt
 from rollout.geometric_mixture import resample_sequence_mixture
 from rollout.records import Completion, PreferenceGroup, SamplingSpec
 
@@ -53,18 +54,19 @@ class Experience:
     def spec(self, n: int, step: int) -> SamplingSpec:
         r = self.config.rollout
         return SamplingSpec(n=n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
-                            ignore_eos=r.ignore_eos, seed=self.config.run.seed * 1_000_003 + step * 10_007)
+                            ignore_eos=r.ignore_eos, seed=self.config.run.seed * 1_000_003 + step * 10_007,
+                            stop=list(r.stop))
 
-    def from_mixture(self, indices: list[int], prompts: list[str], n: int, step: int
-                     ) -> tuple[list[list[Completion]], dict]:
+    def from_mixture(self, indices: list[int], n: int, step: int) -> tuple[list[list[Completion]], dict]:
         """``n`` responses per prompt from pi^beta, with the configured sampler."""
         beta = self.needs.mixture_beta
         spec = self.spec(n, step + 500_000)
+        ids, records = self.prompts(indices)
         if self.sampler == "token":
-            return self.c.rollout(indices, prompts, spec, mixture_beta=beta), {}
+            return self.c.rollout(indices, ids, records, spec, mixture_beta=beta), {}
         # Sequence level: M candidates from pi per draw, weights ∝ exp(beta (log mu - log pi)), resample one.
         spec.n = n * self.candidates
-        candidates = self.c.rollout(indices, prompts, spec)
+        candidates = self.c.rollout(indices, ids, records, spec)
         flat = [c for group in candidates for c in group]
         policy, reference = self.c.learner.call(
             "policy_and_reference_logprobs", [c.prompt_token_ids for c in flat], [c.response_token_ids for c in flat])
@@ -84,19 +86,24 @@ class Experience:
 
     # -- the phase ----------------------------------------------------------------------------------
 
+    def prompts(self, indices: list[int]) -> tuple[list[list[int]], list]:
+        """(token ids, records) of the training prompts at ``indices``."""
+        train = self.c.train
+        return [train.token_ids[i] for i in indices], [train.records[i] for i in indices]
+
     def collect(self, indices: list[int], step: int) -> tuple[list[PreferenceGroup], dict]:
         if self.needs.preferences == "dsat":
             return self.collect_dsat(indices, step)
-        prompts = [self.c.train_prompts[i] for i in indices]
         k = self.needs.responses_per_prompt
         metrics: dict = {}
         if self.needs.sample_from == "mixture":
-            groups, metrics = self.from_mixture(indices, prompts, k, step)
+            groups, metrics = self.from_mixture(indices, k, step)
         else:
-            groups = self.c.rollout(indices, prompts, self.spec(k, step))
+            groups = self.c.rollout(indices, *self.prompts(indices), self.spec(k, step))
         if self.needs.opponent == "mixture":
-            opponents, metrics = self.from_mixture(indices, prompts, 1, step)
+            opponents, metrics = self.from_mixture(indices, 1, step)
             groups = [g + o for g, o in zip(groups, opponents)]
+        metrics.update(self.response_metrics(groups))
         judge_examples = None
         if self.needs.preferences == "self_judge":
             matrices, judge_metrics, judge_examples = self.self_judge(groups, step)
@@ -105,6 +112,16 @@ class Experience:
             matrices, calls = ray.get(self.c.preference.matrices.remote(groups))
             self.c.state.preference_calls += calls
         return self.keep_valid(groups, matrices, metrics, judge_examples)
+
+    def response_metrics(self, groups: list[list[Completion]]) -> dict:
+        """How long responses are and how many were cut at ``rollout.max_tokens`` (this step and the run)."""
+        flat = [c for g in groups for c in g if c.policy_version >= 0]
+        cut = sum(not c.finished for c in flat)
+        self.c.state.sampled_responses += len(flat)
+        self.c.state.truncated_responses += cut
+        return {"rollout/truncated_share": cut / max(len(flat), 1),
+                "rollout/response_tokens_mean": float(np.mean([len(c.response_token_ids) for c in flat])) if flat
+                else 0.0}
 
     def keep_valid(self, groups, matrices, metrics, judge_examples=None) -> tuple[list[PreferenceGroup], dict]:
         judge_examples = judge_examples or [[] for _ in groups]
@@ -121,7 +138,7 @@ class Experience:
         o = self.config.algorithm.osp
         ids = []
         for key, word in (("verdict_a", o.verdict_a), ("verdict_b", o.verdict_b)):
-            tokens = ray.get(self.c.rollouts[0].tokenize.remote([word], False))[0]
+            tokens = self.c.inputs.renderer.tokenizer(word, add_special_tokens=False).input_ids
             if len(tokens) != 1:
                 raise ConfigError(f"algorithm.osp.{key}='{word}' must be exactly one token of the policy's "
                                   f"tokenizer (it is {len(tokens)})")
@@ -133,7 +150,11 @@ class Experience:
         judge warm-up the judged presentations labelled by the preference model, per group:
         [judge prompt ids, verdict_a id, verdict_b id, P(the first shown is better)]."""
         texts, where = judge_pairs(self.config.algorithm.osp.judge_template, groups)
-        logprobs = ray.get(self.c.rollouts[0].next_token_logprobs.remote(texts, self.verdict_ids))
+        # Judge prompts are rendered like any prompt (as a user turn for chat models), and cut from the left
+        # to what the engine accepts with the verdict token after them.
+        renderer, room = self.c.inputs.renderer, self.c.inputs.max_model_len - 1
+        ids = [fit_prompt(renderer.render(t), room, "truncate", renderer.tokenizer.bos_token_id) for t in texts]
+        logprobs = ray.get(self.c.rollouts[0].next_token_logprobs.remote(ids, self.verdict_ids))
         matrices = judge_matrix(groups, where, logprobs)
         # How often the self-judge agrees with the preference model (the tiny model starts as a poor judge).
         reference, calls = ray.get(self.c.preference.matrices.remote(groups))
@@ -143,7 +164,6 @@ class Experience:
                  if r[i, j] != 0.5]
         examples: list[list] = [[] for _ in groups]
         if step <= self.config.algorithm.osp.judge_warmup_steps:
-            ids = ray.get(self.c.rollouts[0].tokenize.remote(texts, True))
             a, b = self.verdict_ids
             for n, (g, i, j) in enumerate(where):
                 examples[g].append([ids[2 * n], a, b, float(reference[g][i, j])])
@@ -154,26 +174,21 @@ class Experience:
     # -- DRIFT: improved answers to dissatisfying replies -------------------------------------------
 
     def collect_dsat(self, indices: list[int], step: int) -> tuple[list[PreferenceGroup], dict]:
-        examples = [self.c.dsat[i] for i in indices]
-        prompts = [self.c.dsat_prompts[i] for i in indices]
-        template = self.config.algorithm.drift.condition_template
-        repair = [template.format(prompt=p, rejected=e.rejected, complaint=e.complaint)
-                  for p, e in zip(prompts, examples)]
-        positives = self.c.rollout(indices, repair, self.spec(1, step))
-        worker = self.c.rollouts[0]
-        prompt_ids = ray.get(worker.tokenize.remote(prompts, True))
-        rejected_ids = ray.get(worker.tokenize.remote([e.rejected for e in examples], False))
-        groups, probabilities = [], []
-        for i, (group, example) in enumerate(zip(positives, examples)):
-            rejected = Completion(prompt_index=indices[i], prompt=prompts[i], prompt_token_ids=prompt_ids[i],
-                                  response_token_ids=rejected_ids[i], response_text=example.rejected,
+        dsat = self.c.inputs.dsat
+        prompt_ids, records = self.prompts(indices)
+        positives = self.c.rollout(indices, [dsat.repair_ids[i] for i in indices], records, self.spec(1, step))
+        metrics = self.response_metrics(positives)
+        groups = []
+        for n, (group, i) in enumerate(zip(positives, indices)):
+            # The positive keeps its repair prompt; the algorithm trains both replies on x, the rejected's prompt.
+            rejected = Completion(prompt_index=i, prompt=records[n], prompt_token_ids=prompt_ids[n],
+                                  response_token_ids=dsat.rejected_ids[i], response_text=dsat.rejected[i],
                                   policy_version=-1)
             groups.append([group[0], rejected])
         threshold = self.config.algorithm.drift.filter_threshold
-        metrics: dict = {}
         if threshold > 0:  # optional: keep a positive only if the preference model prefers it
             probabilities = ray.get(self.c.preference.probabilities.remote(
-                prompts, [g[0].response_text for g in groups], [g[1].response_text for g in groups]))
+                records, [g[0].response_text for g in groups], [g[1].response_text for g in groups]))
             self.c.state.preference_calls += len(groups)
             keep = [p > threshold for p in probabilities]
             metrics["drift/kept_fraction"] = float(np.mean(keep))

@@ -12,11 +12,10 @@ from orchestration.config import (Config, apply_overrides, config_from_dict, rea
 from orchestration.controller import Controller
 from orchestration.errors import ConfigError, InputError
 from orchestration.placement import start_ray
-from orchestration.policy_model import check_model_path, resolve_policy_model
+from orchestration.policy_model import resolve_policy_model
 from orchestration.run_checkpoint import restore_checkpoint
 from orchestration.run_dir import create_run_dir
-from tasks.dsat import load_wildfeedback_jsonl, synthetic_sorting_dsat
-from tasks.prompts import train_and_eval_prompts
+from orchestration.run_inputs import RunInputs, load_run_inputs
 
 
 def _warn(message: str) -> None:
@@ -24,7 +23,8 @@ def _warn(message: str) -> None:
 
 
 def prepare(config: Config) -> Controller:
-    """A fresh run (or, with ``resume=auto`` and a usable checkpoint, the resumed one)."""
+    """A fresh run (or, with ``resume=auto`` and a usable checkpoint, the resumed one). Every input is read and
+    checked before the run directory is made and before Ray starts."""
     run_dir = Path(config.run.output_dir) / config.run.name
     if config.resume == "auto" and (run_dir / "config.yaml").is_file():
         found = ckpt.find_resumable(run_dir, warn=_warn)
@@ -32,26 +32,22 @@ def prepare(config: Config) -> Controller:
             return prepare_resume(run_dir, config)
         _warn(f"resume=auto: {run_dir} has no complete checkpoint; starting it afresh")
         config.run.overwrite = True
-    prompts = train_and_eval_prompts(config.task, config.run.seed)
-    dsat = dsat_examples(config, prompts[0])
-    if config.policy.model_path:
-        check_model_path(config.policy.model_path)
+    inputs = load_run_inputs(config)
     run_dir = create_run_dir(config)
-    model_path = resolve_policy_model(config, run_dir)
+    inputs.model_path = inputs.model_path or resolve_policy_model(config, run_dir)
+    _report_inputs(inputs)
     start_ray(config)
-    return Controller(config, run_dir, model_path, prompts, dsat=dsat)
+    return Controller(config, run_dir, inputs)
 
 
-def dsat_examples(config: Config, train_prompts: list[str]) -> list | None:
-    """DRIFT's conversations: the configured WildFeedback file, or synthetic ones for the built-in task."""
-    if config.algorithm.name != "drift":
-        return None
-    if config.algorithm.drift.data_path:
-        return load_wildfeedback_jsonl(config.algorithm.drift.data_path)
-    if config.task.prompts_path:
-        raise ConfigError("algorithm.drift.data_path is required when task.prompts_path is set "
-                          "(synthetic DRIFT data exists only for the built-in task)")
-    return synthetic_sorting_dsat(train_prompts, config.task.alphabet_size)
+def _report_inputs(inputs: RunInputs) -> None:
+    s = inputs.summary()
+    over = [f"{s['dropped_overlong']} dropped" if s["dropped_overlong"] else "",
+            f"{s['truncated_overlong']} truncated" if s["truncated_overlong"] else ""]
+    over_text = f" ({', '.join(o for o in over if o)} as longer than {s['prompt_budget_tokens']} tokens)" \
+        if any(over) else ""
+    print(f"prompts: {s['train_prompts']} for training, {s['eval_prompts']} for evaluation{over_text}; "
+          f"engine context {s['max_model_len']} tokens", flush=True)
 
 
 def load_run_config(run_dir: Path, overrides: list[str]) -> tuple[Config, Config]:
@@ -86,11 +82,12 @@ def prepare_resume(run_dir: Path, config: Config | None = None, overrides: list[
     model_path = meta["model_path"]
     if not Path(model_path).exists() and (run_dir / "initial_model").is_dir():
         model_path = str(run_dir / "initial_model")  # the run directory was moved
-    prompts = train_and_eval_prompts(new.task, new.run.seed)
-    dsat = dsat_examples(new, prompts[0])
+    inputs = load_run_inputs(new)
+    inputs.model_path = model_path
     (run_dir / "config.yaml").write_text(to_yaml(new), encoding="utf-8")
+    _report_inputs(inputs)
     start_ray(new)
-    controller = Controller(new, run_dir, model_path, prompts, metrics_from_step=ref.step, dsat=dsat)
+    controller = Controller(new, run_dir, inputs, metrics_from_step=ref.step)
     restore_checkpoint(controller, ref)
     return controller
 

@@ -1,4 +1,10 @@
-"""Resolve the policy model: a user's path (checked before anything starts) or the embedded tiny model."""
+"""Resolve the policy model: a user's directory or hub id (checked before anything starts), or the embedded
+tiny model built offline into the run directory.
+
+A hub id is resolved once to its local snapshot directory (the hub cache, downloading it when the machine is
+online), and that directory is what every actor, checkpoint and export uses: they all need files on disk
+(``save_hf_policy`` copies the tokenizer and config next to the trained weights).
+"""
 
 from __future__ import annotations
 
@@ -14,23 +20,31 @@ def resolve_policy_model(config: Config, run_dir: Path) -> str:
         from tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
         spec = TinyModelSpec(alphabet_size=config.task.alphabet_size, seed=config.run.seed)
         return str(build_tiny_model_dir(run_dir / "initial_model", spec))
-    check_model_path(path)
-    return path
+    return local_model_dir(path)
 
 
-def check_model_path(path: str) -> None:
-    p = Path(path)
+def looks_like_hub_id(path: str) -> bool:
+    return not path.startswith((".", "/", "~")) and path.count("/") == 1 and not Path(path).exists()
+
+
+def local_model_dir(path: str, key: str = "policy.model_path") -> str:
+    """A Hugging Face model directory for ``path``: the directory itself, or a hub id's local snapshot."""
+    p = Path(path).expanduser()
     if p.is_dir():
         if not (p / "config.json").is_file():
-            raise InputError(f"policy.model_path {path} is a directory without config.json "
-                             "(not a Hugging Face model directory)")
-        return
-    if p.exists() or path.startswith((".", "/", "~")) or path.count("/") != 1:
-        raise InputError(f"policy.model_path {path}: no such model directory")
-    # Looks like a hub id: only usable if it is already in the local cache (no downloads at run time here).
+            raise InputError(f"{key} {path} is a directory without config.json (not a Hugging Face model "
+                             "directory)")
+        return str(p)
+    if not looks_like_hub_id(path):
+        raise InputError(f"{key} {path}: no such model directory")
+    from huggingface_hub import snapshot_download
+
+    try:  # the cache first: no network round trip when the snapshot is already here
+        return snapshot_download(path, local_files_only=True)
+    except Exception:  # not cached (LocalEntryNotFoundError), or a partial cache
+        pass
     try:
-        from transformers import AutoConfig
-        AutoConfig.from_pretrained(path)
-    except Exception as exc:  # transformers raises several types for a missing/unreachable model
-        raise InputError(f"policy.model_path {path}: not a local directory and not loadable from the "
-                         f"hub cache ({type(exc).__name__})") from None
+        return snapshot_download(path)
+    except Exception as exc:  # offline, unknown repo, gated repo without a token
+        raise InputError(f"{key} {path}: not a local directory, not in the hub cache, and not downloadable "
+                         f"({type(exc).__name__})") from None

@@ -18,7 +18,11 @@ def unordered_pairs(k: int) -> list[tuple[int, int]]:
 
 def preference_matrices(model: PreferenceModel, groups: list[list[Completion]]
                         ) -> tuple[list[np.ndarray], int]:
-    """One matrix per group of completions (same prompt); also returns the number of model calls."""
+    """One matrix per group of completions (same prompt); also returns the number of model calls. A
+    score-based model (``score_based``, with ``scores`` and ``sharpness``) scores each response once, K calls
+    a group, and P[i, j] = sigmoid(sharpness (s_i - s_j)); others are asked each unordered pair once."""
+    if getattr(model, "score_based", False):
+        return _from_scores(model, groups)
     prompts, first, second, where = [], [], [], []
     for g, group in enumerate(groups):
         for i, j in unordered_pairs(len(group)):
@@ -32,6 +36,19 @@ def preference_matrices(model: PreferenceModel, groups: list[list[Completion]]
         matrices[g][i, j] = p
         matrices[g][j, i] = 1.0 - p
     return matrices, len(prompts)
+
+
+def _from_scores(model, groups: list[list[Completion]]) -> tuple[list[np.ndarray], int]:
+    flat = [c for group in groups for c in group]
+    scores = np.asarray(model.scores([c.prompt for c in flat], [c.response_text for c in flat]) if flat else [],
+                        dtype=float)
+    matrices, start = [], 0
+    for group in groups:
+        s = scores[start:start + len(group)]
+        start += len(group)
+        # NaN scores stay NaN in their rows and columns, so the group is rejected as a whole.
+        matrices.append(1.0 / (1.0 + np.exp(-model.sharpness * (s[:, None] - s[None, :]))))
+    return matrices, len(flat)
 
 
 def win_rates(matrix: np.ndarray) -> np.ndarray:

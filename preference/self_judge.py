@@ -9,6 +9,7 @@ import numpy as np
 
 from learner.algorithms.osp import self_judge_strength
 from preference.matrix import unordered_pairs
+from rollout.chat_rendering import prompt_text
 from rollout.records import Completion
 
 
@@ -18,9 +19,9 @@ def judge_pairs(template: str, groups: list[list[Completion]]) -> tuple[list[str
     texts, where = [], []
     for g, group in enumerate(groups):
         for i, j in unordered_pairs(len(group)):
-            a, b = group[i], group[j]
-            texts.append(template.format(prompt=a.prompt, a=a.response_text, b=b.response_text))
-            texts.append(template.format(prompt=a.prompt, a=b.response_text, b=a.response_text))
+            a, b, prompt = group[i], group[j], prompt_text(group[i].prompt)
+            texts.append(template.format(prompt=prompt, a=a.response_text, b=b.response_text))
+            texts.append(template.format(prompt=prompt, a=b.response_text, b=a.response_text))
             where.append((g, i, j))
     return texts, where
 

@@ -16,8 +16,13 @@ class SortingJudge:
         self.sharpness = sharpness
         self.alphabet_size = alphabet_size
 
+    score_based = True
+
     def score(self, prompt: str, response: str) -> float:
         return score(prompt, response, self.alphabet_size)
+
+    def scores(self, prompts: list[str], responses: list[str]) -> list[float]:
+        return [self.score(x, y) for x, y in zip(prompts, responses, strict=True)]
 
     def probabilities(self, prompts: list[str], first: list[str], second: list[str]) -> list[float]:
         out = []

@@ -7,22 +7,13 @@ from typing import Protocol
 from rollout.records import Completion, SamplingSpec
 
 
-def render_chat(tokenizer, messages: list[dict]) -> str:
-    """A conversation as the model's prompt text: its chat template when it has one, else the contents
-    joined by newlines (the tiny embedded tokenizer has no template)."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return "\n".join(m["content"] for m in messages)
-
-
-class TokenizerMethods:
-    """``tokenize`` and ``render_chat`` for an engine that holds its Hugging Face tokenizer as ``_tokenizer``."""
-
-    def tokenize(self, texts: list[str], special_tokens: bool = True) -> list[list[int]]:
-        return [self._tokenizer(t, add_special_tokens=special_tokens).input_ids for t in texts]
-
-    def render_chat(self, conversations: list[list[dict]]) -> list[str]:
-        return [render_chat(self._tokenizer, c) for c in conversations]
+def resolve_dtype(name: str) -> str:
+    """``auto``: bfloat16 on a GPU that supports it, float32 otherwise (CPUs: fp32 kernels are the fast and
+    exact ones). Engines and learner ranks resolve it where they run, so a CPU driver does not decide for GPUs."""
+    if name != "auto":
+        return name
+    import torch
+    return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
 
 
 class RolloutEngine(Protocol):
@@ -30,20 +21,19 @@ class RolloutEngine(Protocol):
 
     policy_version: int
 
-    def generate(self, prompts: list[str], prompt_indices: list[int],
-                 spec: SamplingSpec) -> list[list[Completion]]:
-        """``spec.n`` completions for each prompt, in prompt order, tagged with ``policy_version``."""
+    def generate(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,
+                 prompts: list | None = None) -> list[list[Completion]]:
+        """``spec.n`` completions for each prompt (token ids, rendered once by the caller), in prompt order,
+        tagged with ``policy_version``; each stops at any EOS id of the model or a ``spec.stop`` string unless
+        ``spec.ignore_eos``, and records its finish reason. ``prompts`` (the records) are attached as given."""
         ...
 
     def sequence_logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:
         """log p(token_t | tokens_<t) for t >= 1 of each sequence: a behavioural weight fingerprint."""
         ...
 
-    def next_token_logprobs(self, prefixes: list[str], token_ids: list[int]) -> list[list[float]]:
-        """log p(token | prefix) for each prefix and candidate token (the self-judge's verdicts)."""
-        ...
-
-    def tokenize(self, texts: list[str], special_tokens: bool = True) -> list[list[int]]:
+    def next_token_logprobs(self, prefixes: list[list[int]], token_ids: list[int]) -> list[list[float]]:
+        """log p(token | prefix) for each prefix (token ids) and candidate token (the self-judge's verdicts)."""
         ...
 
     # Weight transport (rollout/transport): join the learner's group once, then receive each push in place.
@@ -56,10 +46,6 @@ class RolloutEngine(Protocol):
         ...
 
     def close_weight_transport(self) -> None:
-        ...
-
-    def render_chat(self, conversations: list[list[dict]]) -> list[str]:
-        """Message lists as prompt text, through the tokenizer's chat template when it has one."""
         ...
 
 

@@ -23,18 +23,24 @@ class SamplingSpec:
     max_tokens: int = 16
     ignore_eos: bool = False
     seed: int | None = None
+    stop: list[str] = field(default_factory=list)  # strings that end a response, besides the EOS ids
 
 
 @dataclass
 class Completion:
-    """One sampled response to one prompt, tagged with the policy version that produced it."""
+    """One sampled response to one prompt, tagged with the policy version that produced it. ``prompt`` is the
+    record as the data holds it (a string or a chat), ``prompt_token_ids`` what the engine was given."""
     prompt_index: int
-    prompt: str
+    prompt: Any
     prompt_token_ids: list[int]
     response_token_ids: list[int]
     response_text: str
     policy_version: int
-    finished: bool = True  # False when the response was cut at max_tokens without EOS
+    finish_reason: str = "stop"  # "stop": an EOS id or stop string ended it; "length": cut at max_tokens
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason == "stop"
 
 
 @dataclass

@@ -7,66 +7,87 @@ from __future__ import annotations
 
 import torch
 
-from rollout.engine import TokenizerMethods
+from rollout.chat_rendering import eos_token_ids, first_eos
+from rollout.engine import resolve_dtype
 from rollout.records import Completion, SamplingSpec
 from rollout.weight_buckets import WeightsDigest
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class TorchEngine(TokenizerMethods):
+class TorchEngine:
     def __init__(self, model_path: str, dtype: str = "float32", seed: int = 0,
                  reference_path: str | None = None) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self._tokenizer.padding_side = "left"
-        self._model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype]).to(self._device)
+        self._eos_ids = eos_token_ids(self._tokenizer, model_path)
+        # Left padding for batched generation; tokenizers without a pad token (Llama's) pad with an EOS id,
+        # which the attention mask hides.
+        self._pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None \
+            else (self._eos_ids[0] if self._eos_ids else 0)
+        dtype = _DTYPES[resolve_dtype(dtype)]
+        self._model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self._device)
         self._model.eval()
         self._generator = torch.Generator(device="cpu").manual_seed(seed)
         # The fixed reference mu, for exact token-level geometric-mixture sampling (Nash-MD, IPO-MD).
         self._reference = None
         if reference_path:
-            self._reference = AutoModelForCausalLM.from_pretrained(reference_path, dtype=_DTYPES[dtype]).to(
+            self._reference = AutoModelForCausalLM.from_pretrained(reference_path, dtype=dtype).to(
                 self._device).eval()
         self.policy_version = 0
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], prompt_indices: list[int],
-                 spec: SamplingSpec) -> list[list[Completion]]:
+    def generate(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,
+                 prompts: list | None = None) -> list[list[Completion]]:
         if spec.seed is not None:
             torch.manual_seed(spec.seed)
-        encoded = [self._tokenizer(p).input_ids for p in prompts]
-        width = max(len(ids) for ids in encoded)
-        pad = self._tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded], device=self._device)
-        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded],
+        width = max(len(ids) for ids in prompt_token_ids)
+        input_ids = torch.tensor([[self._pad_id] * (width - len(ids)) + list(ids) for ids in prompt_token_ids],
                                  device=self._device)
-        eos = self._tokenizer.eos_token_id
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompt_token_ids],
+                                 device=self._device)
         sampling = {"do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p, "top_k": 0} \
             if spec.temperature > 0 else {"do_sample": False}  # temperature 0: greedy, as in vLLM
+        stops = {"stop_strings": spec.stop, "tokenizer": self._tokenizer} if spec.stop and not spec.ignore_eos else {}
         out = self._model.generate(
-            input_ids=input_ids, attention_mask=attention, **sampling,
+            input_ids=input_ids, attention_mask=attention, **sampling, **stops,
             max_new_tokens=spec.max_tokens, num_return_sequences=spec.n,
             # ignore_eos: forbid EOS until max_tokens, the closest transformers has to vLLM's flag.
-            min_new_tokens=spec.max_tokens if spec.ignore_eos else 0, pad_token_id=pad, eos_token_id=eos)
+            min_new_tokens=spec.max_tokens if spec.ignore_eos else 0, pad_token_id=self._pad_id,
+            eos_token_id=self._eos_ids or None)
+        prompts = prompts if prompts is not None else [None] * len(prompt_token_ids)
         groups = []
-        for p, (prompt, index, ids) in enumerate(zip(prompts, prompt_indices, encoded)):
+        for p, (prompt, index, ids) in enumerate(zip(prompts, prompt_indices, prompt_token_ids)):
             group = []
             for row in out[p * spec.n:(p + 1) * spec.n, width:].tolist():
-                finished = eos in row
-                response = row[:row.index(eos) + 1] if finished else row
+                response, reason = self._cut(row, spec)
                 group.append(Completion(
-                    prompt_index=index, prompt=prompt, prompt_token_ids=ids, response_token_ids=response,
+                    prompt_index=index, prompt=prompt, prompt_token_ids=list(ids), response_token_ids=response,
                     response_text=self._tokenizer.decode(response, skip_special_tokens=True),
-                    policy_version=self.policy_version, finished=finished))
+                    policy_version=self.policy_version, finish_reason=reason))
             groups.append(group)
         return groups
 
+    def _cut(self, row: list[int], spec: SamplingSpec) -> tuple[list[int], str]:
+        """The sampled response in ``row`` (generate pads finished rows) and its finish reason: through the
+        first EOS id, or through the token that completes a stop string, as vLLM reports them."""
+        if spec.ignore_eos:
+            return row, "length"
+        end = first_eos(row, self._eos_ids)
+        body = row if end is None else row[:end]
+        if spec.stop and any(s in self._tokenizer.decode(body) for s in spec.stop):
+            for n in range(1, len(body) + 1):
+                if any(s in self._tokenizer.decode(body[:n]) for s in spec.stop):
+                    return body[:n], "stop"
+        if end is not None:
+            return row[:end + 1], "stop"
+        return row, "length"
+
     @torch.no_grad()
-    def generate_mixture(self, prompts: list[str], prompt_indices: list[int], spec: SamplingSpec,
-                         beta: float) -> list[list[Completion]]:
+    def generate_mixture(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,
+                         beta: float, prompts: list | None = None) -> list[list[Completion]]:
         """``spec.n`` responses per prompt from the token-level geometric mixture of the policy and the
         reference: softmax((1 - beta) logits_pi + beta logits_mu) at every step (temperature applied after)."""
         from rollout.geometric_mixture import sample_token_mixture
@@ -79,28 +100,25 @@ class TorchEngine(TokenizerMethods):
         def logits_fn(model):
             return lambda ids: model(input_ids=ids.to(self._device)).logits[:, -1].float().cpu() / temperature
 
+        prompts = prompts if prompts is not None else [None] * len(prompt_token_ids)
         groups = []
-        for prompt, index in zip(prompts, prompt_indices):
-            ids = self._tokenizer(prompt).input_ids
+        for prompt, index, ids in zip(prompts, prompt_indices, prompt_token_ids):
             out = sample_token_mixture(logits_fn(self._model), logits_fn(self._reference), torch.tensor(ids),
                                        spec.max_tokens, beta, spec.n, generator)
-            eos = self._tokenizer.eos_token_id
             group = []
             for row in out.tolist():
-                finished = not spec.ignore_eos and eos in row
-                if finished:
-                    row = row[:row.index(eos) + 1]
-                group.append(Completion(prompt_index=index, prompt=prompt, prompt_token_ids=ids,
-                                        response_token_ids=row,
-                                        response_text=self._tokenizer.decode(row, skip_special_tokens=True),
-                                        policy_version=self.policy_version, finished=finished))
+                response, reason = self._cut(row, spec)
+                group.append(Completion(prompt_index=index, prompt=prompt, prompt_token_ids=list(ids),
+                                        response_token_ids=response,
+                                        response_text=self._tokenizer.decode(response, skip_special_tokens=True),
+                                        policy_version=self.policy_version, finish_reason=reason))
             groups.append(group)
         return groups
 
     @torch.no_grad()
-    def next_token_logprobs(self, prefixes: list[str], token_ids: list[int]) -> list[list[float]]:
+    def next_token_logprobs(self, prefixes: list[list[int]], token_ids: list[int]) -> list[list[float]]:
         result = []
-        for ids in self.tokenize(prefixes):
+        for ids in prefixes:
             logits = self._model(input_ids=torch.tensor([ids], device=self._device)).logits[0, -1].float()
             result.append(torch.log_softmax(logits, -1)[token_ids].tolist())
         return result

@@ -4,53 +4,62 @@ from __future__ import annotations
 
 import os
 
-from rollout.engine import TokenizerMethods
+from rollout.chat_rendering import eos_token_ids
+from rollout.engine import resolve_dtype
 from rollout.records import Completion, SamplingSpec
 
 
-class VLLMEngine(TokenizerMethods):
+class VLLMEngine:
     def __init__(self, model_path: str, dtype: str = "float32", seed: int = 0, kv_cache_gib: int = 1,
-                 gpu_memory_utilization: float = 0.5, enforce_eager: bool = True,
-                 max_model_len: int = 64) -> None:
+                 gpu_memory_utilization: float = 0.5, enforce_eager: bool = True, max_model_len: int = 64,
+                 tensor_parallel_size: int = 1, enable_prefix_caching: bool = True) -> None:
         # In-process engine core: one process per rollout actor, and collective_rpc is a plain call.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        import torch
         from vllm import LLM
 
-        self._llm = LLM(model=model_path, dtype=dtype, seed=seed, enforce_eager=enforce_eager,
+        # vLLM's CPU build crashes when a seeded request's prefill is split across steps (its model runner
+        # rewinds the request's generator, which CPU generators do not allow), so prefills are never chunked
+        # there: each prompt is scheduled whole.
+        cpu_only = {} if torch.cuda.is_available() else {"enable_chunked_prefill": False}
+        self._llm = LLM(model=model_path, dtype=resolve_dtype(dtype), seed=seed, enforce_eager=enforce_eager,
                         max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
-                        worker_extension_cls="rollout.vllm_worker_extension.SelfplayWorkerExtension")
+                        tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=enable_prefix_caching,
+                        worker_extension_cls="rollout.vllm_worker_extension.SelfplayWorkerExtension", **cpu_only)
         self._tokenizer = self._llm.get_tokenizer()
+        self._eos_ids = eos_token_ids(self._tokenizer, model_path)
         self.policy_version = 0
 
-    def generate(self, prompts: list[str], prompt_indices: list[int],
-                 spec: SamplingSpec) -> list[list[Completion]]:
+    def generate(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,
+                 prompts: list | None = None) -> list[list[Completion]]:
         from vllm import SamplingParams
 
         params = []
-        for i in range(len(prompts)):
+        for i in range(len(prompt_token_ids)):
             params.append(SamplingParams(
                 n=spec.n, temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_tokens,
-                ignore_eos=spec.ignore_eos, seed=None if spec.seed is None else spec.seed + i))
-        outputs = self._llm.generate(prompts, params, use_tqdm=False)
+                ignore_eos=spec.ignore_eos, stop_token_ids=[] if spec.ignore_eos else self._eos_ids,
+                stop=spec.stop or None, seed=None if spec.seed is None else spec.seed + i))
+        outputs = self._llm.generate([{"prompt_token_ids": ids} for ids in prompt_token_ids], params,
+                                     use_tqdm=False)
+        prompts = prompts if prompts is not None else [None] * len(prompt_token_ids)
         groups = []
-        for prompt, index, out in zip(prompts, prompt_indices, outputs):
-            prompt_ids = list(out.prompt_token_ids)
+        for prompt, ids, index, out in zip(prompts, prompt_token_ids, prompt_indices, outputs):
             group = []
             for o in out.outputs:
-                ids = list(o.token_ids)
+                response = list(o.token_ids)
                 group.append(Completion(
-                    prompt_index=index, prompt=prompt, prompt_token_ids=prompt_ids,
-                    response_token_ids=ids,
-                    response_text=self._tokenizer.decode(ids, skip_special_tokens=True),
-                    policy_version=self.policy_version, finished=o.finish_reason == "stop"))
+                    prompt_index=index, prompt=prompt, prompt_token_ids=list(ids), response_token_ids=response,
+                    response_text=self._tokenizer.decode(response, skip_special_tokens=True),
+                    policy_version=self.policy_version,
+                    finish_reason="length" if o.finish_reason == "length" else "stop"))
             groups.append(group)
         return groups
 
-    def next_token_logprobs(self, prefixes: list[str], token_ids: list[int]) -> list[list[float]]:
-        """log p(token | prefix) for each prefix and each of ``token_ids`` (a judge's verdict tokens)."""
-        encoded = self.tokenize(prefixes)
-        rows = self.sequence_logprobs([ids + [t] for ids in encoded for t in token_ids])
+    def next_token_logprobs(self, prefixes: list[list[int]], token_ids: list[int]) -> list[list[float]]:
+        """log p(token | prefix) for each prefix (token ids) and each of ``token_ids`` (a judge's verdicts)."""
+        rows = self.sequence_logprobs([list(ids) + [t] for ids in prefixes for t in token_ids])
         flat = [row[-1] for row in rows]
         c = len(token_ids)
         return [flat[i * c:(i + 1) * c] for i in range(len(prefixes))]

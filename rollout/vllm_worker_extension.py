@@ -48,7 +48,22 @@ class SelfplayWorkerExtension:
             self.reload_weights(weights_iterator=stream())  # type: ignore[attr-defined]
         finally:
             incoming.close()  # if reload stopped early, finish the push (the digest then shows what loaded)
+        self._selfplay_refresh_tied_head()
         return digest.hexdigest() if verify else ""
+
+    def _selfplay_refresh_tied_head(self) -> None:
+        """A model with tied embeddings receives no ``lm_head`` weight: it shares the embedding's tensor, which
+        was updated in place. But vLLM's CPU build packs the head's weight into a oneDNN handle after loading,
+        and only a layer that received weights is processed again, so the head would keep computing logits with
+        the old weights. Re-running its post-load step repacks it (a no-op on GPUs)."""
+        model = self.model_runner.model  # type: ignore[attr-defined]
+        head = getattr(model, "lm_head", None)
+        embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+        if head is None or embed is None or getattr(head, "weight", None) is not getattr(embed, "weight", None):
+            return
+        method = getattr(head, "quant_method", None)
+        if method is not None:
+            method.process_weights_after_loading(head)
 
     def selfplay_close_weight_transport(self) -> None:
         receiver = getattr(self, "_selfplay_receiver", None)

@@ -9,13 +9,15 @@ from pathlib import Path
 from orchestration.errors import InputError
 
 
-def read_jsonl_objects(path: str | Path, what: str) -> Iterator[tuple[str, dict]]:
-    """(``file:line``, object) for each non-blank line; ``what`` names the file's role in errors."""
+def read_jsonl_objects(path: str | Path, what: str, items: str = "rows") -> Iterator[tuple[str, dict]]:
+    """(``file:line``, object) for each non-blank line; ``what`` names the file's role in errors and ``items``
+    what an empty file lacks ("holds no prompts")."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{what} not found: {p}")
     count = 0
-    with p.open(encoding="utf-8") as fh:
+    # Bytes, so that a line that is not UTF-8 is reported with its number rather than as a traceback.
+    with p.open("rb") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -24,9 +26,11 @@ def read_jsonl_objects(path: str | Path, what: str) -> Iterator[tuple[str, dict]
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{where}: not valid JSON ({exc.msg})") from None
+            except UnicodeDecodeError:
+                raise InputError(f"{where}: not UTF-8 text") from None
             if not isinstance(row, dict):
                 raise InputError(f"{where}: expected a JSON object")
             count += 1
             yield where, row
     if not count:
-        raise InputError(f"{what} {p} holds no rows")
+        raise InputError(f"{what} {p} holds no {items}")

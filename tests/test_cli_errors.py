@@ -26,7 +26,8 @@ def test_bad_input_is_one_line(selfplay_cli, tmp_path, args, needle):
 def test_malformed_prompts_file_names_file_and_line(selfplay_cli, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "sort: a b"}\n{"prompt": "sort: c a",\n')
-    result = _run(selfplay_cli, "train", f"task.prompts_path={prompts}", cwd=tmp_path)
+    result = _run(selfplay_cli, "train", f"task.prompts_path={prompts}", "preference.kind=function",
+                  "preference.function=json:dumps", cwd=tmp_path)
     assert result.returncode == 2
     assert f"{prompts}:2: not valid JSON" in result.stderr
     assert "Traceback" not in result.stderr

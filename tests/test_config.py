@@ -10,7 +10,38 @@ def test_defaults_are_the_embedded_tiny_run():
     assert config.algorithm.name == "sppo"
     assert config.rollout.engine == "vllm"
     assert config.policy.model_path is None
-    assert config.rollout.vllm.max_model_len == 64
+    assert config.rollout.vllm.max_model_len == 0  # auto: from the rendered prompts and max_tokens
+    # the embedded model's preset, under whatever the user sets
+    assert config.rollout.max_tokens == 6 and config.rollout.ignore_eos is True
+    assert config.algorithm.osp.labels == "hard" and config.algorithm.drift.filter_threshold == 0.5
+    assert "rollout.ignore_eos=True" in config.preset_keys
+
+
+def test_embedded_preset_is_overridable_and_off_for_a_user_model():
+    config = load_config(None, ["rollout.max_tokens=9", "algorithm.osp.labels=soft"])
+    assert config.rollout.max_tokens == 9 and config.algorithm.osp.labels == "soft"
+    assert config.rollout.ignore_eos is True and "rollout.max_tokens=6" not in config.preset_keys
+    user = load_config(None, ["policy.model_path=/models/x", "preference.kind=function",
+                              "preference.function=m:f", "task.prompts_path=p.jsonl"])
+    assert user.preset_keys == []
+    assert user.rollout.ignore_eos is False and user.rollout.max_tokens == 256
+    assert user.algorithm.osp.labels == "soft" and user.algorithm.drift.alpha == 0.001  # the papers'
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["task.prompts_path=p.jsonl"], "'preference.kind' sorting judges only the built-in"),
+    (["preference.kind=function"], "'preference.function' is required"),
+    (["rollout.stop=[1]"], "'rollout.stop' expects a list of non-empty strings"),
+    (["rollout.vllm.tensor_parallel_size=0"], "'rollout.vllm.tensor_parallel_size' must be >= 1"),
+])
+def test_user_run_keys_are_checked(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(None, overrides)
+
+
+def test_stop_strings_from_yaml_or_one_override():
+    assert load_config(None, ['rollout.stop=["###", "</s>"]']).rollout.stop == ["###", "</s>"]
+    assert load_config(None, ["rollout.stop=END"]).rollout.stop == ["END"]
 
 
 def test_overrides_keep_yaml_types():

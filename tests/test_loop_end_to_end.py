@@ -101,14 +101,14 @@ def test_export_round_trip(vllm_run, tmp_path):
             x = torch.tensor([ids])
             logp = torch.log_softmax(model(input_ids=x).logits, -1)[0, :-1].gather(-1, x[0, 1:, None]).squeeze(-1)
             assert logp.tolist() == pytest.approx(expected, abs=1e-5)
-    prompts = controller.eval_prompts[:4]
+    prompts = controller.eval_set.token_ids[:4]
     engine = RolloutWorker.options(num_cpus=0).remote("vllm", str(out), "float32", 0, {"max_model_len": 64})
     try:
         greedy = SamplingSpec(n=1, temperature=0.0, max_tokens=6, ignore_eos=True)
         vllm_out = [g[0].response_token_ids for g in ray.get(engine.generate.remote(prompts, [0, 1, 2, 3], greedy))]
     finally:
         ray.kill(engine)
-    for prompt, tokens in zip(prompts, vllm_out):
-        ids = tokenizer(prompt).input_ids
+    for ids, tokens, text in zip(prompts, vllm_out, controller.eval_set.records):
+        assert ids == tokenizer(text).input_ids  # the embedded tokenizer has no chat template: the text as is
         hf = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=6, min_new_tokens=6)
         assert hf[0, len(ids):].tolist() == tokens

@@ -1,0 +1,92 @@
+"""Prompts as the policy sees them: a record (a string or a chat) rendered once to token ids.
+
+The engines receive these ids and never re-tokenize text, so the vLLM engine, the torch engine and the learner
+all see exactly the same ids. Rendering a chat template to text and tokenizing that text again would add the
+tokenizer's BOS a second time to templates that already start with ``{{ bos_token }}`` (Llama 3), so a chat
+is tokenized by ``apply_chat_template`` itself.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def prompt_text(record) -> str:
+    """A record as plain text, for templates that embed the prompt (OSP's judge, DRIFT's repair prompt): the
+    string itself, or the chat's contents joined by newlines."""
+    if isinstance(record, str):
+        return record
+    return "\n".join(m["content"] for m in record)
+
+
+class PromptRenderer:
+    """Renders prompt records with the policy tokenizer.
+
+    ``chat_template``: ``auto`` uses the tokenizer's template when it has one, ``always`` requires one,
+    ``never`` tokenizes the text as is (with the tokenizer's special tokens, e.g. its BOS). A string becomes
+    one user message when a template is used; ``system_prompt`` goes first in a chat that has no system
+    message. Without a template a chat's contents are joined by newlines."""
+
+    def __init__(self, tokenizer, chat_template: str = "auto", system_prompt: str | None = None,
+                 source: str = "the policy tokenizer") -> None:
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        if chat_template == "always" and not has_template:
+            raise ValueError(f"task.chat_template=always, but {source} has no chat template "
+                             "(use auto or never, or a tokenizer with a template)")
+        self.tokenizer = tokenizer
+        self.uses_template = has_template and chat_template != "never"
+        self.system_prompt = system_prompt
+
+    def messages(self, record) -> list[dict]:
+        chat = [{"role": "user", "content": record}] if isinstance(record, str) else list(record)
+        if self.system_prompt and not any(m["role"] == "system" for m in chat):
+            chat = [{"role": "system", "content": self.system_prompt}] + chat
+        return chat
+
+    def render(self, record) -> list[int]:
+        """Token ids of the prompt, ending where the response starts (the generation prompt)."""
+        if self.uses_template:
+            ids = self.tokenizer.apply_chat_template(self.messages(record), add_generation_prompt=True,
+                                                     tokenize=True, return_dict=False)
+            return list(ids)
+        text = record if isinstance(record, str) else prompt_text(self.messages(record))
+        if self.system_prompt and isinstance(record, str):
+            text = f"{self.system_prompt}\n{text}"
+        return list(self.tokenizer(text, add_special_tokens=True).input_ids)
+
+    def render_all(self, records: list) -> list[list[int]]:
+        return [self.render(r) for r in records]
+
+
+def fit_prompt(ids: list[int], budget: int, overlong: str, bos_id: int | None) -> list[int] | None:
+    """``ids`` if it fits in ``budget`` tokens; otherwise None (``drop``) or its last tokens (``truncate``,
+    keeping a leading BOS so the model still sees the start of a sequence)."""
+    if len(ids) <= budget:
+        return ids
+    if overlong == "drop":
+        return None
+    keep_bos = bos_id is not None and ids and ids[0] == bos_id
+    tail = budget - 1 if keep_bos else budget
+    return ([bos_id] if keep_bos else []) + ids[len(ids) - tail:]
+
+
+def eos_token_ids(tokenizer, model_path: str) -> list[int]:
+    """Every id that ends a response: the tokenizer's EOS and each of ``generation_config.json``'s (chat
+    models often list several, e.g. Llama 3's <|eot_id|> and <|end_of_text|>)."""
+    ids = []
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    path = Path(model_path) / "generation_config.json"
+    if path.is_file():
+        value = json.loads(path.read_text()).get("eos_token_id")
+        for token in value if isinstance(value, list) else [value]:
+            if token is not None and int(token) not in ids:
+                ids.append(int(token))
+    return ids
+
+
+def first_eos(ids: list[int], eos_ids: list[int]) -> int | None:
+    """Position of the first EOS id in ``ids``, or None."""
+    stops = set(eos_ids)
+    return next((i for i, t in enumerate(ids) if t in stops), None)
