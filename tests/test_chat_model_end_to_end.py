@@ -1,0 +1,159 @@
+"""A user's own chat model, prompt data and scoring function, end to end through the real loop (Ray, vLLM or the
+torch engine, the preference service, DeepSpeed), on a tiny chat model built like a real one: byte-level BPE,
+a Llama 3 chat template that starts with BOS, no pad token, two EOS ids, tied embeddings."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+import ray
+import torch
+
+from orchestration.config import load_config
+from orchestration.launch import prepare
+from rollout.chat_rendering import eos_token_ids
+from tasks.tiny_chat_model import build_tiny_chat_model_dir
+
+pytestmark = pytest.mark.slow
+
+TOPICS = ["the sea", "a cat", "music", "bread", "rain", "a city", "trees", "the moon", "coffee", "a river"]
+REWARDS = '''
+def plain_english(prompt, response):
+    """The share of lowercase letters and spaces: plain prose scores near 1, byte garbage low."""
+    assert isinstance(prompt, (str, list))
+    return sum(c.islower() and c.isascii() or c == " " for c in response) / len(response) if response else 0.0
+'''
+LEARN = ["preference.kind=function", "preference.function=user_rewards:plain_english", "rollout.max_tokens=16",
+         "policy.dtype=float32"]
+
+
+def chats(n):
+    return [[{"role": "user", "content": f"Write one sentence about {TOPICS[i % 10]}. ({i})"}] for i in range(n)]
+
+
+def eos_happy(model_dir, out):
+    """A copy whose two EOS rows point along the mean final hidden state, so responses end with either EOS id
+    often enough to test stopping (the random model ends one response in ten)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    shutil.copytree(model_dir, out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=False)
+           for c in chats(8)]
+    with torch.no_grad():
+        hidden = torch.cat([model.model(input_ids=torch.tensor([i])).last_hidden_state[0] for i in ids])
+        direction = hidden.mean(0) / hidden.mean(0).norm() ** 2
+        for token in eos_token_ids(tokenizer, str(out)):
+            model.model.embed_tokens.weight[token] = 3.5 * direction
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def chat_files(tmp_path_factory):
+    import datasets
+
+    root = tmp_path_factory.mktemp("chat-user")
+    files = {"root": root, "model": build_tiny_chat_model_dir(root / "model")}
+    files["eos_model"] = eos_happy(files["model"], root / "eos-model")
+    (root / "user_rewards.py").write_text(REWARDS)
+    files["jsonl"] = root / "prompts.jsonl"
+    files["jsonl"].write_text("".join(json.dumps({"messages": c}) + "\n" for c in chats(200)))
+    files["parquet"] = root / "prompts.parquet"
+    datasets.Dataset.from_dict({"prompt": [c[0]["content"] for c in chats(200)]}).to_parquet(str(files["parquet"]))
+    files["dataset_dir"] = root / "prompts-dataset"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"messages": chats(200)})}).save_to_disk(
+        str(files["dataset_dir"]))
+    return files
+
+
+def start(files, name, *overrides):
+    config = load_config(None, [f"run.output_dir={files['root'] / 'runs'}", f"run.name={name}", "ray.num_cpus=4",
+                                "checkpoint.every_steps=0", *overrides])
+    return prepare(config)
+
+
+def test_cli_sppo_learns_the_users_function_on_jsonl_chats(chat_files, selfplay_cli):
+    """README's "Your own model and prompts" run: SPPO on JSONL chat prompts, a scoring function from a module
+    in the working directory; then the exported policy loads in transformers."""
+    root = chat_files["root"]
+    cli = selfplay_cli
+    result = subprocess.run(
+        [cli, "train", f"policy.model_path={chat_files['model']}", f"task.prompts_path={chat_files['jsonl']}",
+         "task.prompt_key=messages", *LEARN, "run.total_steps=80", "eval.every_steps=40", "run.name=cli-sppo",
+         "run.output_dir=runs"], capture_output=True, text=True, cwd=root, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "prompts: 168 for training, 32 for evaluation" in result.stdout
+    summary = json.loads((root / "runs" / "cli-sppo" / "summary.json").read_text())
+    assert summary["win_rate_vs_initial"] >= 0.75, summary["win_rate_curve"]
+    assert summary["final_eval_score"] > summary["initial_eval_score"]
+    assert summary["prompts"]["train_prompts"] == 168 and summary["preference_rejected_values"] == 0
+    rows = [json.loads(line) for line in (root / "runs" / "cli-sppo" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= r["rollout/truncated_share"] <= 1 for r in rows if "loss" in r)
+    exported = subprocess.run([cli, "export", "runs/cli-sppo", "exported"], capture_output=True, text=True, cwd=root)
+    assert exported.returncode == 0, exported.stderr
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(root / "exported")
+    assert tokenizer.chat_template and tokenizer.pad_token is None
+    assert AutoModelForCausalLM.from_pretrained(root / "exported").config.tie_word_embeddings
+
+
+@pytest.mark.parametrize("engine", ["vllm", "torch"])
+def test_engines_get_the_rendered_ids_stop_at_either_eos_and_match_the_learner(chat_files, engine, monkeypatch):
+    """The ids each engine samples from are exactly apply_chat_template's (one BOS); responses end at either EOS
+    id or at max_tokens, with the finish reason recorded; the learner's log-probs of what the engine sampled equal
+    the engine's, after weight pushes (tied embeddings included)."""
+    from transformers import AutoTokenizer
+
+    monkeypatch.chdir(chat_files["root"])  # the scoring function's module is imported from the working directory
+    controller = start(chat_files, f"eos-{engine}", f"policy.model_path={chat_files['eos_model']}",
+                       f"task.prompts_path={chat_files['dataset_dir']}", "task.prompt_key=messages", *LEARN,
+                       f"rollout.engine={engine}", "rollout.max_tokens=24", "run.total_steps=3", "eval.every_steps=0",
+                       "eval.samples_per_prompt=1", "task.num_eval_prompts=4")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(chat_files["eos_model"])
+        eos_ids = set(eos_token_ids(tokenizer, str(chat_files["eos_model"])))
+        # Sampled before training: the scoring function gives an empty response 0, so a few steps teach the
+        # policy to avoid EOS altogether.
+        groups, metrics = controller.experience.collect(list(range(16)), 99)
+        completions = [c for g in groups for c in g.completions]
+        for c in completions:
+            assert c.prompt_token_ids == tokenizer.apply_chat_template(
+                c.prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
+            assert c.prompt_token_ids.count(tokenizer.bos_token_id) == 1
+            assert not eos_ids & set(c.response_token_ids[:-1])  # nothing sampled past an EOS
+            if c.finish_reason == "stop":
+                assert c.response_token_ids[-1] in eos_ids
+            else:
+                assert c.finish_reason == "length" and len(c.response_token_ids) == 24
+        endings = {c.response_token_ids[-1] for c in completions if c.finish_reason == "stop"}
+        assert endings == eos_ids, "both EOS ids end responses"
+        cut = sum(c.finish_reason == "length" for c in completions)
+        assert 0 < cut < len(completions) and metrics["rollout/truncated_share"] == cut / len(completions)
+        controller.run()
+        sequences = [c.prompt_token_ids + c.response_token_ids for c in completions[:12]]
+        engine_logprobs = ray.get(controller.rollouts[0].sequence_logprobs.remote(sequences))
+        learner_logprobs = controller.learner.call("sequence_logprobs", sequences)
+        for e, l in zip(engine_logprobs, learner_logprobs):
+            assert e == pytest.approx(l, abs=1e-4)
+        assert controller.state.policy_version == 3
+    finally:
+        controller.shutdown()
+
+
+def test_dpo_learns_on_parquet_string_prompts_with_the_torch_engine(chat_files, monkeypatch):
+    monkeypatch.chdir(chat_files["root"])
+    controller = start(chat_files, "dpo-parquet", f"policy.model_path={chat_files['model']}",
+                       f"task.prompts_path={chat_files['parquet']}", *LEARN, "algorithm.name=dpo",
+                       "rollout.engine=torch", "run.total_steps=80", "eval.every_steps=0")
+    try:
+        summary = controller.run()
+        assert summary["win_rate_vs_initial"] >= 0.7
+        assert summary["final_eval_score"] > summary["initial_eval_score"]
+        # a string prompt became one user turn of the chat template
+        assert controller.train.token_ids[0][-4:] == controller.inputs.renderer.render("x")[-4:]
+    finally:
+        controller.shutdown()
+        ray.shutdown()

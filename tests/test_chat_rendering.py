@@ -1,0 +1,109 @@
+"""Prompts rendered once to the ids the engines receive: chat template, system prompt, length budget, EOS ids."""
+
+import json
+
+import pytest
+
+from orchestration.config import load_config
+from orchestration.errors import ConfigError, InputError
+from orchestration.run_inputs import load_run_inputs
+from rollout.chat_rendering import PromptRenderer, eos_token_ids, first_eos, fit_prompt, prompt_text
+from tasks.tiny_chat_model import BOS, EOS, EOT, build_tiny_chat_model_dir
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory):
+    return str(build_tiny_chat_model_dir(tmp_path_factory.mktemp("chat") / "model"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(chat_model):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(chat_model)
+
+
+def test_a_string_becomes_one_user_turn_with_one_bos(tokenizer):
+    ids = PromptRenderer(tokenizer).render("Hello there")
+    expected = tokenizer.apply_chat_template([{"role": "user", "content": "Hello there"}],
+                                             add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert ids == expected
+    assert ids.count(tokenizer.convert_tokens_to_ids(BOS)) == 1 and ids[0] == tokenizer.bos_token_id
+
+
+def test_a_chat_keeps_its_turns_and_gets_the_system_prompt_once(tokenizer):
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Bye"}]
+    renderer = PromptRenderer(tokenizer, system_prompt="Be brief.")
+    text = tokenizer.decode(renderer.render(chat))
+    assert text.count("Be brief.") == 1 and text.index("Be brief.") < text.index("Hi") < text.index("Bye")
+    assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    with_system = [{"role": "system", "content": "Mine."}] + chat
+    assert "Be brief." not in tokenizer.decode(renderer.render(with_system))
+
+
+def test_never_tokenizes_the_text_as_is(tokenizer):
+    ids = PromptRenderer(tokenizer, chat_template="never").render("Hello there")
+    assert ids == tokenizer("Hello there").input_ids and EOT not in tokenizer.convert_ids_to_tokens(ids)
+
+
+def test_always_without_a_template_is_refused():
+    from tasks.tiny_model import TinyModelSpec, build_tokenizer
+    with pytest.raises(ValueError, match="task.chat_template=always.*has no chat template"):
+        PromptRenderer(build_tokenizer(TinyModelSpec()), chat_template="always")
+
+
+def test_fit_prompt_drops_or_keeps_the_tail_with_its_bos():
+    assert fit_prompt([1, 5, 6, 7], 4, "drop", 1) == [1, 5, 6, 7]
+    assert fit_prompt([1, 5, 6, 7, 8], 4, "drop", 1) is None
+    assert fit_prompt([1, 5, 6, 7, 8], 4, "truncate", 1) == [1, 6, 7, 8]
+    assert fit_prompt([5, 6, 7, 8, 9], 3, "truncate", 1) == [7, 8, 9]
+
+
+def test_every_eos_id_of_tokenizer_and_generation_config(chat_model, tokenizer):
+    eot, eos = tokenizer.convert_tokens_to_ids(EOT), tokenizer.convert_tokens_to_ids(EOS)
+    assert sorted(eos_token_ids(tokenizer, chat_model)) == sorted([eot, eos])
+    assert first_eos([4, 9, eot, 3, eos], [eos, eot]) == 2 and first_eos([4, 9], [eos]) is None
+
+
+def test_prompt_text_of_a_chat():
+    assert prompt_text("x") == "x"
+    assert prompt_text([{"role": "system", "content": "a"}, {"role": "user", "content": "b"}]) == "a\nb"
+
+
+def _write_prompts(path, prompts):
+    path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in prompts))
+    return path
+
+
+def _config(chat_model, prompts, *extra):
+    return load_config(None, [f"policy.model_path={chat_model}", f"task.prompts_path={prompts}",
+                              "task.prompt_key=messages", "preference.kind=function",
+                              "preference.function=json:dumps", "task.num_eval_prompts=2", *extra])
+
+
+def test_run_inputs_budget_counts_and_engine_context(chat_model, tokenizer, tmp_path):
+    short = [[{"role": "user", "content": f"Say hi {i}"}] for i in range(6)]
+    long = [[{"role": "user", "content": "word " * 200}]]
+    path = _write_prompts(tmp_path / "p.jsonl", short + long)
+    inputs = load_run_inputs(_config(chat_model, path, "rollout.max_prompt_tokens=64", "rollout.max_tokens=32"))
+    assert len(inputs.train) + len(inputs.eval) == 6 and inputs.train.dropped + inputs.eval.dropped == 1
+    assert all(ids == tokenizer.apply_chat_template(r, add_generation_prompt=True, tokenize=True, return_dict=False)
+               for r, ids in zip(inputs.train.records, inputs.train.token_ids))
+    longest = max(inputs.train.longest, inputs.eval.longest)
+    assert inputs.max_model_len == longest + 32
+    kept = load_run_inputs(_config(chat_model, path, "rollout.max_prompt_tokens=64", "task.overlong=truncate"))
+    assert kept.train.truncated + kept.eval.truncated == 1 and max(kept.train.longest, kept.eval.longest) == 64
+
+
+def test_all_prompts_too_long_names_the_file(chat_model, tmp_path):
+    path = _write_prompts(tmp_path / "long.jsonl", [[{"role": "user", "content": "word " * 50}]] * 5)
+    with pytest.raises(InputError, match=r"task.prompts_path .*long.jsonl: none of its \d+ prompts fits in 16 tokens"):
+        load_run_inputs(_config(chat_model, path, "rollout.max_prompt_tokens=16"))
+
+
+def test_response_budget_must_leave_room_in_the_context(chat_model, tmp_path):
+    path = _write_prompts(tmp_path / "p.jsonl", [[{"role": "user", "content": "hi"}]] * 5)
+    with pytest.raises(ConfigError, match="'rollout.max_tokens' \\(600\\) leaves no room .* 512 tokens"):
+        load_run_inputs(_config(chat_model, path, "rollout.max_tokens=600"))
+    with pytest.raises(ConfigError, match="'rollout.vllm.max_model_len' \\(20\\) is shorter"):
+        load_run_inputs(_config(chat_model, path, "rollout.vllm.max_model_len=20"))
