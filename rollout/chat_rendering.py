@@ -35,6 +35,8 @@ class PromptRenderer:
             raise ValueError(f"task.chat_template=always, but {source} has no chat template "
                              "(use auto or never, or a tokenizer with a template)")
         self.tokenizer = tokenizer
+        # The prompt budget is enforced here (fit_prompt), so the tokenizer's own length warning is only noise.
+        tokenizer.model_max_length = int(1e30)
         self.uses_template = has_template and chat_template != "never"
         self.system_prompt = system_prompt
 

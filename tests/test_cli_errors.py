@@ -45,3 +45,39 @@ def test_dry_run_prints_resolved_config(selfplay_cli, tmp_path):
     assert result.returncode == 0
     assert "k: 7" in result.stdout
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory):
+    from tasks.tiny_chat_model import build_tiny_chat_model_dir
+    return str(build_tiny_chat_model_dir(tmp_path_factory.mktemp("chat") / "model"))
+
+
+def _user_run(chat_model, prompts, *extra):
+    return [f"policy.model_path={chat_model}", f"task.prompts_path={prompts}", "preference.kind=function",
+            "preference.function=json:dumps", *extra]
+
+
+@pytest.mark.parametrize("content, extra, needle", [
+    ('{"text": "hi"}\n', [], "prompts.jsonl:1: no 'prompt'"),
+    ("\n", [], "holds no prompts"),
+    (('{"prompt": "' + "word " * 300 + '"}\n') * 40, ["rollout.max_prompt_tokens=32"],
+     "prompts.jsonl: none of its 8 prompts fits in 32 tokens"),
+    ('{"prompt": "hi"}\n' * 40, ["preference.function=no_such_rewards:score"],
+     "'preference.function' 'no_such_rewards:score': module 'no_such_rewards' does not import"),
+])
+def test_bad_user_inputs_stop_before_anything_starts(selfplay_cli, tmp_path, chat_model, content, extra, needle):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(content)
+    result = _run(selfplay_cli, "train", *_user_run(chat_model, prompts, *extra), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_chat_template_always_without_one_names_the_key(selfplay_cli, tmp_path):
+    result = _run(selfplay_cli, "train", "task.chat_template=always", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "task.chat_template=always, but the tokenizer of the embedded model has no chat template" in result.stderr
+    assert not (tmp_path / "runs").exists()
