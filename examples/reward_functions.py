@@ -24,3 +24,15 @@ def exact_answer(prompt, response: str) -> float:
     wanted = re.search(r"answer:\s*(-?\d+(?:\.\d+)?)", text)
     got = re.findall(r"-?\d+(?:\.\d+)?", response)
     return float(bool(wanted and got and float(got[-1]) == float(wanted.group(1))))
+
+
+def well_formed(prompt, response: str) -> float:
+    """A format reward for open-ended chat: 1 for an answer of 20-300 words that ends a sentence and repeats no
+    line, less for each rule it breaks (a common first reward before a reward model is at hand)."""
+    words = response.split()
+    lines = [line.strip() for line in response.splitlines() if line.strip()]
+    score = 1.0
+    score -= 0.4 * (not 20 <= len(words) <= 300)
+    score -= 0.3 * (not response.rstrip().endswith((".", "!", "?", "```")))
+    score -= 0.3 * (len(lines) != len(set(lines)))
+    return score

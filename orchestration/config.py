@@ -55,6 +55,7 @@ class TaskConfig:
     eval_prompts_path: str | None = _f(
         None, "held-out evaluation prompts in any format prompts_path takes; empty: a deterministic slice of "
               "num_eval_prompts held out of the prompt data")
+    eval_split: str = _f("", "the split to read from eval_prompts_path (empty: task.split)")
     chat_template: Literal["auto", "always", "never"] = _f(
         "auto", "render prompts with the policy tokenizer's chat template: auto when it has one, always (an "
                 "error if it has none), never (the prompt text as is)")

@@ -16,7 +16,7 @@ def train_and_eval_prompts(task, seed: int) -> tuple[list[Prompt], list[Prompt]]
         records = load_prompt_records(task.prompts_path, task.prompt_key, task.split)
         if task.eval_prompts_path:
             # The eval file holds its own prompts: all of the training data trains.
-            held_out = load_prompt_records(task.eval_prompts_path, task.prompt_key, task.split,
+            held_out = load_prompt_records(task.eval_prompts_path, task.prompt_key, task.eval_split or task.split,
                                            role="task.eval_prompts_path")
             return records, held_out[:task.num_eval_prompts]
         return held_out_split(records, task.num_eval_prompts, seed, task.prompts_path)

@@ -107,3 +107,22 @@ def test_response_budget_must_leave_room_in_the_context(chat_model, tmp_path):
         load_run_inputs(_config(chat_model, path, "rollout.max_tokens=600"))
     with pytest.raises(ConfigError, match="'rollout.vllm.max_model_len' \\(20\\) is shorter"):
         load_run_inputs(_config(chat_model, path, "rollout.vllm.max_model_len=20"))
+
+
+def test_drift_evaluates_on_held_out_conversations_of_its_own_data(chat_model, tmp_path):
+    rows = [{"prompt": [{"role": "user", "content": f"Name a fruit ({i})."}], "rejected": "A carrot.",
+             "user_preference": "That is a vegetable."} for i in range(10)]
+    data = tmp_path / "wildfeedback.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = load_config(None, [f"policy.model_path={chat_model}", "algorithm.name=drift",
+                                f"algorithm.drift.data_path={data}", "preference.kind=function",
+                                "preference.function=json:dumps", "task.num_eval_prompts=3"])
+    inputs = load_run_inputs(config)
+    trained = [r[0]["content"] for r in inputs.dsat.prompts.records]
+    held_out = [r[0]["content"] for r in inputs.eval.records]
+    assert len(trained) == 7 and len(held_out) == 3 and not set(trained) & set(held_out)
+    assert all(h.startswith("Name a fruit") for h in held_out)  # its own conversations, not sorting prompts
+    # the repair prompt is a user turn holding the conversation, the rejected reply and the complaint
+    repair = inputs.renderer.tokenizer.decode(inputs.dsat.repair_ids[0])
+    assert "A carrot." in repair and "That is a vegetable." in repair and repair.count("<|begin_of_text|>") == 1
+    assert inputs.dsat.rejected_ids[0] == inputs.renderer.tokenizer("A carrot.", add_special_tokens=False).input_ids

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from orchestration.config import Config, load_config, parse_override, to_yaml, config_from_dict
@@ -129,3 +131,10 @@ def test_resolved_yaml_round_trips():
     again = config_from_dict(yaml.safe_load(to_yaml(config)))
     assert again == config
     assert isinstance(again, Config)
+
+
+def test_the_gpu_chat_example_config_validates():
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "chat-gpu.yaml")
+    assert config.policy.model_path == "Qwen/Qwen2.5-1.5B-Instruct" and config.preset_keys == []
+    assert config.preference.kind == "function" and config.task.eval_split == "test_prefs"
+    assert config.learner.zero_stage == 3 and config.rollout.vllm.tensor_parallel_size == 1
