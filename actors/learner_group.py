@@ -21,6 +21,7 @@ class LearnerGroup:
     def __init__(self, config: Config, model_path: str, sequences_per_rank: int) -> None:
         n = config.learner.num_ranks
         self.num_ranks = n
+        self.micro_batch_size = config.learner.micro_batch_size
         self.placement_group = learner_placement_group(n)
         self.ranks = [
             LearnerWorker.options(**actor_options("learner"), scheduling_strategy=PlacementGroupSchedulingStrategy(
@@ -42,13 +43,15 @@ class LearnerGroup:
         """One optimizer step of every rank over its shard of ``batch``. Shards are equal when the batch is
         whole; a batch shortened by rejected groups gives some ranks fewer (or, below one group a rank, a
         zero-weighted copy), and each rank's loss is scaled by n * its share so that DeepSpeed's gradient
-        mean over ranks is still the mean over the batch's groups."""
+        mean over ranks is still the mean over the batch's groups. Every rank runs as many micro-batches as
+        the largest shard needs (zero-weight passes on the others): under ZeRO-3 each pass is a collective."""
         shards = batch.split(self.num_ranks)
         total = len(batch) // batch.group_size
         shares = [len(s) // batch.group_size / total for s in shards]
         shards += [shards[-1]] * (self.num_ranks - len(shards))
         shares += [0.0] * (self.num_ranks - len(shares))
-        results = ray.get([r.train_step.remote(shard, self.num_ranks * share)
+        passes = max(s.micro_batch_count(self.micro_batch_size) for s in shards)
+        results = ray.get([r.train_step.remote(shard, self.num_ranks * share, passes)
                            for r, shard, share in zip(self.ranks, shards, shares)])
         # Share-weighted means; a term only some shards have (OSP's judge loss) is averaged over those.
         merged = {}

@@ -37,10 +37,12 @@ class LearnerWorker:
             self._model_path, build_algorithm(config), lr=lc.lr, weight_decay=lc.weight_decay,
             grad_clip=lc.grad_clip, micro_batch_size=lc.micro_batch_size,
             sequences_per_step=self._sequences, zero_stage=lc.zero_stage, dtype=config.policy.dtype,
-            reduction=config.algorithm.logprob_reduction, seed=config.run.seed + self._rank)
+            reduction=config.algorithm.logprob_reduction, seed=config.run.seed + self._rank,
+            logprob_chunk_tokens=lc.logprob_chunk_tokens, gradient_checkpointing=lc.gradient_checkpointing)
 
-    def train_step(self, batch: TrainingBatch, loss_scale: float = 1.0) -> dict[str, float]:
-        return self._learner.train_step(batch, loss_scale)
+    def train_step(self, batch: TrainingBatch, loss_scale: float = 1.0, num_micro_batches: int | None = None
+                   ) -> dict[str, float]:
+        return self._learner.train_step(batch, loss_scale, num_micro_batches)
 
     # -- weight transport (see actors/weight_transport.py for the calling order) ----------------------
 

@@ -43,18 +43,29 @@ class TrainingBatch:
                              {k: np.concatenate([b.fields[k] for b in batches]) for k in first.fields},
                              first.group_size)
 
+    @property
+    def num_groups(self) -> int:
+        return len(self) // self.group_size
+
+    def micro_batch_count(self, micro_batch_size: int) -> int:
+        """Micro-batches of at most ``micro_batch_size`` sequences it takes, a group never cut (a group
+        larger than that is a micro-batch of its own)."""
+        return -(-self.num_groups // max(1, micro_batch_size // self.group_size))
+
+    def groups(self, start: int, stop: int) -> "TrainingBatch":
+        """Groups ``start`` to ``stop`` (exclusive) as a batch."""
+        a, b = start * self.group_size, stop * self.group_size
+        return TrainingBatch(self.prompt_token_ids[a:b], self.response_token_ids[a:b], self.policy_versions[a:b],
+                             {k: v[a:b] for k, v in self.fields.items()}, self.group_size)
+
     def split(self, parts: int) -> list["TrainingBatch"]:
-        """Up to ``parts`` contiguous micro-batches of near-equal size that never cut a group, for
-        gradient accumulation (DeepSpeed steps after exactly ``parts`` backward passes, so the caller
-        pads with empty parts only if it must; here every part is non-empty when groups >= parts)."""
+        """Up to ``parts`` contiguous batches of near-equal size that never cut a group (all ``parts`` of
+        them, each non-empty, when there are at least that many groups; ``micro_batch_count`` parts hold at
+        most the micro-batch size each)."""
         if len(self) % self.group_size:
             raise ValueError(f"batch of {len(self)} sequences is not a whole number of groups of {self.group_size}")
-        groups = len(self) // self.group_size
-        bounds = (np.linspace(0, groups, parts + 1).round().astype(int) * self.group_size)
-        return [TrainingBatch(self.prompt_token_ids[a:b], self.response_token_ids[a:b],
-                              self.policy_versions[a:b], {k: v[a:b] for k, v in self.fields.items()},
-                              self.group_size)
-                for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        bounds = [i * self.num_groups // parts for i in range(parts + 1)]  # sizes differ by at most one group
+        return [self.groups(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
 def pair_batch(pairs: list[tuple[Completion, Completion, float]], prompt_token_ids: list[list[int]] | None = None

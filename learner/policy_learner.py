@@ -21,7 +21,8 @@ from safetensors.torch import save_file as st_save_file
 
 from learner.algorithms.base import Algorithm
 from learner.batch import TrainingBatch
-from learner.logprobs import pad_sequences, response_logprobs
+from learner.logprobs import pad_sequences, response_logprobs, token_logprobs
+from rollout.engine import resolve_dtype
 from rollout.weight_buckets import WeightsDigest, weights_digest
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -49,28 +50,36 @@ def deepspeed_config(micro_batch_size: int, grad_accum: int, zero_stage: int, gr
 class PolicyLearner:
     def __init__(self, model_path: str, algorithm: Algorithm, *, lr: float, weight_decay: float,
                  grad_clip: float, micro_batch_size: int, sequences_per_step: int, zero_stage: int,
-                 dtype: str, reduction: str, seed: int) -> None:
+                 dtype: str, reduction: str, seed: int, logprob_chunk_tokens: int = 1024,
+                 gradient_checkpointing: bool = False) -> None:
         import deepspeed
         from deepspeed.accelerator import get_accelerator
         from transformers import AutoModelForCausalLM
 
         torch.manual_seed(seed)
+        dtype = resolve_dtype(dtype)  # "auto" is decided where the rank runs (bf16 on GPUs that have it)
         self.algorithm = algorithm
         self.reduction = reduction
         self.zero_stage = zero_stage
+        self.micro_batch_size = micro_batch_size
+        self.chunk_tokens = logprob_chunk_tokens
         self.device = torch.device(get_accelerator().device_name(), get_accelerator().current_device()) \
             if get_accelerator().device_name() != "cpu" else torch.device("cpu")
-        self.grad_accum = max(1, math.ceil(sequences_per_step / micro_batch_size))
+        # Only DeepSpeed's bookkeeping reads this: train_step marks the accumulation boundary itself.
+        expected_passes = max(1, math.ceil(sequences_per_step / micro_batch_size))
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype])
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         self.engine, *_ = deepspeed.initialize(
             model=model, optimizer=optimizer,
-            config=deepspeed_config(micro_batch_size, self.grad_accum, zero_stage, grad_clip, dtype))
+            config=deepspeed_config(micro_batch_size, expected_passes, zero_stage, grad_clip, dtype))
         reference = AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype]).requires_grad_(False)
         if zero_stage == 3:
             self._reference_engine, *_ = deepspeed.initialize(
-                model=reference, config=deepspeed_config(micro_batch_size, self.grad_accum, 3, grad_clip, dtype))
+                model=reference, config=deepspeed_config(micro_batch_size, expected_passes, 3, grad_clip, dtype))
             self.reference = self._reference_engine.module.eval()  # DeepSpeed placed its partitions
         else:
             self.reference = reference.to(self.device).eval()
@@ -79,48 +88,76 @@ class PolicyLearner:
 
     # -- training -----------------------------------------------------------------------------------
 
-    def train_step(self, batch: TrainingBatch, loss_scale: float = 1.0) -> dict[str, float]:
-        """One optimizer step over ``batch``, split into ``grad_accum`` micro-batches. With several ranks this
-        is one rank's shard; ``loss_scale`` weights it so that DeepSpeed's mean over ranks is the mean over the
-        whole batch when shards differ in size (see ``actors.learner_group``)."""
+    def train_step(self, batch: TrainingBatch, loss_scale: float = 1.0, num_micro_batches: int | None = None
+                   ) -> dict[str, float]:
+        """One optimizer step over ``batch``, in micro-batches of at most ``micro_batch_size`` sequences that
+        never cut a group, each mean loss weighted by its share of the groups so that the gradient is the mean
+        over the batch's groups. With several ranks this is one rank's shard: ``loss_scale`` weights it so that
+        DeepSpeed's mean over ranks is the mean over the whole batch when shards differ in size, and
+        ``num_micro_batches`` (the most any rank needs, see ``actors.learner_group``) pads a short shard with
+        zero-weight passes, because under ZeRO-3 every forward and backward is a collective of all ranks."""
         self.engine.train()
-        totals: dict[str, float] = {}
-        parts = batch.split(self.grad_accum)
-        # DeepSpeed steps the optimizer after exactly grad_accum backward passes; a short batch (fewer
-        # groups than that) gets zero-weight passes so every call is exactly one optimizer step.
-        weights = [1.0] * len(parts) + [0.0] * (self.grad_accum - len(parts))
-        parts = parts + [parts[-1]] * (self.grad_accum - len(parts))
-        for micro, weight in zip(parts, weights):
+        parts = batch.split(batch.micro_batch_count(self.micro_batch_size))
+        passes = num_micro_batches or len(parts)
+        if passes < len(parts):
+            raise ValueError(f"{passes} micro-batches cannot hold {len(batch)} sequences in micro-batches of "
+                             f"{self.micro_batch_size}")
+        weights = [p.num_groups / batch.num_groups for p in parts] + [0.0] * (passes - len(parts))
+        parts += [batch.groups(0, 1)] * (passes - len(parts))
+        sums: dict[str, float] = {}
+        norms: dict[str, float] = {}
+        for i, (micro, weight) in enumerate(zip(parts, weights)):
+            # One optimizer step whatever the number of passes: DeepSpeed reduces gradients and may step only
+            # at the boundary, which we mark on the last pass (instead of its count of configured passes).
+            self.engine.set_gradient_accumulation_boundary(i == passes - 1)
             ids, attention, mask = (t.to(self.device) for t in pad_sequences(
                 micro.prompt_token_ids, micro.response_token_ids, self.pad_id))
+            chunks = self._common_chunk_count(mask)
             with torch.no_grad():
-                ref_logps = response_logprobs(self.reference, ids, attention, mask, self.reduction)
-            policy_logps = response_logprobs(self.engine, ids, attention, mask, self.reduction)
+                ref_logps = response_logprobs(self.reference, ids, attention, mask, self.reduction,
+                                              self.chunk_tokens, chunks)
+            policy_logps = response_logprobs(self.engine, ids, attention, mask, self.reduction,
+                                             self.chunk_tokens, chunks)
             loss, terms = self.algorithm.loss(policy_logps, ref_logps, micro)
-            self.engine.backward(loss * (weight * loss_scale))
-            self.engine.step()
+            # The weights already sum the passes to a mean: no division by DeepSpeed's accumulation steps.
+            self.engine.backward(loss * (weight * loss_scale), scale_wrt_gas=False)
             if weight == 0.0:
                 continue
             terms["kl_to_ref"] = (policy_logps - ref_logps).detach().mean().item()
-            for key, value in terms.items():
-                totals[key] = totals.get(key, 0.0) + value / sum(weights)
+            for key, value in terms.items():  # weighted means over the passes that log the term
+                sums[key] = sums.get(key, 0.0) + weight * value
+                norms[key] = norms.get(key, 0.0) + weight
+        self.engine.step()
         self.steps += 1
+        totals = {key: sums[key] / norms[key] for key in sums}
         grad_norm = self.engine.get_global_grad_norm()
         if grad_norm is not None:
             totals["grad_norm"] = float(grad_norm)
         return totals
 
+    def _common_chunk_count(self, response_mask: torch.Tensor) -> int | None:
+        """Under ZeRO-3 with several ranks, the number of head chunks every rank runs in this pass (the most any
+        rank needs): each head call gathers the head's weight, a collective. Otherwise None (as many as needed)."""
+        import torch.distributed as dist
+
+        if self.zero_stage != 3 or not dist.is_initialized() or dist.get_world_size() == 1:
+            return None
+        count = torch.tensor([math.ceil(response_mask.sum().item() / self.chunk_tokens)], device=self.device)
+        dist.all_reduce(count, op=dist.ReduceOp.MAX)
+        return int(count.item())
+
     @torch.no_grad()
-    def policy_and_reference_logprobs(self, prompts: list[list[int]], responses: list[list[int]],
-                                      chunk: int = 64) -> tuple[list[float], list[float]]:
+    def policy_and_reference_logprobs(self, prompts: list[list[int]], responses: list[list[int]]
+                                      ) -> tuple[list[float], list[float]]:
         """Summed response log-probs under the policy and the reference (sequence-level mixture weights)."""
         self.engine.eval()
         policy, reference = [], []
-        for start in range(0, len(prompts), chunk):
+        for start in range(0, len(prompts), self.micro_batch_size):
             ids, attention, mask = (t.to(self.device) for t in pad_sequences(
-                prompts[start:start + chunk], responses[start:start + chunk], self.pad_id))
-            policy += response_logprobs(self.engine, ids, attention, mask, "sum").tolist()
-            reference += response_logprobs(self.reference, ids, attention, mask, "sum").tolist()
+                prompts[start:start + self.micro_batch_size], responses[start:start + self.micro_batch_size],
+                self.pad_id))
+            policy += response_logprobs(self.engine, ids, attention, mask, "sum", self.chunk_tokens).tolist()
+            reference += response_logprobs(self.reference, ids, attention, mask, "sum", self.chunk_tokens).tolist()
         return policy, reference
 
     # -- parameters ---------------------------------------------------------------------------------
@@ -254,9 +291,10 @@ class PolicyLearner:
         """Per-token log-probs of whole sequences under the current policy (for weight fingerprints)."""
         self.engine.eval()
         result = []
-        for ids in token_ids:
-            x = torch.tensor([ids], device=self.device)
-            logits = self.engine(input_ids=x).logits.float()
-            logp = torch.log_softmax(logits, dim=-1)
-            result.append(logp[0, :-1].gather(-1, x[0, 1:, None]).squeeze(-1).tolist())
+        for start in range(0, len(token_ids), self.micro_batch_size):
+            rows = token_ids[start:start + self.micro_batch_size]
+            ids, attention, mask = (t.to(self.device) for t in pad_sequences(
+                [r[:1] for r in rows], [r[1:] for r in rows], self.pad_id))
+            logps = token_logprobs(self.engine, ids, attention, mask, self.chunk_tokens)
+            result += [row[:len(r) - 1] for row, r in zip(logps.tolist(), rows)]
         return result
