@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from orchestration.errors import SelfplayError
+from tasks.errors import SelfplayError
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from orchestration.errors import ConfigError
+from tasks.errors import ConfigError
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:

@@ -25,7 +25,7 @@ from actors.rollout_worker import RolloutWorker
 from actors.weight_transport import close_weight_transport, open_weight_transport, push_weights
 from learner.algorithms.registry import build_algorithm
 from orchestration.config import Config, to_dict
-from orchestration.errors import ConfigError
+from tasks.errors import ConfigError
 from orchestration.run_inputs import RunInputs
 from preference.function_model import module_search_path
 from orchestration.faults import fault_point

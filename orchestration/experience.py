@@ -14,7 +14,7 @@ import numpy as np
 import ray
 import torch
 
-from orchestration.errors import ConfigError
+from tasks.errors import ConfigError
 from preference.self_judge import judge_pairs, judge_matrix
 from rollout.chat_rendering import fit_prompt
 from rollout.geometric_mixture import resample_sequence_mixture

@@ -10,7 +10,7 @@ from orchestration import checkpoint as ckpt
 from orchestration.config import (Config, apply_overrides, config_from_dict, read_yaml, structural_differences,
                                   to_yaml)
 from orchestration.controller import Controller
-from orchestration.errors import ConfigError, InputError
+from tasks.errors import ConfigError, InputError
 from orchestration.placement import start_ray
 from orchestration.policy_model import resolve_policy_model
 from orchestration.run_checkpoint import restore_checkpoint

@@ -8,7 +8,7 @@ import time
 import ray
 
 from orchestration.config import Config
-from orchestration.errors import SelfplayError
+from tasks.errors import SelfplayError
 
 # Environment every actor gets: quiet engines, and DeepSpeed's CPU accelerator when there is no GPU.
 _CPU_ENV = {"DS_ACCELERATOR": "cpu"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestration.config import Config
-from orchestration.errors import InputError
+from tasks.errors import InputError
 
 
 def resolve_policy_model(config: Config, run_dir: Path) -> str:

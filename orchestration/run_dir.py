@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from orchestration.config import Config, to_yaml
-from orchestration.errors import InputError
+from tasks.errors import InputError
 
 
 def create_run_dir(config: Config) -> Path:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestration.config import Config
-from orchestration.errors import ConfigError, InputError
+from tasks.errors import ConfigError, InputError
 from orchestration.policy_model import local_model_dir
 from rollout.chat_rendering import PromptRenderer, fit_prompt, prompt_text
 from tasks.dsat import load_wildfeedback_jsonl, synthetic_sorting_dsat
@@ -78,11 +78,8 @@ def load_run_inputs(config: Config) -> RunInputs:
     if c.preference.kind == "function":
         check_preference_function(c)
     tokenizer, context = policy_tokenizer(c, model_path)
-    try:
-        renderer = PromptRenderer(tokenizer, c.task.chat_template, c.task.system_prompt,
-                                  source=f"the tokenizer of {model_path or 'the embedded model'}")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    renderer = PromptRenderer(tokenizer, c.task.chat_template, c.task.system_prompt,
+                              source=f"the tokenizer of {model_path or 'the embedded model'}")
     budget = c.rollout.max_prompt_tokens
     if context is not None:
         if context - c.rollout.max_tokens < 1:

@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 
-from learner.algorithms.osp import self_judge_strength
 from preference.matrix import unordered_pairs
 from rollout.chat_rendering import prompt_text
 from rollout.records import Completion
@@ -24,6 +23,13 @@ def judge_pairs(template: str, groups: list[list[Completion]]) -> tuple[list[str
             texts.append(template.format(prompt=prompt, a=b.response_text, b=a.response_text))
             where.append((g, i, j))
     return texts, where
+
+
+def self_judge_strength(p_a_first, p_a_second):
+    """Strength of a over b: 1/2 [P("A" | a shown as A, b as B) + 1 - P("A" | b shown as A, a as B)].
+
+    Works elementwise on floats, numpy arrays or tensors."""
+    return 0.5 * (p_a_first + (1 - p_a_second))
 
 
 def verdict_probability(logprob_a: float, logprob_b: float) -> float:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tasks.errors import ConfigError
+
 
 def prompt_text(record) -> str:
     """A record as plain text, for templates that embed the prompt (OSP's judge, DRIFT's repair prompt): the
@@ -32,7 +34,7 @@ class PromptRenderer:
                  source: str = "the policy tokenizer") -> None:
         has_template = bool(getattr(tokenizer, "chat_template", None))
         if chat_template == "always" and not has_template:
-            raise ValueError(f"task.chat_template=always, but {source} has no chat template "
+            raise ConfigError(f"task.chat_template=always, but {source} has no chat template "
                              "(use auto or never, or a tokenizer with a template)")
         self.tokenizer = tokenizer
         # The prompt budget is enforced here (fit_prompt), so the tokenizer's own length warning is only noise.

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestration.errors import InputError
+from tasks.errors import InputError
 from tasks.jsonl import read_jsonl_objects
 from tasks.sorting import DEFAULT_ALPHABET_SIZE, alphabet, prompt_letters
 

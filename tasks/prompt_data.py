@@ -21,7 +21,7 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
-from orchestration.errors import InputError
+from tasks.errors import InputError
 from tasks.jsonl import read_jsonl_objects
 
 Prompt = str | list[dict]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from orchestration.errors import InputError
+from tasks.errors import InputError
 from tasks import sorting
 from tasks.prompt_data import Prompt, load_prompt_records
 

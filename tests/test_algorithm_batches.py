@@ -13,7 +13,7 @@ from learner.algorithms.nash_md import NashMD
 from learner.algorithms.osp import OSP
 from learner.algorithms.registry import ALGORITHMS, build_algorithm
 from orchestration.config import load_config
-from orchestration.errors import ConfigError
+from tasks.errors import ConfigError
 from rollout.records import Completion, PreferenceGroup
 
 

@@ -40,10 +40,10 @@ def _rows(run_dir):
 
 def test_osp_with_a_judge_warm_up_raises_win_rate(tmp_path_factory):
     """The random tiny policy cannot judge; taught to judge on the preference model's labels while it trains
-    (the judge warm-up), its self-judged hard-label OSP raises the win-rate."""
+    (the judge warm-up), its self-judged hard-label OSP raises the win-rate. Both options come from the embedded
+    preset: `selfplay train algorithm.name=osp` learns out of the box."""
     run_dir, summary = run_in_process(
-        tmp_path_factory.mktemp("osp"), "osp", "run.total_steps=120", "checkpoint.at_end=false",
-        "algorithm.name=osp", "algorithm.osp.labels=hard", "algorithm.osp.judge_warmup_steps=120")
+        tmp_path_factory.mktemp("osp"), "osp", "run.total_steps=120", "checkpoint.at_end=false", "algorithm.name=osp")
     assert summary["steps"] == 120 and summary["samples"] == 120 * 16 * 4  # judge examples are not samples
     rows = [r for r in _rows(run_dir) if "loss" in r]
     agreement = [r["osp/judge_agreement"] for r in rows]
@@ -55,8 +55,8 @@ def test_osp_with_a_judge_warm_up_raises_win_rate(tmp_path_factory):
 
 def test_drift_on_synthetic_dsat_data_raises_win_rate(tmp_path_factory):
     """Positives from the random tiny policy are no better than the DSAT reply on average, so the preference
-    filter keeps the ones that are, and the NLL term (alpha 1) learns from them."""
-    summary = _run(tmp_path_factory, "drift", "algorithm.drift.filter_threshold=0.5", "algorithm.drift.alpha=1.0")
+    filter keeps the ones that are, and the NLL term (alpha 1) learns from them (both from the embedded preset)."""
+    summary = _run(tmp_path_factory, "drift")
     assert summary["steps"] == STEPS and 0 < summary["samples"] <= STEPS * 16 * 2
     assert summary["win_rate_vs_initial"] > 0.65, summary
     assert summary["final_eval_score"] > summary["initial_eval_score"]

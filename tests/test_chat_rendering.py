@@ -5,7 +5,7 @@ import json
 import pytest
 
 from orchestration.config import load_config
-from orchestration.errors import ConfigError, InputError
+from tasks.errors import ConfigError, InputError
 from orchestration.run_inputs import load_run_inputs
 from rollout.chat_rendering import PromptRenderer, eos_token_ids, first_eos, fit_prompt, prompt_text
 from tasks.tiny_chat_model import BOS, EOS, EOT, build_tiny_chat_model_dir
@@ -48,7 +48,7 @@ def test_never_tokenizes_the_text_as_is(tokenizer):
 
 def test_always_without_a_template_is_refused():
     from tasks.tiny_model import TinyModelSpec, build_tokenizer
-    with pytest.raises(ValueError, match="task.chat_template=always.*has no chat template"):
+    with pytest.raises(ConfigError, match="task.chat_template=always.*has no chat template"):
         PromptRenderer(build_tokenizer(TinyModelSpec()), chat_template="always")
 
 

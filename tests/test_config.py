@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from orchestration.config import Config, load_config, parse_override, to_yaml, config_from_dict
-from orchestration.errors import ConfigError
+from tasks.errors import ConfigError
 import yaml
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from orchestration.config import load_config
-from orchestration.errors import ConfigError
+from tasks.errors import ConfigError
 from orchestration.experience import valid_matrix
 from orchestration.run_inputs import check_preference_function
 from preference.function_model import FunctionPreference, bradley_terry, import_callable

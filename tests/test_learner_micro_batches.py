@@ -48,10 +48,13 @@ def model(tmp_path_factory):
 
     from learner.process_group import host_store, join_process_group
 
-    if not dist.is_initialized():
+    created = not dist.is_initialized()
+    if created:
         store, endpoint = host_store("127.0.0.1", 1)
         join_process_group(0, 1, endpoint, "gloo", store)
-    return str(build_tiny_model_dir(tmp_path_factory.mktemp("model") / "m", TinyModelSpec(seed=0)))
+    yield str(build_tiny_model_dir(tmp_path_factory.mktemp("model") / "m", TinyModelSpec(seed=0)))
+    if created:  # later tests in this process expect no default process group
+        dist.destroy_process_group()
 
 
 def _step(learner, batch, num_micro_batches=None):

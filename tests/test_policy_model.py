@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from orchestration.errors import InputError
+from tasks.errors import InputError
 from orchestration.policy_model import local_model_dir
 from tasks.tiny_chat_model import build_tiny_chat_model_dir
 

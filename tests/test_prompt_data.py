@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestration.config import TaskConfig
-from orchestration.errors import InputError
+from tasks.errors import InputError
 from tasks.prompt_data import load_prompt_records
 from tasks.prompts import train_and_eval_prompts
 

@@ -1,7 +1,7 @@
 import pytest
 
 from orchestration.config import TaskConfig, load_config
-from orchestration.errors import InputError
+from tasks.errors import InputError
 from tasks.prompt_data import load_prompt_records
 from tasks.prompts import train_and_eval_prompts
 

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from orchestration.errors import InputError
+from tasks.errors import InputError
 from orchestration.experience import valid_matrix
 from preference.self_judge import judge_matrix, judge_pairs, verdict_probability
 from rollout.records import Completion

@@ -31,16 +31,20 @@ from preference.matrix import win_rates
 from rollout.records import PreferenceGroup
 
 
-def osp_loss(h: torch.Tensor, p: torch.Tensor, beta: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """mean -[p log sigma(beta h) + (1 - p) log sigma(-beta h)], h = r(winner) - r(loser), p its strength."""
-    loss = -(p * F.logsigmoid(beta * h) + (1 - p) * F.logsigmoid(-beta * h)).mean()
+def osp_loss(h: torch.Tensor, p: torch.Tensor, beta: float, weight: torch.Tensor | float = 1.0
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+    """mean -[p log sigma(beta h) + (1 - p) log sigma(-beta h)], h = r(winner) - r(loser), p its strength
+    (each pair's term times ``weight``)."""
+    loss = -(weight * (p * F.logsigmoid(beta * h) + (1 - p) * F.logsigmoid(-beta * h))).mean()
     return loss, {"loss": loss.item(), "margin_mean": h.mean().item(), "strength_mean": p.mean().item(),
                   "accuracy": (h > 0).float().mean().item()}
 
 
-def judge_loss(logp_a: torch.Tensor, logp_b: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """mean -[q log pi(A) + (1 - q) log pi(B)]: the verdict tokens' cross-entropy against the label q."""
-    loss = -(q * logp_a + (1 - q) * logp_b).mean()
+def judge_loss(logp_a: torch.Tensor, logp_b: torch.Tensor, q: torch.Tensor, weight: torch.Tensor | float = 1.0
+               ) -> tuple[torch.Tensor, dict[str, float]]:
+    """mean -[q log pi(A) + (1 - q) log pi(B)]: the verdict tokens' cross-entropy against the label q (each
+    example's term times ``weight``)."""
+    loss = -(weight * (q * logp_a + (1 - q) * logp_b)).mean()
     return loss, {"judge_loss": loss.item(),
                   "judge_accuracy": ((logp_a > logp_b) == (q > 0.5)).float().mean().item()}
 
@@ -51,13 +55,6 @@ def ranked_pairs(scores: Sequence[float]) -> list[tuple[int, int]]:
     Ties keep the original order (stable sort), so the pairing is deterministic."""
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     return [(order[i], order[len(order) - 1 - i]) for i in range(len(order) // 2)]
-
-
-def self_judge_strength(p_a_first, p_a_second):
-    """Strength of a over b: 1/2 [P("A" | a shown as A, b as B) + 1 - P("A" | b shown as A, a as B)].
-
-    Works elementwise on floats, numpy arrays or tensors."""
-    return 0.5 * (p_a_first + (1 - p_a_second))
 
 
 class OSP:
@@ -84,6 +81,11 @@ class OSP:
         batch.fields["judge"] = np.zeros(len(batch), dtype=np.float32)
         metrics = {"strength_mean": float(np.mean(strengths))}
         examples = [(ex, g.completions[0].policy_version) for g in groups for ex in g.judge_examples]
+        # The step's loss is mean(OSP term over its pairs) + mean(judge term over its examples), while the
+        # learner averages micro-batches by their share of all pairs: each term is weighted by
+        # all pairs / its own pairs, so the split into micro-batches (and ranks) does not change the sum.
+        total = len(pairs) + len(examples)
+        batch.fields["weight"] = np.full(len(batch), total / max(len(pairs), 1), dtype=np.float32)
         if examples:  # judge warm-up: (prompt -> verdict A, prompt -> verdict B) pairs labelled q
             n = len(examples)
             judge = TrainingBatch(
@@ -91,7 +93,8 @@ class OSP:
                 [[token] for (_, a, b, _), _ in examples for token in (a, b)],
                 [version for _, version in examples for _ in range(2)],
                 {"p": np.repeat([q for (_, _, _, q), _ in examples], 2).astype(np.float32),
-                 "length": np.ones(2 * n, dtype=np.float32), "judge": np.ones(2 * n, dtype=np.float32)},
+                 "length": np.ones(2 * n, dtype=np.float32), "judge": np.ones(2 * n, dtype=np.float32),
+                 "weight": np.full(2 * n, total / n, dtype=np.float32)},
                 group_size=2)
             batch = TrainingBatch.concat([batch, judge])
             metrics["osp/judge_examples"] = n
@@ -102,13 +105,18 @@ class OSP:
         first, second = first_second(policy_logps - ref_logps)
         p = as_tensor(batch.fields["p"][0::2])
         judge = torch.tensor(batch.fields["judge"][0::2] > 0, device=policy_logps.device)
+        weight = as_tensor(batch.fields["weight"][0::2]) if "weight" in batch.fields else torch.ones_like(p)
+        share = lambda mask: mask.float().mean()  # noqa: E731  (this micro-batch's pairs in each term)
         total, terms = policy_logps.new_zeros(()), {}
         if (~judge).any():
-            total, terms = osp_loss((first - second)[~judge], p[~judge], self.beta)
+            pair_term, terms = osp_loss((first - second)[~judge], p[~judge], self.beta, weight[~judge])
+            total = pair_term * share(~judge)
+            terms["loss"] = (pair_term / weight[~judge].mean()).item()  # the unweighted mean, as logged before
         if judge.any():
             logp_a, logp_b = first_second(policy_logps)
-            judged, judge_terms = judge_loss(logp_a[judge], logp_b[judge], p[judge])
-            total = total + judged
+            judged, judge_terms = judge_loss(logp_a[judge], logp_b[judge], p[judge], weight[judge])
+            total = total + judged * share(judge)
+            judge_terms["judge_loss"] = (judged / weight[judge].mean()).item()
             terms = {**terms, **judge_terms, "loss": total.item()}
         return total, terms
 

@@ -1,4 +1,5 @@
-"""Errors a user can fix; the CLI prints them as one line and exits non-zero."""
+"""Errors a user can fix; the CLI prints them as one line and exits non-zero. They live in the ground layer so
+that every layer (data loading, rendering, engines, orchestration) can raise them."""
 
 
 class SelfplayError(Exception):
