@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from rollout.chat_rendering import prompt_text
 from tasks.sorting import score
 
 
@@ -18,8 +19,9 @@ class SortingJudge:
 
     score_based = True
 
-    def score(self, prompt: str, response: str) -> float:
-        return score(prompt, response, self.alphabet_size)
+    def score(self, prompt, response: str) -> float:
+        """``prompt``: the task's string, or a chat holding it (DRIFT's conversations)."""
+        return score(prompt_text(prompt), response, self.alphabet_size)
 
     def scores(self, prompts: list[str], responses: list[str]) -> list[float]:
         return [self.score(x, y) for x, y in zip(prompts, responses, strict=True)]

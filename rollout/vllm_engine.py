@@ -19,12 +19,13 @@ class VLLMEngine:
         import torch
         from vllm import LLM
 
+        # max_model_len 0: vLLM's own default, the model's context (the run passes the length it needs).
         # vLLM's CPU build crashes when a seeded request's prefill is split across steps (its model runner
         # rewinds the request's generator, which CPU generators do not allow), so prefills are never chunked
         # there: each prompt is scheduled whole.
         cpu_only = {} if torch.cuda.is_available() else {"enable_chunked_prefill": False}
         self._llm = LLM(model=model_path, dtype=resolve_dtype(dtype), seed=seed, enforce_eager=enforce_eager,
-                        max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
+                        max_model_len=max_model_len or None, gpu_memory_utilization=gpu_memory_utilization,
                         tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=enable_prefix_caching,
                         worker_extension_cls="rollout.vllm_worker_extension.SelfplayWorkerExtension", **cpu_only)
         self._tokenizer = self._llm.get_tokenizer()
