@@ -103,9 +103,20 @@ class RolloutConfig:
 
 @dataclass
 class PreferenceConfig:
-    kind: Literal["sorting", "function"] = _f(
-        "sorting", "preference model: sorting, the built-in task's judge; function, a Python callable of yours")
-    sharpness: float = _f(20.0, "score-based kinds: P(a > b) = sigmoid(sharpness * (score_a - score_b))")
+    kind: Literal["sorting", "function", "reward_model", "pairwise", "python"] = _f(
+        "sorting", "preference model: sorting, the built-in task's judge; function, a Python callable of yours; "
+                   "reward_model, a Bradley-Terry sequence classifier; pairwise, a classifier of (prompt, a, b); "
+                   "python, a class of yours with probabilities(...)")
+    sharpness: float = _f(20.0, "sorting and function kinds: P(a > b) = sigmoid(sharpness * (score_a - score_b))")
+    model_path: str | None = _f(None, "reward_model, pairwise: a Hugging Face sequence-classification directory or "
+                                      "hub id")
+    temperature: float = _f(1.0, "reward_model: P(a > b) = sigmoid((r_a - r_b) / temperature)")
+    batch_size: int = _f(16, "reward_model, pairwise: sequences per forward pass of the preference model")
+    pairwise_template: str = _f(
+        "{prompt}\n\nResponse A:\n{a}\n\nResponse B:\n{b}\n\nIs Response A better than Response B?",
+        "pairwise: the text the classifier reads, with {prompt}, {a} and {b}")
+    class_path: str | None = _f(None, "python: 'module:Class', constructed with no arguments, with "
+                                      "probabilities(prompts, first, second) -> list of P(first > second)")
     function: str | None = _f(
         None, "kind=function: 'module:callable', importable from the working directory or an installed package")
     function_kind: Literal["score", "pairwise"] = _f(
@@ -485,8 +496,15 @@ def validate(config: Config) -> None:
          "is required with preference.kind=function (e.g. my_rewards:score)")
     need(p.kind != "sorting" or not (config.task.prompts_path or config.algorithm.drift.data_path),
          "preference.kind", "sorting judges only the built-in sorting task's prompts; with your own prompts use "
-         "preference.kind=function and preference.function=module:callable")
+         "preference.kind=function (preference.function=module:callable), reward_model or pairwise "
+         "(preference.model_path), or python (preference.class_path)")
     need(config.preference.sharpness > 0, "preference.sharpness", "must be > 0")
+    need(p.kind not in ("reward_model", "pairwise") or bool(p.model_path), "preference.model_path",
+         f"is required with preference.kind={p.kind} (a sequence-classifier directory or hub id)")
+    need(p.kind != "python" or bool(p.class_path), "preference.class_path",
+         "is required with preference.kind=python (e.g. my_judge:Judge)")
+    need(p.temperature > 0, "preference.temperature", "must be > 0")
+    need(p.batch_size >= 1, "preference.batch_size", "must be >= 1")
     need(config.algorithm.sppo.eta > 0, "algorithm.sppo.eta", "must be > 0")
     need(config.algorithm.sppo.iteration_steps >= 1, "algorithm.sppo.iteration_steps", "must be >= 1")
     a = config.algorithm
@@ -503,11 +521,17 @@ def validate(config: Config) -> None:
         m = getattr(a, key).mixture
         need(0 <= m.beta <= 1, f"algorithm.{key}.mixture.beta", "must be in [0, 1]")
         need(m.candidates >= 2, f"algorithm.{key}.mixture.candidates", "must be >= 2")
-    for key, template, fields in (("osp.judge_template", a.osp.judge_template, ("prompt", "a", "b")),
-                                  ("drift.condition_template", a.drift.condition_template,
-                                   ("prompt", "rejected", "complaint"))):
-        need(all("{" + f + "}" in template for f in fields), f"algorithm.{key}",
+    for key, template, fields in (("algorithm.osp.judge_template", a.osp.judge_template, ("prompt", "a", "b")),
+                                  ("algorithm.drift.condition_template", a.drift.condition_template,
+                                   ("prompt", "rejected", "complaint")),
+                                  ("preference.pairwise_template", p.pairwise_template, ("prompt", "a", "b"))):
+        need(all("{" + f + "}" in template for f in fields), key,
              "must contain " + ", ".join("{" + f + "}" for f in fields))
+    try:  # other braces would break str.format in the middle of a run
+        p.pairwise_template.format(prompt="", a="", b="")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"config key 'preference.pairwise_template' cannot be filled in ({type(exc).__name__}: "
+                          f"{exc}); write a literal brace as {{{{ or }}}}") from None
     need(config.learner.lr > 0, "learner.lr", "must be > 0")
     need(config.learner.micro_batch_size >= 1, "learner.micro_batch_size", "must be >= 1")
     need(config.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage", "must be 0, 1, 2 or 3")

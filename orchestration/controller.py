@@ -110,10 +110,15 @@ class Controller:
             RolloutWorker.options(**actor_options("rollout", _bind(c.rollout.cpu_threads_bind, i))).remote(
                 c.rollout.engine, self.model_path, c.policy.dtype, c.run.seed + i, vllm_options, reference)
             for i in range(c.rollout.num_workers)]
+        p = c.preference
+        # The service loads a classifier from the directory resolved and checked before Ray started (a hub id's
+        # local snapshot) and imports user modules from the driver's working directory, not its own.
         self.preference = PreferenceService.options(**actor_options("preference")).remote(
-            c.preference.kind, {"sharpness": c.preference.sharpness, "alphabet_size": c.task.alphabet_size,
-                                "function": c.preference.function, "function_kind": c.preference.function_kind,
-                                "search_path": module_search_path()})
+            p.kind, {"sharpness": p.sharpness, "alphabet_size": c.task.alphabet_size,
+                     "function": p.function, "function_kind": p.function_kind, "class_path": p.class_path,
+                     "model_path": self.inputs.preference_model_path, "temperature": p.temperature,
+                     "batch_size": p.batch_size, "pairwise_template": p.pairwise_template,
+                     "search_path": module_search_path()})
         self.learner = LearnerGroup(
             c, self.model_path, self.algorithm.sequences_per_step(c.rollout.prompts_per_step // c.learner.num_ranks))
         # Surface start-up errors (bad model, engine refusal) before the loop starts.

@@ -1,5 +1,6 @@
 """Everything a run reads, checked and rendered before Ray starts: the policy's tokenizer, the prompts as token
-ids within their length budget, DRIFT's conversations, the engines' context length, the preference function.
+ids within their length budget, DRIFT's conversations, the engines' context length, the preference model's
+inputs (its function or class imports, its classifier directory has the right head).
 
 A bad input stops here with one line naming the key or file, before any actor, engine or run directory exists.
 """
@@ -59,6 +60,7 @@ class RunInputs:
     dsat: DSATSet | None
     max_model_len: int
     prompt_budget: int
+    preference_model_path: str | None = None  # reward_model, pairwise: the classifier's local directory
 
     def summary(self) -> dict:
         return {"train_prompts": len(self.train), "eval_prompts": len(self.eval),
@@ -75,8 +77,7 @@ def load_run_inputs(config: Config) -> RunInputs:
     if c.algorithm.name == "drift":
         dsat_examples, eval_records = _drift_examples(c, train_records, eval_records)
     model_path = local_model_dir(c.policy.model_path) if c.policy.model_path else None
-    if c.preference.kind == "function":
-        check_preference_function(c)
+    preference_model_path = check_preference_inputs(c)
     tokenizer, context = policy_tokenizer(c, model_path)
     renderer = PromptRenderer(tokenizer, c.task.chat_template, c.task.system_prompt,
                               source=f"the tokenizer of {model_path or 'the embedded model'}")
@@ -103,7 +104,7 @@ def load_run_inputs(config: Config) -> RunInputs:
                                    f"{eval_source or '(built-in task)'} (evaluation prompts)")
     longest = max(train.longest, evaluation.longest, max(map(len, dsat.repair_ids)) if dsat else 0)
     max_model_len = engine_context(c, renderer, longest, context)
-    return RunInputs(model_path, renderer, train, evaluation, dsat, max_model_len, budget)
+    return RunInputs(model_path, renderer, train, evaluation, dsat, max_model_len, budget, preference_model_path)
 
 
 def policy_tokenizer(config: Config, model_path: str | None):
@@ -167,6 +168,43 @@ def engine_context(config: Config, renderer: PromptRenderer, longest_prompt: int
                               "raise it, lower rollout.max_prompt_tokens, or set it to 0 (auto)")
         return r.vllm.max_model_len
     return need
+
+
+def check_preference_inputs(config: Config) -> str | None:
+    """The preference model's inputs, checked before anything starts; returns the local directory of a
+    reward_model or pairwise classifier (a hub id resolved to its snapshot), which the service loads."""
+    kind = config.preference.kind
+    if kind == "function":
+        check_preference_function(config)
+    elif kind == "python":
+        check_preference_class(config)
+    elif kind in ("reward_model", "pairwise"):
+        return check_preference_classifier(config)
+    return None
+
+
+def check_preference_classifier(config: Config) -> str:
+    """``preference.model_path``: a local directory or hub id holding a sequence classifier with one label
+    (reward_model: a Bradley-Terry score) or one or two (pairwise: P(a > b))."""
+    from preference.sequence_classifier import check_classifier_dir
+
+    p = config.preference
+    if not p.model_path:
+        raise ConfigError(f"config key 'preference.model_path' is required with preference.kind={p.kind}")
+    path = local_model_dir(p.model_path, key="preference.model_path")
+    check_classifier_dir(path, "preference.model_path", (1,) if p.kind == "reward_model" else (1, 2))
+    return path
+
+
+def check_preference_class(config: Config) -> None:
+    """``preference.class_path`` must import here, from the working directory (it is constructed in the
+    service, where a failure would only show once Ray is up)."""
+    from preference.function_model import import_callable, module_search_path
+
+    try:
+        import_callable(config.preference.class_path or "", module_search_path())
+    except ValueError as exc:
+        raise ConfigError(f"config key 'preference.class_path' {exc}") from None
 
 
 def check_preference_function(config: Config) -> None:

@@ -7,7 +7,8 @@ P(a > b) = sigmoid(sharpness * (s_a - s_b)) (Bradley-Terry). ``function_kind=pai
 data holds it: a string, or a chat (a list of {role, content} messages).
 
 An exception, a NaN or infinite score, or a probability outside [0, 1] never stops the run: that value is
-NaN, its group is dropped by the experience phase, and the reason is logged and counted.
+NaN, its group is dropped by the experience phase, and the reason is logged and counted
+(preference/rejections.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-MAX_LOGGED_REASONS = 5  # the first few rejections are printed with their reason; all are counted
+from preference.rejections import Rejections
 
 
 def import_callable(spec: str, search_path: str | None = None) -> Callable:
@@ -55,27 +56,18 @@ class FunctionPreference:
         self.spec = function
         self.kind = function_kind
         self.sharpness = sharpness
-        self.rejected = 0
-        self.reasons: list[str] = []
+        self.rejections = Rejections(f"function {function}")
 
-    def _reject(self, reason: str) -> float:
-        self.rejected += 1
-        if len(self.reasons) < MAX_LOGGED_REASONS:
-            self.reasons.append(reason)
-            print(f"selfplay: preference function {self.spec}: {reason} (value rejected, its group dropped; "
-                  f"{self.rejected} so far)", file=sys.stderr, flush=True)
-        return math.nan
+    @property
+    def rejected(self) -> int:
+        return self.rejections.count
 
     def _call(self, *args) -> float:
         try:
-            value = float(self.function(*args))
+            value = self.function(*args)
         except Exception as exc:  # a user function's failure drops one group, it never stops the run
-            return self._reject(f"raised {type(exc).__name__}: {exc}")
-        if not math.isfinite(value):
-            return self._reject(f"returned {value}")
-        if self.kind == "pairwise" and not 0.0 <= value <= 1.0:
-            return self._reject(f"returned {value}, not a probability in [0, 1]")
-        return value
+            return self.rejections.reject(f"raised {type(exc).__name__}: {exc}")
+        return self.rejections.checked(value, probability=self.kind == "pairwise")
 
     @property
     def score_based(self) -> bool:

@@ -22,6 +22,8 @@ class ScoreModel(PreferenceModel, Protocol):
 
 
 def build_preference_model(kind: str, **options) -> PreferenceModel:
+    """The model of ``kind`` (``preference.kind``); ``options`` come from the preference config, with
+    ``model_path`` already resolved to a local directory and ``search_path`` the run's working directory."""
     if kind == "sorting":
         from preference.sorting_judge import SortingJudge
         return SortingJudge(options["sharpness"], options["alphabet_size"])
@@ -29,4 +31,13 @@ def build_preference_model(kind: str, **options) -> PreferenceModel:
         from preference.function_model import FunctionPreference
         return FunctionPreference(options["function"], options["function_kind"], options["sharpness"],
                                   options.get("search_path"))
-    raise ValueError(f"unknown preference model {kind!r} (valid: sorting, function)")
+    if kind == "reward_model":
+        from preference.reward_model import RewardModel
+        return RewardModel(options["model_path"], options.get("temperature", 1.0), options.get("batch_size", 16))
+    if kind == "pairwise":
+        from preference.pairwise_model import PairwiseClassifier
+        return PairwiseClassifier(options["model_path"], options["pairwise_template"], options.get("batch_size", 16))
+    if kind == "python":
+        from preference.python_model import PythonPreference
+        return PythonPreference(options["class_path"], options.get("search_path"))
+    raise ValueError(f"unknown preference model {kind!r} (valid: sorting, function, reward_model, pairwise, python)")
