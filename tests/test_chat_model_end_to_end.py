@@ -15,7 +15,7 @@ from orchestration.launch import prepare
 from rollout.chat_rendering import eos_token_ids
 from tasks.tiny_chat_model import build_tiny_chat_model_dir
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session_per_module")]
 
 TOPICS = ["the sea", "a cat", "music", "bread", "rain", "a city", "trees", "the moon", "coffee", "a river"]
 REWARDS = '''
@@ -156,4 +156,23 @@ def test_dpo_learns_on_parquet_string_prompts_with_the_torch_engine(chat_files, 
         assert controller.train.token_ids[0][-4:] == controller.inputs.renderer.render("x")[-4:]
     finally:
         controller.shutdown()
-        ray.shutdown()
+
+
+def test_sppo_learns_against_a_reward_model_with_its_own_tokenizer(chat_files, tmp_path):
+    """preference.kind=reward_model through the real service: a random tiny reward model (its own ChatML BPE
+    tokenizer and template) defines the preference; SPPO raises its mean reward and the win-rate it judges."""
+    from tests.preference_models import build_reward_model_dir
+
+    reward_model = build_reward_model_dir(tmp_path / "reward-model")
+    controller = start(chat_files, "rm-sppo", f"policy.model_path={chat_files['model']}",
+                       f"task.prompts_path={chat_files['jsonl']}", "task.prompt_key=messages",
+                       "preference.kind=reward_model", f"preference.model_path={reward_model}",
+                       "preference.temperature=0.05", "rollout.max_tokens=16", "policy.dtype=float32",
+                       "run.total_steps=120", "eval.every_steps=0")
+    try:
+        summary = controller.run()
+    finally:
+        controller.shutdown()
+    assert summary["preference_rejected_values"] == 0
+    assert summary["final_eval_score"] > summary["initial_eval_score"] + 0.05  # the mean reward rose
+    assert summary["win_rate_vs_initial"] >= 0.7, summary["win_rate_curve"]
