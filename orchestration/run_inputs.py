@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from orchestration.config import Config
 from tasks.errors import ConfigError, InputError

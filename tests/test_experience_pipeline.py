@@ -1,6 +1,5 @@
 """The async producer thread with a small fake producer (the real one is exercised end to end)."""
 
-import threading
 import time
 
 import pytest
