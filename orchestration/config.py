@@ -121,6 +121,11 @@ class PreferenceConfig:
         None, "kind=function: 'module:callable', importable from the working directory or an installed package")
     function_kind: Literal["score", "pairwise"] = _f(
         "score", "kind=function: score(prompt, response) -> float, or pairwise(prompt, a, b) -> P(a > b)")
+    truncated: Literal["keep", "lose"] = _f(
+        "keep", "responses cut at rollout.max_tokens: keep (the model compares them like any other), or lose (a "
+                "cut response loses to a finished one with P = 0, without asking the model)")
+    max_bad_batches: int = _f(100, "stop the run after this many batches in a row without a usable preference "
+                                   "group")
 
 
 @dataclass
@@ -505,6 +510,7 @@ def validate(config: Config) -> None:
          "is required with preference.kind=python (e.g. my_judge:Judge)")
     need(p.temperature > 0, "preference.temperature", "must be > 0")
     need(p.batch_size >= 1, "preference.batch_size", "must be >= 1")
+    need(p.max_bad_batches >= 1, "preference.max_bad_batches", "must be >= 1")
     need(config.algorithm.sppo.eta > 0, "algorithm.sppo.eta", "must be > 0")
     need(config.algorithm.sppo.iteration_steps >= 1, "algorithm.sppo.iteration_steps", "must be >= 1")
     a = config.algorithm

@@ -21,6 +21,16 @@ class ScoreModel(PreferenceModel, Protocol):
         ...
 
 
+class OrderAveragedModel(PreferenceModel, Protocol):
+    """A judge that reads a pair in an order (pairwise classifier, LLM judge), asked in both:
+    P(a > b) = (f(a, b) + 1 - f(b, a)) / 2."""
+    order_averaged: bool
+
+    def both_orders(self, prompts: list, first: list[str], second: list[str]) -> tuple[list[float], list[bool]]:
+        """P(first[i] > second[i] | prompts[i]), and whether the two orders disagreed on the winner."""
+        ...
+
+
 def build_preference_model(kind: str, **options) -> PreferenceModel:
     """The model of ``kind`` (``preference.kind``); ``options`` come from the preference config, with
     ``model_path`` already resolved to a local directory and ``search_path`` the run's working directory."""
