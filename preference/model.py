@@ -47,7 +47,12 @@ def build_preference_model(kind: str, **options) -> PreferenceModel:
     if kind == "pairwise":
         from preference.pairwise_model import PairwiseClassifier
         return PairwiseClassifier(options["model_path"], options["pairwise_template"], options.get("batch_size", 16))
+    if kind == "judge":
+        from preference.llm_judge import load_judge
+        return load_judge(options["model_path"], options["judge_template"], options["verdict_a"],
+                          options["verdict_b"], options["engine_options"])
     if kind == "python":
         from preference.python_model import PythonPreference
         return PythonPreference(options["class_path"], options.get("search_path"))
-    raise ValueError(f"unknown preference model {kind!r} (valid: sorting, function, reward_model, pairwise, python)")
+    raise ValueError(f"unknown preference model {kind!r} (valid: sorting, function, reward_model, pairwise, judge, "
+                     "python)")

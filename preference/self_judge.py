@@ -6,10 +6,9 @@ pairwise classifier (preference/pairwise_model.py) and the LLM judge (preference
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from preference.function_model import bradley_terry
 from preference.matrix import unordered_pairs
 from rollout.chat_rendering import prompt_text
 from rollout.records import Completion
@@ -48,8 +47,8 @@ def ask_both_orders(first_wins, prompts: list, first: list[str], second: list[st
 
 
 def verdict_probability(logprob_a: float, logprob_b: float) -> float:
-    """P("A") renormalised over the two verdict tokens."""
-    return 1.0 / (1.0 + math.exp(logprob_b - logprob_a))
+    """P("A") renormalised over the two verdict tokens: sigmoid(logprob_a - logprob_b), without overflow."""
+    return bradley_terry(1.0, logprob_a, logprob_b)
 
 
 def judge_matrix(groups: list[list[Completion]], where: list[tuple[int, int, int]],
