@@ -103,24 +103,39 @@ class RolloutConfig:
 
 @dataclass
 class PreferenceConfig:
-    kind: Literal["sorting", "function", "reward_model", "pairwise", "python"] = _f(
+    kind: Literal["sorting", "function", "reward_model", "pairwise", "judge", "python"] = _f(
         "sorting", "preference model: sorting, the built-in task's judge; function, a Python callable of yours; "
                    "reward_model, a Bradley-Terry sequence classifier; pairwise, a classifier of (prompt, a, b); "
-                   "python, a class of yours with probabilities(...)")
+                   "judge, a generative LLM asked which response is better; python, a class of yours with "
+                   "probabilities(...)")
     sharpness: float = _f(20.0, "sorting and function kinds: P(a > b) = sigmoid(sharpness * (score_a - score_b))")
     model_path: str | None = _f(None, "reward_model, pairwise: a Hugging Face sequence-classification directory or "
-                                      "hub id")
+                                      "hub id; judge: a causal (chat) LM directory or hub id, the judge model")
     temperature: float = _f(1.0, "reward_model: P(a > b) = sigmoid((r_a - r_b) / temperature)")
     batch_size: int = _f(16, "reward_model, pairwise: sequences per forward pass of the preference model")
     pairwise_template: str = _f(
         "{prompt}\n\nResponse A:\n{a}\n\nResponse B:\n{b}\n\nIs Response A better than Response B?",
         "pairwise: the text the classifier reads, with {prompt}, {a} and {b}")
+    judge_template: str = _f(
+        "Which response answers the prompt better?\n\nPrompt:\n{prompt}\n\nResponse A:\n{a}\n\nResponse B:\n{b}"
+        "\n\nAnswer with one letter, A or B.",
+        "judge: the user turn the judge reads, with {prompt}, {a} and {b}; its chat template adds the generation "
+        "prompt")
+    verdict_a: str = _f("A", "judge: the answer meaning 'the first response is better' (its first token is read)")
+    verdict_b: str = _f("B", "judge: the answer meaning 'the second response is better'")
+    judge_max_model_len: int = _f(0, "judge: the longest judge prompt + 1 its vLLM engine takes; 0: the judge "
+                                     "model's context. A longer judge prompt drops its group, counted")
     class_path: str | None = _f(None, "python: 'module:Class', constructed with no arguments, with "
                                       "probabilities(prompts, first, second) -> list of P(first > second)")
     function: str | None = _f(
         None, "kind=function: 'module:callable', importable from the working directory or an installed package")
     function_kind: Literal["score", "pairwise"] = _f(
         "score", "kind=function: score(prompt, response) -> float, or pairwise(prompt, a, b) -> P(a > b)")
+    truncated: Literal["keep", "lose"] = _f(
+        "keep", "responses cut at rollout.max_tokens: keep (the model compares them like any other), or lose (a "
+                "cut response loses to a finished one with P = 0, without asking the model)")
+    max_bad_batches: int = _f(100, "stop the run after this many batches in a row without a usable preference "
+                                   "group")
 
 
 @dataclass
@@ -496,15 +511,21 @@ def validate(config: Config) -> None:
          "is required with preference.kind=function (e.g. my_rewards:score)")
     need(p.kind != "sorting" or not (config.task.prompts_path or config.algorithm.drift.data_path),
          "preference.kind", "sorting judges only the built-in sorting task's prompts; with your own prompts use "
-         "preference.kind=function (preference.function=module:callable), reward_model or pairwise "
+         "preference.kind=function (preference.function=module:callable), reward_model, pairwise or judge "
          "(preference.model_path), or python (preference.class_path)")
     need(config.preference.sharpness > 0, "preference.sharpness", "must be > 0")
-    need(p.kind not in ("reward_model", "pairwise") or bool(p.model_path), "preference.model_path",
-         f"is required with preference.kind={p.kind} (a sequence-classifier directory or hub id)")
+    need(p.kind not in ("reward_model", "pairwise", "judge") or bool(p.model_path), "preference.model_path",
+         f"is required with preference.kind={p.kind} (a "
+         f"{'causal LM' if p.kind == 'judge' else 'sequence-classifier'} directory or hub id)")
+    for key in ("verdict_a", "verdict_b"):
+        need(bool(getattr(p, key).strip()), f"preference.{key}", "must be a non-empty answer such as A")
+    need(p.verdict_a != p.verdict_b, "preference.verdict_b", "must differ from preference.verdict_a")
+    need(p.judge_max_model_len >= 0, "preference.judge_max_model_len", "must be >= 0 (0: the model's context)")
     need(p.kind != "python" or bool(p.class_path), "preference.class_path",
          "is required with preference.kind=python (e.g. my_judge:Judge)")
     need(p.temperature > 0, "preference.temperature", "must be > 0")
     need(p.batch_size >= 1, "preference.batch_size", "must be >= 1")
+    need(p.max_bad_batches >= 1, "preference.max_bad_batches", "must be >= 1")
     need(config.algorithm.sppo.eta > 0, "algorithm.sppo.eta", "must be > 0")
     need(config.algorithm.sppo.iteration_steps >= 1, "algorithm.sppo.iteration_steps", "must be >= 1")
     a = config.algorithm
@@ -524,14 +545,16 @@ def validate(config: Config) -> None:
     for key, template, fields in (("algorithm.osp.judge_template", a.osp.judge_template, ("prompt", "a", "b")),
                                   ("algorithm.drift.condition_template", a.drift.condition_template,
                                    ("prompt", "rejected", "complaint")),
-                                  ("preference.pairwise_template", p.pairwise_template, ("prompt", "a", "b"))):
+                                  ("preference.pairwise_template", p.pairwise_template, ("prompt", "a", "b")),
+                                  ("preference.judge_template", p.judge_template, ("prompt", "a", "b"))):
         need(all("{" + f + "}" in template for f in fields), key,
              "must contain " + ", ".join("{" + f + "}" for f in fields))
-    try:  # other braces would break str.format in the middle of a run
-        p.pairwise_template.format(prompt="", a="", b="")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError(f"config key 'preference.pairwise_template' cannot be filled in ({type(exc).__name__}: "
-                          f"{exc}); write a literal brace as {{{{ or }}}}") from None
+    for key in ("pairwise_template", "judge_template"):
+        try:  # other braces would break str.format in the middle of a run
+            getattr(p, key).format(prompt="", a="", b="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"config key 'preference.{key}' cannot be filled in ({type(exc).__name__}: {exc}); "
+                              "write a literal brace as {{ or }}") from None
     need(config.learner.lr > 0, "learner.lr", "must be > 0")
     need(config.learner.micro_batch_size >= 1, "learner.micro_batch_size", "must be >= 1")
     need(config.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage", "must be 0, 1, 2 or 3")

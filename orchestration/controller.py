@@ -25,7 +25,7 @@ from actors.rollout_worker import RolloutWorker
 from actors.weight_transport import close_weight_transport, open_weight_transport, push_weights
 from learner.algorithms.registry import build_algorithm
 from orchestration.config import Config, to_dict
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, InputError
 from orchestration.run_inputs import RunInputs
 from preference.function_model import module_search_path
 from orchestration.faults import fault_point
@@ -56,12 +56,27 @@ class RunState:
     initial_eval: list[list[Completion]] = field(default_factory=list)
     initial_eval_score: float | None = None
     rejected_groups: int = 0
-    rejected_batches: int = 0
+    rejected_batches: int = 0  # batches without a usable group, in all
+    bad_batches_in_a_row: int = 0  # the current streak of them; preference.max_bad_batches stops the run
     dropped_stale: int = 0
     next_tag: int = 1
     verified_pushes: int = 0  # pushes whose every engine loaded exactly the digest the learner sent
     sampled_responses: int = 0
     truncated_responses: int = 0  # cut at rollout.max_tokens (finish reason "length")
+
+
+def count_batch(state: RunState, usable: bool, max_bad_batches: int) -> None:
+    """Count a batch without a usable group (``rejected_batches``, in all); ``max_bad_batches`` of them in a row
+    stop the run, while one now and then is only counted."""
+    if usable:
+        state.bad_batches_in_a_row = 0
+        return
+    state.rejected_batches += 1
+    state.bad_batches_in_a_row += 1
+    if state.bad_batches_in_a_row >= max_bad_batches:
+        raise InputError(f"{max_bad_batches} batches in a row had no usable preference group (each had a NaN or "
+                         "out-of-range preference; the rejected answers are printed above): check the preference "
+                         "model, or raise preference.max_bad_batches")
 
 
 class Timer:
@@ -111,14 +126,19 @@ class Controller:
                 c.rollout.engine, self.model_path, c.policy.dtype, c.run.seed + i, vllm_options, reference)
             for i in range(c.rollout.num_workers)]
         p = c.preference
-        # The service loads a classifier from the directory resolved and checked before Ray started (a hub id's
-        # local snapshot) and imports user modules from the driver's working directory, not its own.
-        self.preference = PreferenceService.options(**actor_options("preference")).remote(
+        # The service loads a model from the directory resolved and checked before Ray started (a hub id's
+        # local snapshot) and imports user modules from the driver's working directory, not its own. A judge
+        # runs its own vLLM engine with the rollout engines' options, one GPU where there are GPUs.
+        judge_engine = {**{k: v for k, v in vllm_options.items() if k != "tensor_parallel_size"},
+                        "max_model_len": p.judge_max_model_len, "dtype": c.policy.dtype, "seed": c.run.seed}
+        self.preference = PreferenceService.options(
+            **actor_options("judge" if p.kind == "judge" else "preference")).remote(
             p.kind, {"sharpness": p.sharpness, "alphabet_size": c.task.alphabet_size,
                      "function": p.function, "function_kind": p.function_kind, "class_path": p.class_path,
                      "model_path": self.inputs.preference_model_path, "temperature": p.temperature,
                      "batch_size": p.batch_size, "pairwise_template": p.pairwise_template,
-                     "search_path": module_search_path()})
+                     "judge_template": p.judge_template, "verdict_a": p.verdict_a, "verdict_b": p.verdict_b,
+                     "engine_options": judge_engine, "search_path": module_search_path()}, p.truncated)
         self.learner = LearnerGroup(
             c, self.model_path, self.algorithm.sequences_per_step(c.rollout.prompts_per_step // c.learner.num_ranks))
         # Surface start-up errors (bad model, engine refusal) before the loop starts.
@@ -234,10 +254,8 @@ class Controller:
                 with timer.phase("experience"):  # in async mode: only the wait for a ready batch
                     item = self.pipeline.get() if self.pipeline else self.produce(step)
                 scored, experience_metrics = item.groups, item.metrics
+                count_batch(s, bool(scored), c.preference.max_bad_batches)
                 if not scored:  # every group's preferences were invalid: the batch is rejected, the run goes on
-                    s.rejected_batches += 1
-                    if s.rejected_batches > 100:
-                        raise RuntimeError("100 batches in a row had no valid preference: check the preference model")
                     self._finished()
                     continue
                 lag = s.policy_version - min(x.policy_version for g in scored for x in g.completions

@@ -3,8 +3,8 @@
 - sample K responses from the policy, or from the geometric mixture pi^beta (token-level in the torch
   engine, or sequence-level importance resampling of policy samples weighted with the learner's log-probs);
 - add a mixture opponent per prompt (Nash-MD);
-- ask the preference model for each group's matrix (each unordered pair once), let the policy judge its own
-  responses (OSP), or build DRIFT's (positive, dissatisfying reply) pairs;
+- ask the preference service for each group's matrix and the batch's preference/* stats, let the policy judge
+  its own responses (OSP), or build DRIFT's (positive, dissatisfying reply) pairs;
 - drop groups whose preferences are NaN or outside [0, 1], and count them.
 """
 
@@ -109,8 +109,9 @@ class Experience:
             matrices, judge_metrics, judge_examples = self.self_judge(groups, step)
             metrics.update(judge_metrics)
         else:
-            matrices, calls = ray.get(self.c.preference.matrices.remote(groups))
-            self.c.state.preference_calls += calls
+            matrices, stats = ray.get(self.c.preference.matrices.remote(groups))
+            self.c.state.preference_calls += stats.calls
+            metrics.update(stats.metrics())
         return self.keep_valid(groups, matrices, metrics, judge_examples)
 
     def response_metrics(self, groups: list[list[Completion]]) -> dict:
@@ -157,8 +158,8 @@ class Experience:
         logprobs = ray.get(self.c.rollouts[0].next_token_logprobs.remote(ids, self.verdict_ids))
         matrices = judge_matrix(groups, where, logprobs)
         # How often the self-judge agrees with the preference model (the tiny model starts as a poor judge).
-        reference, calls = ray.get(self.c.preference.matrices.remote(groups))
-        self.c.state.preference_calls += calls
+        reference, stats = ray.get(self.c.preference.matrices.remote(groups))
+        self.c.state.preference_calls += stats.calls
         agree = [np.sign(m[i, j] - 0.5) == np.sign(r[i, j] - 0.5)
                  for m, r in zip(matrices, reference) for i in range(len(m)) for j in range(i + 1, len(m))
                  if r[i, j] != 0.5]
@@ -169,7 +170,7 @@ class Experience:
                 examples[g].append([ids[2 * n], a, b, float(reference[g][i, j])])
                 examples[g].append([ids[2 * n + 1], a, b, float(reference[g][j, i])])
         return matrices, {"osp/judge_agreement": float(np.mean(agree)) if agree else float("nan"),
-                          "osp/judge_calls": len(texts)}, examples
+                          "osp/judge_calls": len(texts), **stats.metrics()}, examples
 
     # -- DRIFT: improved answers to dissatisfying replies -------------------------------------------
 

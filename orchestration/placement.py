@@ -48,7 +48,8 @@ def check_capacity(config: Config) -> None:
     Only for the in-process cluster: an autoscaling cluster may still grow."""
     if config.ray.address:
         return
-    roles = ["learner"] * config.learner.num_ranks + ["preference"] + ["rollout"] * config.rollout.num_workers
+    judge = "judge" if config.preference.kind == "judge" else "preference"
+    roles = ["learner"] * config.learner.num_ranks + [judge] + ["rollout"] * config.rollout.num_workers
     need_cpu = sum(actor_options(role)["num_cpus"] for role in roles)
     need_gpu = sum(actor_options(role)["num_gpus"] for role in roles)
     deadline = time.monotonic() + 30  # actors killed a moment ago release their resources asynchronously
@@ -65,10 +66,11 @@ def check_capacity(config: Config) -> None:
 
 
 def actor_options(role: str, cpu_threads_bind: str = "auto") -> dict:
-    """Ray options for one actor of ``role`` (learner, rollout, preference). ``cpu_threads_bind``: a rollout
-    worker's core list for vLLM's CPU build (``VLLM_CPU_OMP_THREADS_BIND``)."""
+    """Ray options for one actor of ``role`` (learner, rollout, preference, or judge: a preference service with
+    an engine). ``cpu_threads_bind``: a rollout worker's core list for vLLM's CPU build
+    (``VLLM_CPU_OMP_THREADS_BIND``)."""
     gpus = cluster_has_gpus()
-    if role in ("learner", "rollout"):
+    if role in ("learner", "rollout", "judge"):
         options: dict = {"num_cpus": 1, "num_gpus": 1 if gpus else 0}
     else:
         options = {"num_cpus": 0.5, "num_gpus": 0}

@@ -59,7 +59,7 @@ class RunInputs:
     dsat: DSATSet | None
     max_model_len: int
     prompt_budget: int
-    preference_model_path: str | None = None  # reward_model, pairwise: the classifier's local directory
+    preference_model_path: str | None = None  # reward_model, pairwise, judge: the model's local directory
 
     def summary(self) -> dict:
         return {"train_prompts": len(self.train), "eval_prompts": len(self.eval),
@@ -171,7 +171,7 @@ def engine_context(config: Config, renderer: PromptRenderer, longest_prompt: int
 
 def check_preference_inputs(config: Config) -> str | None:
     """The preference model's inputs, checked before anything starts; returns the local directory of a
-    reward_model or pairwise classifier (a hub id resolved to its snapshot), which the service loads."""
+    reward_model or pairwise classifier or a judge (a hub id resolved to its snapshot), which the service loads."""
     kind = config.preference.kind
     if kind == "function":
         check_preference_function(config)
@@ -179,6 +179,8 @@ def check_preference_inputs(config: Config) -> str | None:
         check_preference_class(config)
     elif kind in ("reward_model", "pairwise"):
         return check_preference_classifier(config)
+    elif kind == "judge":
+        return check_preference_judge(config)
     return None
 
 
@@ -192,6 +194,28 @@ def check_preference_classifier(config: Config) -> str:
         raise ConfigError(f"config key 'preference.model_path' is required with preference.kind={p.kind}")
     path = local_model_dir(p.model_path, key="preference.model_path")
     check_classifier_dir(path, "preference.model_path", (1,) if p.kind == "reward_model" else (1, 2))
+    return path
+
+
+def check_preference_judge(config: Config) -> str:
+    """``preference.model_path`` holds a generative model whose tokenizer tells ``verdict_a`` from ``verdict_b``
+    by their first tokens."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from preference.llm_judge import verdict_token_ids
+
+    p = config.preference
+    path = local_model_dir(p.model_path, key="preference.model_path")
+    try:
+        architectures = getattr(AutoConfig.from_pretrained(path), "architectures", None) or []
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # transformers raises many types for a broken model directory
+        raise InputError(f"preference.model_path {path}: cannot load its config or tokenizer "
+                         f"({type(exc).__name__})") from None
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise InputError(f"preference.model_path {path} is a sequence classifier; preference.kind=judge needs a "
+                         "generative model (use kind=reward_model or pairwise for a classifier)")
+    verdict_token_ids(tokenizer, p.verdict_a, p.verdict_b)
     return path
 
 

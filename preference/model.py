@@ -21,6 +21,16 @@ class ScoreModel(PreferenceModel, Protocol):
         ...
 
 
+class OrderAveragedModel(PreferenceModel, Protocol):
+    """A judge that reads a pair in an order (pairwise classifier, LLM judge), asked in both:
+    P(a > b) = (f(a, b) + 1 - f(b, a)) / 2."""
+    order_averaged: bool
+
+    def both_orders(self, prompts: list, first: list[str], second: list[str]) -> tuple[list[float], list[bool]]:
+        """P(first[i] > second[i] | prompts[i]), and whether the two orders disagreed on the winner."""
+        ...
+
+
 def build_preference_model(kind: str, **options) -> PreferenceModel:
     """The model of ``kind`` (``preference.kind``); ``options`` come from the preference config, with
     ``model_path`` already resolved to a local directory and ``search_path`` the run's working directory."""
@@ -37,7 +47,12 @@ def build_preference_model(kind: str, **options) -> PreferenceModel:
     if kind == "pairwise":
         from preference.pairwise_model import PairwiseClassifier
         return PairwiseClassifier(options["model_path"], options["pairwise_template"], options.get("batch_size", 16))
+    if kind == "judge":
+        from preference.llm_judge import load_judge
+        return load_judge(options["model_path"], options["judge_template"], options["verdict_a"],
+                          options["verdict_b"], options["engine_options"])
     if kind == "python":
         from preference.python_model import PythonPreference
         return PythonPreference(options["class_path"], options.get("search_path"))
-    raise ValueError(f"unknown preference model {kind!r} (valid: sorting, function, reward_model, pairwise, python)")
+    raise ValueError(f"unknown preference model {kind!r} (valid: sorting, function, reward_model, pairwise, judge, "
+                     "python)")

@@ -11,27 +11,26 @@ A classifier's verdict depends on the order it reads the pair in, so each pair i
 
     P(a > b | x) = (f(a, b) + 1 - f(b, a)) / 2,
 
-which makes P(a > b) + P(b > a) = 1 exactly and P(a > a) = 1/2. How often the two orders disagree on the winner,
-(f(a, b) - 1/2)(f(b, a) - 1/2) > 0, is counted (``swap_disagreements`` of ``asked_pairs``): a classifier that
-mostly prefers whichever response comes first is a position-biased judge.
+which makes P(a > b) + P(b > a) = 1 exactly and P(a > a) = 1/2 (preference/self_judge.py's ``ask_both_orders``,
+which also says whether the two orders disagreed: the service logs that share as swap inconsistency).
 """
 
 from __future__ import annotations
 
 import torch
 
+from preference.self_judge import ask_both_orders
 from preference.sequence_classifier import SequenceClassifier
 from rollout.chat_rendering import prompt_text
 
 
 class PairwiseClassifier:
     score_based = False
+    order_averaged = True
 
     def __init__(self, model_path: str, template: str, batch_size: int = 16) -> None:
         self.classifier = SequenceClassifier(model_path, batch_size)
         self.template = template
-        self.asked_pairs = 0
-        self.swap_disagreements = 0
 
     def render(self, prompt, a: str, b: str) -> list[int]:
         """What the classifier reads for the pair (a, b) in this order."""
@@ -46,16 +45,8 @@ class PairwiseClassifier:
             return torch.sigmoid(logits[:, 0])
         return torch.softmax(logits, dim=-1)[:, 0]
 
-    def probabilities(self, prompts: list, first: list[str], second: list[str]) -> list[float]:
-        n = len(prompts)
-        # Both orders in one call, so they share forward batches.
-        both = self.first_wins(list(prompts) * 2, list(first) + list(second), list(second) + list(first))
-        f_ab, f_ba = both[:n], both[n:]
-        self.asked_pairs += n
-        self.swap_disagreements += int(((f_ab - 0.5) * (f_ba - 0.5) > 0).sum())
-        return (0.5 * (f_ab + 1.0 - f_ba)).tolist()
+    def both_orders(self, prompts: list, first: list[str], second: list[str]):
+        return ask_both_orders(self.first_wins, prompts, first, second)
 
-    @property
-    def swap_inconsistency(self) -> float:
-        """The fraction of pairs whose two orders disagreed on the winner (0 before any pair)."""
-        return self.swap_disagreements / self.asked_pairs if self.asked_pairs else 0.0
+    def probabilities(self, prompts: list, first: list[str], second: list[str]) -> list[float]:
+        return self.both_orders(prompts, first, second)[0].tolist()

@@ -1,12 +1,14 @@
 """The policy as its own judge (OSP): the probability of the verdict token for "the first is better"
-versus "the second is better" under a judge prompt, averaged over both presentation orders."""
+versus "the second is better" under a judge prompt, averaged over both presentation orders.
+
+The order-averaging math here is shared by every judge that reads a pair in some order: OSP's self-judge, the
+pairwise classifier (preference/pairwise_model.py) and the LLM judge (preference/llm_judge.py)."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from preference.function_model import bradley_terry
 from preference.matrix import unordered_pairs
 from rollout.chat_rendering import prompt_text
 from rollout.records import Completion
@@ -32,9 +34,21 @@ def self_judge_strength(p_a_first, p_a_second):
     return 0.5 * (p_a_first + (1 - p_a_second))
 
 
+def ask_both_orders(first_wins, prompts: list, first: list[str], second: list[str]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """P(first_i > second_i) = self_judge_strength(f(a, b), f(b, a)) with ``first_wins`` = f, asked for both
+    orders in one call (they share batches), and whether the two orders disagreed on the winner,
+    (f(a, b) - 1/2)(f(b, a) - 1/2) > 0: a judge that mostly prefers whichever it reads first is position-biased."""
+    n = len(prompts)
+    both = np.asarray(first_wins(list(prompts) * 2, list(first) + list(second), list(second) + list(first)),
+                      dtype=float)
+    f_ab, f_ba = both[:n], both[n:]
+    return self_judge_strength(f_ab, f_ba), (f_ab - 0.5) * (f_ba - 0.5) > 0
+
+
 def verdict_probability(logprob_a: float, logprob_b: float) -> float:
-    """P("A") renormalised over the two verdict tokens."""
-    return 1.0 / (1.0 + math.exp(logprob_b - logprob_a))
+    """P("A") renormalised over the two verdict tokens: sigmoid(logprob_a - logprob_b), without overflow."""
+    return bradley_terry(1.0, logprob_a, logprob_b)
 
 
 def judge_matrix(groups: list[list[Completion]], where: list[tuple[int, int, int]],

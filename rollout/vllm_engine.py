@@ -32,6 +32,11 @@ class VLLMEngine:
         self._eos_ids = eos_token_ids(self._tokenizer, model_path)
         self.policy_version = 0
 
+    @property
+    def max_model_len(self) -> int:
+        """The longest sequence (prompt and response) the engine takes."""
+        return self._llm.model_config.max_model_len
+
     def generate(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,
                  prompts: list | None = None) -> list[list[Completion]]:
         from vllm import SamplingParams

@@ -1,5 +1,5 @@
-"""Tiny preference classifiers built offline with seeded random weights, for tests of the reward_model and
-pairwise kinds (a helper, not a test module).
+"""Tiny preference models built offline with seeded random weights, for tests of the reward_model, pairwise and
+judge kinds (a helper, not a test module).
 
 Each is a ``Qwen2ForSequenceClassification`` with its OWN byte-level BPE tokenizer, unlike the policy's
 (tasks/tiny_chat_model.py: Llama 3 special tokens): a different vocabulary size, Qwen's ChatML special tokens
@@ -7,6 +7,9 @@ Each is a ``Qwen2ForSequenceClassification`` with its OWN byte-level BPE tokeniz
 template rendered what a classifier read. The ChatML template here ends every message with ``<|im_end|>``, the
 EOS, and adds no newline after the last one: a sequence's own last token is the EOS, the case where padding
 with the EOS would make the head read the wrong token.
+
+The judge (``build_judge_dir``) is a ``Qwen2ForCausalLM`` with the same ChatML tokenizer, in which " A" is one
+token and " B" is a bare space then "B": its verdicts "A"/"B" have two and one first-token variants.
 """
 
 from __future__ import annotations
@@ -81,3 +84,22 @@ def build_pairwise_classifier_dir(out_dir: str | Path, num_labels: int = 2, **kw
 def build_two_label_reward_dir(out_dir: str | Path) -> Path:
     """(c) What a reward_model run must refuse: a classifier with two labels."""
     return build_classifier_dir(out_dir, num_labels=2)
+
+
+def build_judge_dir(out_dir: str | Path, seed: int = 0) -> Path:
+    """(d) A generative judge: a random-weight causal LM vLLM's CPU build loads (head_dim 32), weights large
+    enough that its verdict probabilities depend on the responses."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    tokenizer = build_classifier_tokenizer()
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, dtype="float32",
+        initializer_range=0.2)
+    torch.manual_seed(seed)
+    Qwen2ForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out

@@ -49,8 +49,8 @@ def _groups(*texts_per_prompt):
 def test_score_function_is_called_once_per_response(user_module):
     model = FunctionPreference("my_rewards:length", "score", sharpness=2.0, search_path=user_module)
     import my_rewards
-    matrices, calls = preference_matrices(model, _groups(["a", "bbb", "cc", "dddd"], ["x", "yy"]))
-    assert calls == 6 == len(my_rewards.calls)  # K per group, not K(K-1)/2
+    matrices, stats = preference_matrices(model, _groups(["a", "bbb", "cc", "dddd"], ["x", "yy"]))
+    assert stats.calls == 6 == len(my_rewards.calls)  # K per group, not K(K-1)/2
     assert my_rewards.calls[0][0] == [{"role": "user", "content": "q0"}]  # the chat record as the data holds it
     m = matrices[0]
     assert m[1, 0] == pytest.approx(1 / (1 + math.exp(-2.0 * (3 - 1))))
@@ -59,8 +59,8 @@ def test_score_function_is_called_once_per_response(user_module):
 
 def test_pairwise_function_asks_each_pair_once(user_module):
     model = FunctionPreference("my_rewards:prefer_first_alphabetically", "pairwise", search_path=user_module)
-    matrices, calls = preference_matrices(model, _groups(["a", "b", "c"]))
-    assert calls == 3
+    matrices, stats = preference_matrices(model, _groups(["a", "b", "c"]))
+    assert stats.calls == 3
     assert matrices[0][0, 2] == pytest.approx(0.9) and matrices[0][2, 0] == pytest.approx(0.1)
 
 

@@ -23,8 +23,8 @@ def _group(texts, prompt="x"):
 
 def test_each_unordered_pair_asked_once_and_batched():
     model = CountingModel()
-    matrices, calls = preference_matrices(model, [_group(["a", "b", "c", "d"]), _group(["x", "y"])])
-    assert calls == 6 + 1 == len(model.asked)
+    matrices, stats = preference_matrices(model, [_group(["a", "b", "c", "d"]), _group(["x", "y"])])
+    assert stats.calls == 6 + 1 == len(model.asked)
     assert len(set(model.asked)) == len(model.asked)
     m = matrices[0]
     np.testing.assert_allclose(np.diag(m), 0.5)

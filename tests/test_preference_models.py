@@ -89,8 +89,8 @@ def test_reward_model_scores_each_response_once_per_group(dirs):
     model = build_preference_model("reward_model", model_path=dirs["reward"], temperature=0.5, batch_size=2)
     rows = record_forward_rows(model)
     groups = _groups(CHAT, RESPONSES[:3], RESPONSES)
-    matrices, calls = preference_matrices(model, groups)
-    assert calls == 3 + 4 == sum(rows)  # K scorings a group, not K(K-1)/2 pairs
+    matrices, stats = preference_matrices(model, groups)
+    assert stats.calls == 3 + 4 == sum(rows)  # K scorings a group, not K(K-1)/2 pairs
     assert len(rows) == 4 and max(rows) == 2  # batch_size sequences a forward pass
     r = direct(dirs["reward"], [model.render(CHAT, y) for y in RESPONSES])[:, 0].numpy()
     for m, k in zip(matrices, (3, 4)):
@@ -148,7 +148,7 @@ def test_pairwise_probability_equals_transformers_in_both_orders(dirs, num_label
     path = dirs[f"pairwise{num_labels}"]
     model = build_preference_model("pairwise", model_path=path, pairwise_template=TEMPLATE, batch_size=3)
     pairs = [(RESPONSES[i], RESPONSES[j]) for i in range(4) for j in range(i + 1, 4)]
-    got = model.probabilities([CHAT] * len(pairs), [a for a, _ in pairs], [b for _, b in pairs])
+    got, disagree = model.both_orders([CHAT] * len(pairs), [a for a, _ in pairs], [b for _, b in pairs])
     prompt_text = "\n".join(m["content"] for m in CHAT)
     disagreements = 0
     for p, (a, b) in zip(got, pairs):
@@ -157,8 +157,9 @@ def test_pairwise_probability_equals_transformers_in_both_orders(dirs, num_label
         assert p == pytest.approx(0.5 * (f_ab + 1.0 - f_ba), abs=1e-5)
         disagreements += (f_ab - 0.5) * (f_ba - 0.5) > 0
     assert max(abs(p - 0.5) for p in got) > 0.02  # the random classifier does tell responses apart
-    assert model.asked_pairs == len(pairs) and model.swap_disagreements == disagreements
-    assert model.swap_inconsistency == disagreements / len(pairs)
+    assert int(disagree.sum()) == disagreements
+    _, stats = preference_matrices(model, _groups(CHAT, RESPONSES))  # the same 6 pairs, as the service asks them
+    assert stats.metrics()["preference/swap_inconsistency"] == pytest.approx(disagreements / len(pairs))
 
 
 def test_pairwise_is_antisymmetric_and_its_matrix_valid(dirs):
@@ -167,9 +168,9 @@ def test_pairwise_is_antisymmetric_and_its_matrix_valid(dirs):
     backward = model.probabilities(["Sort: b a c"] * 3, RESPONSES[1:], RESPONSES[:3])
     np.testing.assert_allclose(np.add(forward, backward), 1.0, atol=1e-6)
     assert model.probabilities(["x"], ["same"], ["same"]) == [pytest.approx(0.5, abs=1e-12)]
-    matrices, calls = preference_matrices(model, _groups(CHAT, RESPONSES))
+    matrices, stats = preference_matrices(model, _groups(CHAT, RESPONSES))
     m = matrices[0]
-    assert calls == 6 and valid_matrix(m)
+    assert stats.calls == 2 * 6 and valid_matrix(m)  # each of the K(K-1)/2 pairs read in both orders
     np.testing.assert_allclose(np.diag(m), 0.5)
     np.testing.assert_allclose(m + m.T, 1.0, atol=1e-12)
 
@@ -212,8 +213,8 @@ def judges(tmp_path, monkeypatch):
 
 def test_python_class_plugs_in_and_each_pair_is_asked_once(judges):
     model = build_preference_model("python", class_path="my_judges:Longer", search_path=judges)
-    matrices, calls = preference_matrices(model, _groups("q", ["a", "bbb", "cc"], ["x", "yy"]))
-    assert calls == 3 + 1 and model.model.calls == 1  # every pair of every group in one call
+    matrices, stats = preference_matrices(model, _groups("q", ["a", "bbb", "cc"], ["x", "yy"]))
+    assert stats.calls == 3 + 1 and model.model.calls == 1  # every pair of every group in one call
     np.testing.assert_allclose(matrices[0], [[0.5, 0.1, 0.1], [0.9, 0.5, 0.9], [0.9, 0.1, 0.5]])
     assert model.rejected == 0
 
