@@ -77,13 +77,20 @@ def start(files, name, *overrides):
 
 def test_cli_sppo_learns_the_users_function_on_jsonl_chats(chat_files, selfplay_cli):
     """README's "Your own model and prompts" run: SPPO on JSONL chat prompts, a scoring function from a module
-    in the working directory; then the exported policy loads in transformers."""
+    in the working directory, the policy named by a hub id (a hub cache laid out by hand, offline); then the
+    exported policy loads in transformers."""
+    import os
+
+    from tests.test_policy_model import make_hub_cache
+
     root = chat_files["root"]
     cli = selfplay_cli
+    env = {**os.environ, "HF_HUB_OFFLINE": "1",
+           "HF_HUB_CACHE": make_hub_cache(root / "hub", "acme/tiny-chat", chat_files["model"])}
     result = subprocess.run(
-        [cli, "train", f"policy.model_path={chat_files['model']}", f"task.prompts_path={chat_files['jsonl']}",
+        [cli, "train", "policy.model_path=acme/tiny-chat", f"task.prompts_path={chat_files['jsonl']}",
          "task.prompt_key=messages", *LEARN, "run.total_steps=80", "eval.every_steps=40", "run.name=cli-sppo",
-         "run.output_dir=runs"], capture_output=True, text=True, cwd=root, timeout=900)
+         "run.output_dir=runs"], capture_output=True, text=True, cwd=root, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "prompts: 168 for training, 32 for evaluation" in result.stdout
     summary = json.loads((root / "runs" / "cli-sppo" / "summary.json").read_text())
@@ -92,7 +99,10 @@ def test_cli_sppo_learns_the_users_function_on_jsonl_chats(chat_files, selfplay_
     assert summary["prompts"]["train_prompts"] == 168 and summary["preference_rejected_values"] == 0
     rows = [json.loads(line) for line in (root / "runs" / "cli-sppo" / "metrics.jsonl").read_text().splitlines()]
     assert all(0 <= r["rollout/truncated_share"] <= 1 for r in rows if "loss" in r)
-    exported = subprocess.run([cli, "export", "runs/cli-sppo", "exported"], capture_output=True, text=True, cwd=root)
+    manifest = json.loads((root / "runs" / "cli-sppo" / "checkpoints" / "step-80" / "manifest.json").read_text())
+    assert manifest["meta"]["model_path"].startswith(str(root / "hub"))  # the snapshot, resolved once
+    exported = subprocess.run([cli, "export", "runs/cli-sppo", "exported"], capture_output=True, text=True, cwd=root,
+                              env=env)
     assert exported.returncode == 0, exported.stderr
     from transformers import AutoModelForCausalLM, AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(root / "exported")

@@ -74,9 +74,15 @@ def test_judge_probability_equals_transformers(judge, judge_dir):
 @pytest.mark.slow  # vLLM in this process: it holds a KV cache and changes torch's thread count until the end
 def test_judge_on_vllm_equals_transformers(judge_dir):
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process, as VLLMEngine sets it
+    from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
     model = load_judge(judge_dir, TEMPLATE, "A", "B", {"dtype": "float32", "seed": 0, "max_model_len": 0})
-    assert model.max_len == 1024  # 0: the judge model's own context
-    _check_against_transformers(model, judge_dir)
+    try:
+        assert model.max_len == 1024  # 0: the judge model's own context
+        _check_against_transformers(model, judge_dir)
+    finally:  # vLLM made this process a one-rank torch.distributed group: later tests expect none
+        del model
+        cleanup_dist_env_and_memory()
 
 
 def test_judge_reads_its_own_chat_template(judge, judge_dir):
