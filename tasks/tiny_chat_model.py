@@ -73,17 +73,25 @@ CORPUS = [
 ]
 
 
-def build_tokenizer(vocab_size: int = 512):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+def train_byte_level_bpe(vocab_size: int, corpus: list[str] = CORPUS):
+    """A byte-level BPE ``tokenizers.Tokenizer`` trained on ``corpus``: the 256 byte symbols are the initial
+    alphabet, so nothing is ever unknown (as in GPT-2, Llama 3 and Qwen tokenizers)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     core = Tokenizer(models.BPE())
-    # Byte level: the 256 byte symbols are the initial alphabet, so nothing is ever unknown.
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    core.train_from_iterator(CORPUS, trainer=trainer)
+    core.train_from_iterator(corpus, trainer=trainer)
+    return core
+
+
+def build_tokenizer(vocab_size: int = 512):
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    core = train_byte_level_bpe(vocab_size)
     # Added after training so their ids come last, as in Llama 3 (128000+).
     core.add_special_tokens(SPECIAL_TOKENS)
     # Like Llama 3: encoding with special tokens prepends BOS (the chat template adds one too).

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.tiny_chat_model import CORPUS
+from tasks.tiny_chat_model import CORPUS, train_byte_level_bpe
 
 PAD, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 
@@ -30,15 +30,10 @@ CHATML_TEMPLATE = (
 
 
 def build_classifier_tokenizer(pad: bool = True, chat_template: bool = True, vocab_size: int = 400):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    core.train_from_iterator(CORPUS, trainer=trainer)
+    core = train_byte_level_bpe(vocab_size, CORPUS)
     core.add_special_tokens([PAD, IM_START, IM_END])
     core.post_processor = processors.ByteLevel(trim_offsets=False)  # like Qwen: no BOS is added
     return PreTrainedTokenizerFast(
