@@ -107,7 +107,22 @@ def test_cli_sppo_learns_the_users_function_on_jsonl_chats(chat_files, selfplay_
     from transformers import AutoModelForCausalLM, AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(root / "exported")
     assert tokenizer.chat_template and tokenizer.pad_token is None
-    assert AutoModelForCausalLM.from_pretrained(root / "exported").config.tie_word_embeddings
+    model = AutoModelForCausalLM.from_pretrained(root / "exported")
+    assert model.config.tie_word_embeddings
+    # vLLM loads the export too (in its own process) and decodes greedily exactly as transformers does
+    ids = tokenizer.apply_chat_template(chats(1)[0], add_generation_prompt=True, tokenize=True, return_dict=False)
+    script = ("import json, sys; from rollout.vllm_engine import VLLMEngine; from rollout.records import SamplingSpec; "
+              "e = VLLMEngine(sys.argv[1], max_model_len=128); "
+              "print(json.dumps(e.generate([json.loads(sys.argv[2])], [0], SamplingSpec(n=1, temperature=0.0, "
+              "max_tokens=12))[0][0].response_token_ids))")
+    vllm_run = subprocess.run([__import__("sys").executable, "-c", script, str(root / "exported"), json.dumps(ids)],
+                              capture_output=True, text=True, timeout=300, cwd=str(root.parent))
+    assert vllm_run.returncode == 0, vllm_run.stderr[-2000:]
+    vllm_ids = json.loads(vllm_run.stdout.strip().splitlines()[-1])
+    with torch.no_grad():
+        hf = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=12,
+                            eos_token_id=list(eos_token_ids(tokenizer, str(root / "exported"))))
+    assert hf[0, len(ids):].tolist() == vllm_ids
 
 
 @pytest.mark.parametrize("engine", ["vllm", "torch"])
