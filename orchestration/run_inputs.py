@@ -86,10 +86,10 @@ def load_run_inputs(config: Config) -> RunInputs:
             raise ConfigError(f"config key 'rollout.max_tokens' ({c.rollout.max_tokens}) leaves no room for a prompt "
                               f"in the model's context of {context} tokens")
         budget = min(budget, context - c.rollout.max_tokens)
-    train_source = c.algorithm.drift.data_path if dsat_examples is not None and c.algorithm.drift.data_path \
-        else c.task.prompts_path
-    train_key = "algorithm.drift.data_path" if train_source == c.algorithm.drift.data_path and train_source \
-        else "task.prompts_path"
+    # Errors name the key and file the prompts came from.
+    drift_data = c.algorithm.drift.data_path if dsat_examples is not None else None
+    train_key, train_source = ("algorithm.drift.data_path", drift_data) if drift_data \
+        else ("task.prompts_path", c.task.prompts_path)
     dsat = None
     if dsat_examples is not None:
         dsat = _render_dsat(c, renderer, dsat_examples, budget, f"{train_key} {train_source or '(built-in)'}")
