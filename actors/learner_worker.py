@@ -38,7 +38,8 @@ class LearnerWorker:
             grad_clip=lc.grad_clip, micro_batch_size=lc.micro_batch_size,
             sequences_per_step=self._sequences, zero_stage=lc.zero_stage, dtype=config.policy.dtype,
             reduction=config.algorithm.logprob_reduction, seed=config.run.seed + self._rank,
-            logprob_chunk_tokens=lc.logprob_chunk_tokens, gradient_checkpointing=lc.gradient_checkpointing)
+            logprob_chunk_tokens=lc.logprob_chunk_tokens, gradient_checkpointing=lc.gradient_checkpointing,
+            lr_schedule=lc.lr_schedule, warmup_steps=lc.warmup_steps, total_steps=config.run.total_steps)
 
     def train_step(self, batch: TrainingBatch, loss_scale: float = 1.0, num_micro_batches: int | None = None
                    ) -> dict[str, float]:

@@ -16,18 +16,38 @@ class PreferenceService:
 
         self._model = build_preference_model(kind, **options)
         self._truncated = truncated  # preference.truncated: keep, or lose (a cut response loses to a finished one)
+        self._calls = 0  # model calls this replica answered (the controller checks the load is spread)
 
     def matrices(self, groups: list[list[Completion]]) -> tuple[list[np.ndarray], PreferenceStats]:
         """One K x K matrix per group, and what the batch cost (calls, seconds, ties, swap inconsistency)."""
         from preference.matrix import preference_matrices
 
-        return preference_matrices(self._model, groups, self._truncated)
+        matrices, stats = preference_matrices(self._model, groups, self._truncated)
+        self._calls += stats.calls
+        return matrices, stats
+
+    def compare(self, first: list[Completion], second: list[Completion]) -> tuple[list[float], PreferenceStats]:
+        """P(first[i] > second[i]), two responses to the same prompt each, by the rules of the matrices."""
+        from preference.matrix import pair_probabilities
+
+        probabilities, stats = pair_probabilities(self._model, first, second, self._truncated)
+        self._calls += stats.calls
+        return probabilities, stats
+
+    def calls(self) -> int:
+        return self._calls
 
     def scores(self, prompts: list, responses: list[str]) -> list[float] | None:
         """Per-response scores when the model is score-based (task judges, score functions); None otherwise."""
         if not getattr(self._model, "score_based", False):
             return None
+        self._calls += len(responses)
         return self._model.scores(prompts, responses)
+
+    def exploitability(self, responses: list[str]) -> float | None:
+        """For a game: how far the policy that wrote ``responses`` is from the Nash equilibrium; None otherwise."""
+        measure = getattr(self._model, "exploitability", None)
+        return None if measure is None else measure(responses)
 
     def rejected_values(self) -> int:
         """Answers of the model rejected so far (an exception, NaN, out of range): their groups were dropped."""

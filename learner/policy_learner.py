@@ -10,6 +10,7 @@ what those stages do with the policy's weights too. It is refreshed from the pol
 from __future__ import annotations
 
 import math
+from functools import partial
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,11 +48,23 @@ def deepspeed_config(micro_batch_size: int, grad_accum: int, zero_stage: int, gr
     }
 
 
+def lr_factor(schedule: str, warmup_steps: int, total_steps: int, step: int) -> float:
+    """The learning rate after ``step`` optimizer steps, as a fraction of ``learner.lr``: a linear warm-up from
+    1/(warmup_steps + 1), then constant, or a linear or cosine decay that reaches 0 after ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 class PolicyLearner:
     def __init__(self, model_path: str, algorithm: Algorithm, *, lr: float, weight_decay: float,
                  grad_clip: float, micro_batch_size: int, sequences_per_step: int, zero_stage: int,
                  dtype: str, reduction: str, seed: int, logprob_chunk_tokens: int = 1024,
-                 gradient_checkpointing: bool = False) -> None:
+                 gradient_checkpointing: bool = False, lr_schedule: str = "constant", warmup_steps: int = 0,
+                 total_steps: int = 1) -> None:
         import deepspeed
         from deepspeed.accelerator import get_accelerator
         from transformers import AutoModelForCausalLM
@@ -73,8 +86,11 @@ class PolicyLearner:
             model.config.use_cache = False
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        # DeepSpeed steps the schedule with the optimizer and saves it in its checkpoints.
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, partial(lr_factor, lr_schedule, warmup_steps, total_steps))
         self.engine, *_ = deepspeed.initialize(
-            model=model, optimizer=optimizer,
+            model=model, optimizer=optimizer, lr_scheduler=scheduler,
             config=deepspeed_config(micro_batch_size, expected_passes, zero_stage, grad_clip, dtype))
         reference = AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype]).requires_grad_(False)
         if zero_stage == 3:
@@ -133,6 +149,7 @@ class PolicyLearner:
         grad_norm = self.engine.get_global_grad_norm()
         if grad_norm is not None:
             totals["grad_norm"] = float(grad_norm)
+        totals["lr"] = float(self.engine.get_lr()[0])  # the rate of the next step
         return totals
 
     def _common_chunk_count(self, response_mask: torch.Tensor) -> int | None:

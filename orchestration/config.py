@@ -6,6 +6,7 @@ Every field carries a one-line ``help``. Loading checks names and types recursiv
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import types
@@ -21,7 +22,7 @@ from tasks.errors import ConfigError
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help}, **kw)
     return field(default=default, metadata={"help": help}, **kw)
 
 
@@ -45,7 +46,9 @@ class PolicyConfig:
 
 @dataclass
 class TaskConfig:
-    name: Literal["sorting"] = _f("sorting", "built-in task that makes prompts when no file is given")
+    name: Literal["sorting", "game"] = _f(
+        "sorting", "built-in task that makes prompts when no file is given: sorting (sort the letters), or game "
+                   "(play one of preference.strategies, judged by preference.kind=game)")
     prompts_path: str | None = _f(
         None, "prompt data: a .jsonl or .parquet file, a directory written by datasets' save_to_disk, or a hub "
               "dataset name (online machines); empty: the built-in task")
@@ -95,7 +98,7 @@ class RolloutConfig:
     top_p: float = _f(1.0, "nucleus sampling mass")
     max_tokens: int = _f(256, "longest response in tokens; a longer one is cut (finish reason 'length')")
     max_prompt_tokens: int = _f(1024, "longest rendered prompt in tokens; longer ones follow task.overlong")
-    stop: list = _f([], "strings that end a response (besides every EOS id of the tokenizer and "
+    stop: list[str] = _f([], "strings that end a response (besides every EOS id of the tokenizer and "
                         "generation_config)")
     ignore_eos: bool = _f(False, "keep sampling past EOS (the embedded tiny model never learnt EOS)")
     vllm: VLLMConfig = _f(None, "vLLM engine options", )
@@ -103,11 +106,11 @@ class RolloutConfig:
 
 @dataclass
 class PreferenceConfig:
-    kind: Literal["sorting", "function", "reward_model", "pairwise", "judge", "python"] = _f(
+    kind: Literal["sorting", "function", "reward_model", "pairwise", "judge", "python", "game"] = _f(
         "sorting", "preference model: sorting, the built-in task's judge; function, a Python callable of yours; "
                    "reward_model, a Bradley-Terry sequence classifier; pairwise, a classifier of (prompt, a, b); "
                    "judge, a generative LLM asked which response is better; python, a class of yours with "
-                   "probabilities(...)")
+                   "probabilities(...); game, an intransitive game over the response's first word")
     sharpness: float = _f(20.0, "sorting and function kinds: P(a > b) = sigmoid(sharpness * (score_a - score_b))")
     model_path: str | None = _f(None, "reward_model, pairwise: a Hugging Face sequence-classification directory or "
                                       "hub id; judge: a causal (chat) LM directory or hub id, the judge model")
@@ -131,11 +134,23 @@ class PreferenceConfig:
         None, "kind=function: 'module:callable', importable from the working directory or an installed package")
     function_kind: Literal["score", "pairwise"] = _f(
         "score", "kind=function: score(prompt, response) -> float, or pairwise(prompt, a, b) -> P(a > b)")
+    strategies: list[str] = _f(["rock", "paper", "scissors"], "game: the strategies, one word each; a response plays "
+                                                         "the one its first word names (any other loses)")
+    payoff: list[list[float]] = _f([[0.5, 0.1, 0.6], [0.9, 0.5, 0.3], [0.4, 0.7, 0.5]],
+                      "game: payoff[i][j] = P(strategy i > strategy j), with payoff[i][j] + payoff[j][i] = 1; the "
+                      "default is weighted rock-paper-scissors, Nash equilibrium (2/7, 1/7, 4/7)")
     truncated: Literal["keep", "lose"] = _f(
         "keep", "responses cut at rollout.max_tokens: keep (the model compares them like any other), or lose (a "
                 "cut response loses to a finished one with P = 0, without asking the model)")
     max_bad_batches: int = _f(100, "stop the run after this many batches in a row without a usable preference "
                                    "group")
+    num_replicas: int = _f(1, "preference service replicas, each with its own copy of the model; a batch's groups "
+                              "are spread over them")
+    num_cpus: float | Literal["auto"] = _f(
+        "auto", "CPUs per replica; auto: 1 for a model on its own engine or device (reward_model, pairwise, judge), "
+                "0.5 for the others")
+    num_gpus: float | Literal["auto"] = _f(
+        "auto", "GPUs per replica; auto: 1 for reward_model, pairwise and judge when the cluster has GPUs, else 0")
 
 
 @dataclass
@@ -219,6 +234,9 @@ class AlgorithmConfig:
 @dataclass
 class LearnerConfig:
     lr: float = _f(1e-3, "AdamW learning rate")
+    lr_schedule: Literal["constant", "linear", "cosine"] = _f(
+        "constant", "learning rate after the warm-up: constant, or a linear or cosine decay to 0 at run.total_steps")
+    warmup_steps: int = _f(0, "steps of linear learning-rate warm-up")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     grad_clip: float = _f(1.0, "gradient norm clip (0 disables)")
     micro_batch_size: int = _f(64, "sequences per forward/backward; gradients accumulate to the step")
@@ -348,8 +366,17 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+", value.strip()):
+            return float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
         raise ConfigError(f"config key '{path}' expects a number, got {value!r}")
-    if hint is list:  # lists of strings (rollout.stop); one string on the command line is a list of one
+    if hint == list[list[float]]:  # a matrix (preference.payoff)
+        if isinstance(value, list) and value and all(
+                isinstance(row, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row)
+                for row in value):
+            return [[float(v) for v in row] for row in value]
+        raise ConfigError(f"config key '{path}' expects a list of rows of numbers, e.g. [[0.5, 0.1], [0.9, 0.5]], "
+                          f"got {value!r}")
+    if hint in (list, list[str]):  # lists of strings; one string on the command line is a list of one
         items = [value] if isinstance(value, str) else value
         if isinstance(items, list) and all(isinstance(v, str) and v for v in items):
             return list(items)
@@ -433,6 +460,10 @@ EMBEDDED_PRESET = {
                   "drift": {"filter_threshold": 0.5, "alpha": 1.0}},
 }
 
+# The built-in game with the embedded model: the first word is the whole move, and the exploitability measured at
+# each evaluation needs a large sample of moves (32 x task.num_eval_prompts) to be accurate to about 0.01.
+GAME_PRESET = {"rollout": {"max_tokens": 1}, "eval": {"samples_per_prompt": 32}}
+
 
 def apply_embedded_preset(data: dict) -> list[str]:
     """Fill in ``EMBEDDED_PRESET`` where ``data`` leaves a key unset, when the run uses the embedded model;
@@ -452,6 +483,9 @@ def apply_embedded_preset(data: dict) -> list[str]:
                 node[key] = value
                 applied.append(f"{prefix}{key}={value}")
 
+    task = data.get("task")
+    if isinstance(task, dict) and task.get("name") == "game":
+        fill(data, GAME_PRESET, "")
     fill(data, EMBEDDED_PRESET, "")
     return applied
 
@@ -513,6 +547,14 @@ def validate(config: Config) -> None:
          "preference.kind", "sorting judges only the built-in sorting task's prompts; with your own prompts use "
          "preference.kind=function (preference.function=module:callable), reward_model, pairwise or judge "
          "(preference.model_path), or python (preference.class_path)")
+    need(config.task.name != "game" or p.kind == "game", "task.name",
+         f"game needs preference.kind=game (got preference.kind={p.kind})")
+    if p.kind == "game" or config.task.name == "game":
+        from preference.games import game_from_payoff
+        try:
+            game_from_payoff(p.strategies, p.payoff)
+        except ValueError as exc:
+            raise ConfigError(f"config key 'preference.payoff' or 'preference.strategies': {exc}") from None
     need(config.preference.sharpness > 0, "preference.sharpness", "must be > 0")
     need(p.kind not in ("reward_model", "pairwise", "judge") or bool(p.model_path), "preference.model_path",
          f"is required with preference.kind={p.kind} (a "
@@ -526,6 +568,9 @@ def validate(config: Config) -> None:
     need(p.temperature > 0, "preference.temperature", "must be > 0")
     need(p.batch_size >= 1, "preference.batch_size", "must be >= 1")
     need(p.max_bad_batches >= 1, "preference.max_bad_batches", "must be >= 1")
+    need(p.num_replicas >= 1, "preference.num_replicas", "must be >= 1")
+    need(p.num_cpus == "auto" or p.num_cpus >= 0, "preference.num_cpus", "must be >= 0 or auto")
+    need(p.num_gpus == "auto" or p.num_gpus >= 0, "preference.num_gpus", "must be >= 0 or auto")
     need(config.algorithm.sppo.eta > 0, "algorithm.sppo.eta", "must be > 0")
     need(config.algorithm.sppo.iteration_steps >= 1, "algorithm.sppo.iteration_steps", "must be >= 1")
     a = config.algorithm
@@ -556,6 +601,8 @@ def validate(config: Config) -> None:
             raise ConfigError(f"config key 'preference.{key}' cannot be filled in ({type(exc).__name__}: {exc}); "
                               "write a literal brace as {{ or }}") from None
     need(config.learner.lr > 0, "learner.lr", "must be > 0")
+    need(0 <= config.learner.warmup_steps < config.run.total_steps or config.learner.warmup_steps == 0,
+         "learner.warmup_steps", f"must be >= 0 and below run.total_steps ({config.run.total_steps})")
     need(config.learner.micro_batch_size >= 1, "learner.micro_batch_size", "must be >= 1")
     need(config.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage", "must be 0, 1, 2 or 3")
     need(config.learner.num_ranks >= 1, "learner.num_ranks", "must be >= 1")

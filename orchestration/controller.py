@@ -20,6 +20,7 @@ import numpy as np
 import ray
 
 from actors.learner_group import LearnerGroup
+from actors.preference_replicas import PreferenceReplicas, contiguous_shards
 from actors.preference_service import PreferenceService
 from actors.rollout_worker import RolloutWorker
 from actors.weight_transport import close_weight_transport, open_weight_transport, push_weights
@@ -30,7 +31,7 @@ from orchestration.run_inputs import RunInputs
 from preference.function_model import module_search_path
 from orchestration.faults import fault_point
 from orchestration.metrics import MetricsLog
-from orchestration.placement import actor_options, check_capacity, cluster_has_gpus
+from orchestration.placement import actor_options, check_capacity, cluster_has_gpus, preference_actor_options
 from orchestration.progress import Progress
 from orchestration.prompt_stream import PromptStream
 from orchestration.run_checkpoint import save_checkpoint
@@ -55,6 +56,7 @@ class RunState:
     checkpoint_step: int = -1
     initial_eval: list[list[Completion]] = field(default_factory=list)
     initial_eval_score: float | None = None
+    initial_exploitability: float | None = None  # a game preference: the initial policy's
     rejected_groups: int = 0
     rejected_batches: int = 0  # batches without a usable group, in all
     bad_batches_in_a_row: int = 0  # the current streak of them; preference.max_bad_batches stops the run
@@ -131,14 +133,16 @@ class Controller:
         # runs its own vLLM engine with the rollout engines' options, one GPU where there are GPUs.
         judge_engine = {**{k: v for k, v in vllm_options.items() if k != "tensor_parallel_size"},
                         "max_model_len": p.judge_max_model_len, "dtype": c.policy.dtype, "seed": c.run.seed}
-        self.preference = PreferenceService.options(
-            **actor_options("judge" if p.kind == "judge" else "preference")).remote(
-            p.kind, {"sharpness": p.sharpness, "alphabet_size": c.task.alphabet_size,
-                     "function": p.function, "function_kind": p.function_kind, "class_path": p.class_path,
-                     "model_path": self.inputs.preference_model_path, "temperature": p.temperature,
-                     "batch_size": p.batch_size, "pairwise_template": p.pairwise_template,
-                     "judge_template": p.judge_template, "verdict_a": p.verdict_a, "verdict_b": p.verdict_b,
-                     "engine_options": judge_engine, "search_path": module_search_path()}, p.truncated)
+        options = {"sharpness": p.sharpness, "alphabet_size": c.task.alphabet_size,
+                   "function": p.function, "function_kind": p.function_kind, "class_path": p.class_path,
+                   "model_path": self.inputs.preference_model_path, "temperature": p.temperature,
+                   "batch_size": p.batch_size, "pairwise_template": p.pairwise_template,
+                   "judge_template": p.judge_template, "verdict_a": p.verdict_a, "verdict_b": p.verdict_b,
+                   "engine_options": judge_engine, "search_path": module_search_path(),
+                   "strategies": p.strategies, "payoff": p.payoff}
+        self.preference = PreferenceReplicas([
+            PreferenceService.options(**preference_actor_options(c)).remote(p.kind, options, p.truncated)
+            for _ in range(p.num_replicas)])
         self.learner = LearnerGroup(
             c, self.model_path, self.algorithm.sequences_per_step(c.rollout.prompts_per_step // c.learner.num_ranks))
         # Surface start-up errors (bad model, engine refusal) before the loop starts.
@@ -152,11 +156,8 @@ class Controller:
         """Contiguous shards of the prompts (token ids, and the records they were rendered from), one per
         worker, in prompt order; from the policy, or from the token-level geometric mixture with the reference
         when ``mixture_beta`` is given."""
-        shards = _shard(list(range(len(token_ids))), len(self.rollouts))
         futures = []
-        for worker, shard in zip(self.rollouts, shards):
-            if not shard:
-                continue
+        for worker, shard in zip(self.rollouts, contiguous_shards(len(token_ids), len(self.rollouts))):
             shard_spec = SamplingSpec(**{**spec.__dict__,
                                          "seed": None if spec.seed is None else spec.seed + shard[0]})
             ids, where, records = ([token_ids[i] for i in shard], [indices[i] for i in shard],
@@ -197,16 +198,21 @@ class Controller:
     def evaluate(self, initial: list[list[Completion]]) -> dict[str, float]:
         """Win-rate of fresh samples against the initial policy's, and the task score where there is one."""
         current = self.sample_eval()
-        prompts, first, second = win_rate_pairs(current, initial)
-        result = {"win_rate_vs_initial": mean(ray.get(
-            self.preference.probabilities.remote(prompts, first, second)))}
-        result.update(self.eval_score(current))
+        first, second = win_rate_pairs(current, initial)
+        probabilities, stats = self.preference.compare(first, second)
+        self.state.preference_calls += stats.calls
+        result = {"win_rate_vs_initial": mean(probabilities)}
+        result.update(self.eval_measures(current))
         return result
 
-    def eval_score(self, groups: list[list[Completion]]) -> dict[str, float]:
+    def eval_measures(self, groups: list[list[Completion]]) -> dict[str, float]:
+        """The task score (score-based preferences) and the exploitability (a game) of the policy's samples."""
         flat = [c for g in groups for c in g]
-        scores = ray.get(self.preference.scores.remote([c.prompt for c in flat], [c.response_text for c in flat]))
-        return {} if scores is None else {"eval_score": mean(scores)}
+        responses = [c.response_text for c in flat]
+        scores = self.preference.scores([c.prompt for c in flat], responses)
+        exploitability = self.preference.exploitability(responses)
+        return {**({} if scores is None else {"eval_score": mean(scores)}),
+                **({} if exploitability is None else {"exploitability": exploitability})}
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -215,7 +221,8 @@ class Controller:
         started = time.perf_counter() - s.wall_seconds
         if not s.initial_eval:  # a fresh run; a resumed one restored the initial policy's samples
             s.initial_eval = self.sample_eval()
-            s.initial_eval_score = self.eval_score(s.initial_eval).get("eval_score")
+            initial = self.eval_measures(s.initial_eval)
+            s.initial_eval_score, s.initial_exploitability = initial.get("eval_score"), initial.get("exploitability")
         progress = Progress(c.run.total_steps, c.run.log_every, first_step=s.step)
         if c.mode == "async":
             self.pipeline = ExperiencePipeline(self.produce, c.pipeline.queue_size, s.next_tag,
@@ -312,10 +319,13 @@ class Controller:
                    "rollout_engine": c.rollout.engine, "win_rate_curve": s.win_rates, "mode": c.mode,
                    "dropped_stale": s.dropped_stale, "rejected_batches": s.rejected_batches,
                    "initial_eval_score": s.initial_eval_score, "final_eval_score": final_eval.get("eval_score"),
+                   "initial_exploitability": s.initial_exploitability,
+                   "final_exploitability": final_eval.get("exploitability"),
                    "last_push": s.last_push, "verified_pushes": s.verified_pushes,
                    "last_checkpoint_step": s.checkpoint_step, "rejected_groups": s.rejected_groups,
                    "truncated_responses": s.truncated_responses, "sampled_responses": s.sampled_responses,
-                   "preference_rejected_values": ray.get(self.preference.rejected_values.remote()),
+                   "preference_rejected_values": self.preference.rejected_values(),
+                   "preference_calls_per_replica": self.preference.calls_per_replica(),
                    "prompts": self.inputs.summary()}
         write_json_atomic(self.run_dir / "summary.json", summary)
         progress.close(summary)
@@ -327,20 +337,11 @@ class Controller:
             close_weight_transport(self.learner, self.rollouts)
         except Exception:  # an actor already dead: killing them below is all that is left to do
             pass
-        for actor in [*self.rollouts, self.preference]:
+        for actor in self.rollouts:
             ray.kill(actor)
+        self.preference.kill()
         self.learner.shutdown()
 
 
 def _bind(cpu_threads_bind: str, worker: int) -> str:
     return cpu_threads_bind if cpu_threads_bind == "auto" else cpu_threads_bind.split(";")[worker]
-
-
-def _shard(items: list[int], parts: int) -> list[list[int]]:
-    size, extra = divmod(len(items), parts)
-    out, start = [], 0
-    for p in range(parts):
-        end = start + size + (1 if p < extra else 0)
-        out.append(items[start:end])
-        start = end
-    return out

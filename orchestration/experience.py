@@ -109,7 +109,7 @@ class Experience:
             matrices, judge_metrics, judge_examples = self.self_judge(groups, step)
             metrics.update(judge_metrics)
         else:
-            matrices, stats = ray.get(self.c.preference.matrices.remote(groups))
+            matrices, stats = self.c.preference.matrices(groups)
             self.c.state.preference_calls += stats.calls
             metrics.update(stats.metrics())
         return self.keep_valid(groups, matrices, metrics, judge_examples)
@@ -158,7 +158,7 @@ class Experience:
         logprobs = ray.get(self.c.rollouts[0].next_token_logprobs.remote(ids, self.verdict_ids))
         matrices = judge_matrix(groups, where, logprobs)
         # How often the self-judge agrees with the preference model (the tiny model starts as a poor judge).
-        reference, stats = ray.get(self.c.preference.matrices.remote(groups))
+        reference, stats = self.c.preference.matrices(groups)
         self.c.state.preference_calls += stats.calls
         agree = [np.sign(m[i, j] - 0.5) == np.sign(r[i, j] - 0.5)
                  for m, r in zip(matrices, reference) for i in range(len(m)) for j in range(i + 1, len(m))
@@ -188,9 +188,9 @@ class Experience:
             groups.append([group[0], rejected])
         threshold = self.config.algorithm.drift.filter_threshold
         if threshold > 0:  # optional: keep a positive only if the preference model prefers it
-            probabilities = ray.get(self.c.preference.probabilities.remote(
-                records, [g[0].response_text for g in groups], [g[1].response_text for g in groups]))
-            self.c.state.preference_calls += len(groups)
+            # Asked like every comparison: preference.truncated and identical-response ties apply.
+            probabilities, stats = self.c.preference.compare([g[0] for g in groups], [g[1] for g in groups])
+            self.c.state.preference_calls += stats.calls
             keep = [p > threshold for p in probabilities]
             metrics["drift/kept_fraction"] = float(np.mean(keep))
             groups = [g for g, k in zip(groups, keep) if k]

@@ -48,10 +48,10 @@ def check_capacity(config: Config) -> None:
     Only for the in-process cluster: an autoscaling cluster may still grow."""
     if config.ray.address:
         return
-    judge = "judge" if config.preference.kind == "judge" else "preference"
-    roles = ["learner"] * config.learner.num_ranks + [judge] + ["rollout"] * config.rollout.num_workers
-    need_cpu = sum(actor_options(role)["num_cpus"] for role in roles)
-    need_gpu = sum(actor_options(role)["num_gpus"] for role in roles)
+    roles = [actor_options("learner")] * config.learner.num_ranks + [actor_options("rollout")] * \
+        config.rollout.num_workers + [preference_actor_options(config)] * config.preference.num_replicas
+    need_cpu = sum(options["num_cpus"] for options in roles)
+    need_gpu = sum(options["num_gpus"] for options in roles)
     deadline = time.monotonic() + 30  # actors killed a moment ago release their resources asynchronously
     free = ray.available_resources()
     while (need_cpu > free.get("CPU", 0) or need_gpu > free.get("GPU", 0)) and time.monotonic() < deadline:
@@ -60,17 +60,18 @@ def check_capacity(config: Config) -> None:
     if need_cpu > free.get("CPU", 0) or need_gpu > free.get("GPU", 0):
         raise SelfplayError(
             f"the Ray cluster has {free.get('CPU', 0):g} free CPUs and {free.get('GPU', 0):g} GPUs, but "
-            f"{config.learner.num_ranks} learner rank(s), "
-            f"the preference service and {config.rollout.num_workers} rollout worker(s) need {need_cpu:g} CPUs and "
-            f"{need_gpu:g} GPUs: raise ray.num_cpus or lower rollout.num_workers or learner.num_ranks")
+            f"{config.learner.num_ranks} learner rank(s), {config.preference.num_replicas} preference replica(s) "
+            f"and {config.rollout.num_workers} rollout worker(s) need {need_cpu:g} CPUs and "
+            f"{need_gpu:g} GPUs: raise ray.num_cpus or lower rollout.num_workers, learner.num_ranks or "
+            "preference.num_replicas")
 
 
 def actor_options(role: str, cpu_threads_bind: str = "auto") -> dict:
-    """Ray options for one actor of ``role`` (learner, rollout, preference, or judge: a preference service with
-    an engine). ``cpu_threads_bind``: a rollout worker's core list for vLLM's CPU build
+    """Ray options for one actor of ``role`` (learner, rollout, preference, or preference_model: a preference
+    replica with a neural model). ``cpu_threads_bind``: a rollout worker's core list for vLLM's CPU build
     (``VLLM_CPU_OMP_THREADS_BIND``)."""
     gpus = cluster_has_gpus()
-    if role in ("learner", "rollout", "judge"):
+    if role in ("learner", "rollout", "preference_model"):
         options: dict = {"num_cpus": 1, "num_gpus": 1 if gpus else 0}
     else:
         options = {"num_cpus": 0.5, "num_gpus": 0}
@@ -79,6 +80,21 @@ def actor_options(role: str, cpu_threads_bind: str = "auto") -> dict:
         if role == "rollout" and cpu_threads_bind != "auto":
             env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
         options["runtime_env"] = {"env_vars": env}
+    return options
+
+
+# Kinds that run a neural model of their own: on a GPU where the cluster has GPUs.
+_MODEL_KINDS = ("reward_model", "pairwise", "judge")
+
+
+def preference_actor_options(config: Config) -> dict:
+    """Ray options for one preference replica: ``preference.num_cpus`` / ``num_gpus``, or the kind's default."""
+    p = config.preference
+    options = actor_options("preference_model" if p.kind in _MODEL_KINDS else "preference")
+    if p.num_cpus != "auto":
+        options["num_cpus"] = p.num_cpus
+    if p.num_gpus != "auto":
+        options["num_gpus"] = p.num_gpus
     return options
 
 

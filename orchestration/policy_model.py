@@ -17,10 +17,19 @@ from tasks.errors import InputError
 def resolve_policy_model(config: Config, run_dir: Path) -> str:
     path = config.policy.model_path
     if not path:
-        from tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
-        spec = TinyModelSpec(alphabet_size=config.task.alphabet_size, seed=config.run.seed)
-        return str(build_tiny_model_dir(run_dir / "initial_model", spec))
+        from tasks.tiny_model import build_tiny_model_dir
+        return str(build_tiny_model_dir(run_dir / "initial_model", embedded_model_spec(config)))
     return local_model_dir(path)
+
+
+def embedded_model_spec(config: Config):
+    """The embedded tiny model of the built-in task: its vocabulary holds the task's words (the game task's
+    prompt word and strategies, or the sorting task's letters)."""
+    from tasks import game
+    from tasks.tiny_model import TinyModelSpec
+
+    words = (game.PROMPT_PREFIX, *config.preference.strategies) if config.task.name == "game" else ()
+    return TinyModelSpec(alphabet_size=config.task.alphabet_size, seed=config.run.seed, words=words)
 
 
 def looks_like_hub_id(path: str) -> bool:

@@ -33,14 +33,18 @@ class Progress:
                 line += f" | win-rate vs initial {row['win_rate_vs_initial']:.3f}"
             if "eval_score" in row:
                 line += f" | task score {row['eval_score']:.3f}"
+            if "exploitability" in row:
+                line += f" | exploitability {row['exploitability']:.3f}"
             self._print(line)
 
     def close(self, summary: dict) -> None:
         if self.bar is not None:
             self.bar.close()
         self._print(f"done: {summary['steps']} steps, {summary['samples']} samples, policy version "
-                    f"{summary['policy_version']}, win-rate vs initial {summary['win_rate_vs_initial']:.3f}, "
-                    f"{summary['wall_seconds']:.0f}s")
+                    f"{summary['policy_version']}, win-rate vs initial {summary['win_rate_vs_initial']:.3f}"
+                    + (f", exploitability {summary['initial_exploitability']:.3f} -> "
+                       f"{summary['final_exploitability']:.3f}" if summary.get("final_exploitability") is not None
+                       else "") + f", {summary['wall_seconds']:.0f}s")
 
     def note(self, line: str) -> None:
         self._print(line)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from orchestration.config import Config
 from tasks.errors import ConfigError, InputError
-from orchestration.policy_model import local_model_dir
+from orchestration.policy_model import embedded_model_spec, local_model_dir
 from rollout.chat_rendering import PromptRenderer, fit_prompt, prompt_text
 from tasks.dsat import load_wildfeedback_jsonl, synthetic_sorting_dsat
 from tasks.prompts import train_and_eval_prompts
@@ -71,7 +71,7 @@ class RunInputs:
 def load_run_inputs(config: Config) -> RunInputs:
     """Read, check and render the run's inputs (the embedded model's tokenizer is built in memory)."""
     c = config
-    train_records, eval_records = train_and_eval_prompts(c.task, c.run.seed)
+    train_records, eval_records = train_and_eval_prompts(c.task, c.run.seed, c.preference.strategies)
     dsat_examples = None
     if c.algorithm.name == "drift":
         dsat_examples, eval_records = _drift_examples(c, train_records, eval_records)
@@ -109,8 +109,8 @@ def load_run_inputs(config: Config) -> RunInputs:
 def policy_tokenizer(config: Config, model_path: str | None):
     """(tokenizer, context length or None) of the policy; the embedded model's tokenizer is built in memory."""
     if model_path is None:
-        from tasks.tiny_model import TinyModelSpec, build_tokenizer
-        spec = TinyModelSpec(alphabet_size=config.task.alphabet_size, seed=config.run.seed)
+        from tasks.tiny_model import build_tokenizer
+        spec = embedded_model_spec(config)
         return build_tokenizer(spec), spec.max_positions
     from transformers import AutoConfig, AutoTokenizer
 

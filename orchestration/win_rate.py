@@ -6,16 +6,15 @@ from rollout.records import Completion
 
 
 def win_rate_pairs(current: list[list[Completion]], initial: list[list[Completion]]
-                   ) -> tuple[list[str], list[str], list[str]]:
-    """Every (current_i, initial_j) pair of responses to the same prompt, as (prompts, first, second)."""
-    prompts, first, second = [], [], []
+                   ) -> tuple[list[Completion], list[Completion]]:
+    """Every (current_i, initial_j) pair of responses to the same prompt, as (first, second)."""
+    first, second = [], []
     for cur_group, init_group in zip(current, initial, strict=True):
         for a in cur_group:
             for b in init_group:
-                prompts.append(a.prompt)
-                first.append(a.response_text)
-                second.append(b.response_text)
-    return prompts, first, second
+                first.append(a)
+                second.append(b)
+    return first, second
 
 
 def mean(values: list[float]) -> float:

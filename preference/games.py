@@ -40,6 +40,22 @@ class PreferenceGame:
             raise ValueError(f"game {self.name!r}: matrix must satisfy P + P.T = 1")
 
 
+def game_from_payoff(strategies: list[str], payoff: list[list[float]]) -> PreferenceGame:
+    """A game from the config (``preference.strategies``, ``preference.payoff``); ValueError names what is wrong."""
+    try:
+        matrix = np.asarray(payoff, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"payoff must be a square list of lists of numbers, got {payoff!r}") from None
+    if not isinstance(strategies, list) or not all(isinstance(s, str) for s in strategies):
+        raise ValueError(f"strategies must be a list of words, got {strategies!r}")
+    if len({s.lower() for s in strategies}) != len(strategies):
+        raise ValueError(f"strategies must differ ignoring case, got {strategies}")
+    if matrix.ndim != 2 or matrix.shape != (len(strategies), len(strategies)):
+        raise ValueError(f"payoff must be {len(strategies)} x {len(strategies)} (one row and column per strategy), "
+                         f"got shape {matrix.shape}")
+    return PreferenceGame("configured", list(strategies), matrix)
+
+
 def intransitive_game() -> PreferenceGame:
     """Weighted rock-paper-scissors: paper beats rock with P = 0.9, scissors beats paper with 0.7, rock beats
     scissors with 0.6. With skew margins a = 0.8, b = 0.4, c = 0.2 the equilibrium is ∝ (b, c, a):
@@ -163,9 +179,29 @@ class GamePreferenceModel:
     to every known answer with P = 1, and two unknown responses tie at 1/2 — so producing a valid answer is
     always strictly better, and the matrix among known answers is untouched."""
 
+    score_based = False
+
     def __init__(self, game: PreferenceGame) -> None:
         self.game = game
         self.index = {a.lower(): i for i, a in enumerate(game.answers)}
+
+    def strategy_shares(self, responses: list[str]) -> tuple[np.ndarray, float]:
+        """(the share of responses playing each answer, the share playing none): the policy's empirical
+        strategy distribution."""
+        counts = np.zeros(len(self.game.answers))
+        for response in responses:
+            i = self.answer_index(response)
+            if i is not None:
+                counts[i] += 1
+        n = max(len(responses), 1)
+        return counts / n, 1.0 - counts.sum() / n
+
+    def exploitability(self, responses: list[str]) -> float:
+        """How much the best answer beats the policy that wrote ``responses`` by: max_i P(i > pi) - 1/2, with
+        a response that plays no answer losing to every answer (P = 1). 0 exactly at the equilibrium;
+        1/2 for a policy that never plays an answer."""
+        shares, other = self.strategy_shares(responses)
+        return float((self.game.matrix @ shares + other).max() - 0.5)
 
     def answer_index(self, response: str) -> int | None:
         words = response.split()

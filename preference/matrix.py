@@ -53,6 +53,15 @@ def preference_matrices(model: PreferenceModel, groups: list[list[Completion]], 
     return matrices, stats
 
 
+def pair_probabilities(model: PreferenceModel, first: list[Completion], second: list[Completion],
+                       truncated: str = "keep") -> tuple[list[float], PreferenceStats]:
+    """P(first[i] > second[i]) for responses to the same prompt (a win-rate evaluation, DRIFT's filter), by the
+    rules of the matrices: identical responses tie, ``truncated`` applies, order-averaged models read both
+    orders."""
+    matrices, stats = preference_matrices(model, [[a, b] for a, b in zip(first, second, strict=True)], truncated)
+    return [float(m[0, 1]) for m in matrices], stats
+
+
 def decided_without_model(a: Completion, b: Completion, truncated: str) -> float | None:
     """P(a > b) where the model is not asked: a cut response loses to a finished one (``truncated="lose"``),
     identical responses tie; None otherwise. Truncation first: it is the user's explicit rule."""

@@ -51,8 +51,11 @@ def build_preference_model(kind: str, **options) -> PreferenceModel:
         from preference.llm_judge import load_judge
         return load_judge(options["model_path"], options["judge_template"], options["verdict_a"],
                           options["verdict_b"], options["engine_options"])
+    if kind == "game":
+        from preference.games import GamePreferenceModel, game_from_payoff
+        return GamePreferenceModel(game_from_payoff(options["strategies"], options["payoff"]))
     if kind == "python":
         from preference.python_model import PythonPreference
         return PythonPreference(options["class_path"], options.get("search_path"))
     raise ValueError(f"unknown preference model {kind!r} (valid: sorting, function, reward_model, pairwise, judge, "
-                     "python)")
+                     "python, game)")

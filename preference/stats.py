@@ -18,6 +18,15 @@ class PreferenceStats:
     asked_both_orders: int = 0    # pairs it read in both orders, with a valid answer
     swap_disagreements: int = 0   # of them whose two orders disagreed on the winner
 
+    @classmethod
+    def combined(cls, parts: list[PreferenceStats], seconds: float) -> PreferenceStats:
+        """The stats of one batch answered in ``parts`` (by several replicas at once, in ``seconds``)."""
+        total = cls(seconds=seconds, order_averaged=any(p.order_averaged for p in parts))
+        for p in parts:
+            for name in ("calls", "pairs", "ties", "asked_both_orders", "swap_disagreements"):
+                setattr(total, name, getattr(total, name) + getattr(p, name))
+        return total
+
     def count_ties(self, matrices: list[np.ndarray]) -> None:
         for m in matrices:
             upper = m[np.triu_indices(len(m), 1)]

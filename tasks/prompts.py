@@ -6,12 +6,13 @@ from __future__ import annotations
 import random
 
 from tasks.errors import InputError
-from tasks import sorting
+from tasks import game, sorting
 from tasks.prompt_data import Prompt, load_prompt_records
 
 
-def train_and_eval_prompts(task, seed: int) -> tuple[list[Prompt], list[Prompt]]:
-    """(training prompts, held-out evaluation prompts) for a ``TaskConfig``: strings, or chats with user data."""
+def train_and_eval_prompts(task, seed: int, strategies: list[str] = ()) -> tuple[list[Prompt], list[Prompt]]:
+    """(training prompts, held-out evaluation prompts) for a ``TaskConfig``: strings, or chats with user data.
+    ``strategies``: the game task's strategy words (``preference.strategies``)."""
     if task.prompts_path:
         records = load_prompt_records(task.prompts_path, task.prompt_key, task.split)
         if task.eval_prompts_path:
@@ -20,6 +21,9 @@ def train_and_eval_prompts(task, seed: int) -> tuple[list[Prompt], list[Prompt]]
                                            role="task.eval_prompts_path")
             return records, held_out[:task.num_eval_prompts]
         return held_out_split(records, task.num_eval_prompts, seed, task.prompts_path)
+    if task.name == "game":  # every prompt means the same; the held-out ones only need fresh samples
+        return (game.make_prompts(task.num_train_prompts, seed, list(strategies)),
+                game.make_prompts(task.num_eval_prompts, seed + 1_000_003, list(strategies)))
     make = lambda count, s: sorting.make_prompts(count, s, task.prompt_letters, task.alphabet_size)  # noqa: E731
     # Distinct seeds for the two splits; held-out prompts that also occur in training are dropped.
     train = make(task.num_train_prompts, seed)

@@ -1,5 +1,5 @@
 """Build the embedded default policy offline: a tiny Llama-style causal LM with random weights and a
-word-level tokenizer over the sorting task's words, saved as a Hugging Face model directory that both
+word-level tokenizer over the built-in task's words (the sorting task's, or the game task's), saved as a Hugging Face model directory that both
 transformers and vLLM load.
 
 vLLM's CPU attention refuses head_dim 16, so the model keeps head_dim 32 (hidden 64, 2 heads).
@@ -26,10 +26,11 @@ class TinyModelSpec:
     alphabet_size: int = 16
     max_positions: int = 64
     seed: int = 0
+    words: tuple[str, ...] = ()  # the task's words; empty: the sorting task's ("sort:" and the alphabet)
 
 
 def vocabulary(spec: TinyModelSpec) -> list[str]:
-    return SPECIAL_TOKENS + [PROMPT_PREFIX] + alphabet(spec.alphabet_size)
+    return SPECIAL_TOKENS + (list(spec.words) or [PROMPT_PREFIX] + alphabet(spec.alphabet_size))
 
 
 def build_tokenizer(spec: TinyModelSpec):
@@ -77,5 +78,5 @@ def build_tiny_model_dir(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpe
     model = LlamaForCausalLM(config)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    (out / "selfplay_tiny_spec.json").write_text(json.dumps(spec.__dict__, indent=2))
+    (out / "selfplay_tiny_spec.json").write_text(json.dumps({**spec.__dict__, "words": list(spec.words)}, indent=2))
     return out
