@@ -68,6 +68,7 @@ def test_identical_responses_tie_without_a_call():
     assert stats.calls == 4 and stats.pairs == 6 and stats.ties == 2
     assert stats.metrics()["preference/ties"] == pytest.approx(2 / 6)
     assert "preference/swap_inconsistency" not in stats.metrics()  # asked once per pair: no orders to compare
+    assert stats.metrics()["preference/winner_p"] == pytest.approx(0.8)  # "a" wins the group, over "b"
 
 
 def test_score_based_models_score_each_distinct_response_once_and_identical_ones_tie_exactly():
