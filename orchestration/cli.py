@@ -1,4 +1,5 @@
-"""``selfplay`` command line: ``selfplay train [CONFIG.yaml] [key=value ...] [--dry-run] [--debug]``."""
+"""``selfplay`` command line: ``selfplay train [CONFIG.yaml] [key=value ...] [--dry-run] [--debug]``, ``resume``,
+``export`` and ``serve-preference``."""
 
 from __future__ import annotations
 
@@ -26,6 +27,14 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("out_dir", help="where to write the model directory (must be new or empty)")
     export.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest complete)")
     export.add_argument("--debug", action="store_true", help="show full tracebacks")
+    serve = sub.add_parser("serve-preference", help="serve the config's preference model over HTTP for runs with "
+                                                    "preference.kind=remote")
+    serve.add_argument("items", nargs="*", metavar="CONFIG.yaml | key=value",
+                       help="an optional YAML config file, then dotted key=value overrides")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                                                           "only; 0.0.0.0 for every interface)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser
 
 
@@ -60,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
 
         path, overrides = split_items(args.items)
         config = load_config(path, overrides)
+        if args.command == "serve-preference":
+            from orchestration.serve_preference import serve_preference
+            serve_preference(config, args.host, args.port)
+            return 0
         if args.dry_run:
             preset = getattr(config, "preset_keys", [])
             if preset:
@@ -72,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     except SelfplayError as exc:
         if args.debug:
             raise
-        print(f"selfplay: error: {exc}", file=sys.stderr)
+        print(f"selfplay: error: {user_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("selfplay: interrupted", file=sys.stderr)
@@ -83,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"selfplay: error: {type(exc).__name__}: {_first_line(exc)} (run with --debug for the traceback)",
               file=sys.stderr)
         return 1
+
+
+def user_error(exc: SelfplayError) -> SelfplayError:
+    """The error itself, or the one an actor raised: Ray re-raises it as a RayTaskError subclass whose text is
+    the actor's traceback, with the original as ``cause``."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, SelfplayError) else exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -105,12 +105,22 @@ class RolloutConfig:
 
 
 @dataclass
+class PreferenceServeConfig:
+    replicas: int = _f(1, "selfplay serve-preference: Ray Serve replicas of the model, each with its own copy")
+    max_batch_size: int = _f(32, "selfplay serve-preference: concurrent requests to one route joined into one "
+                                 "model call")
+    batch_wait_s: float = _f(0.01, "selfplay serve-preference: how long a request waits for others to join its "
+                                   "batch")
+
+
+@dataclass
 class PreferenceConfig:
-    kind: Literal["sorting", "function", "reward_model", "pairwise", "judge", "python", "game"] = _f(
+    kind: Literal["sorting", "function", "reward_model", "pairwise", "judge", "python", "game", "remote"] = _f(
         "sorting", "preference model: sorting, the built-in task's judge; function, a Python callable of yours; "
                    "reward_model, a Bradley-Terry sequence classifier; pairwise, a classifier of (prompt, a, b); "
                    "judge, a generative LLM asked which response is better; python, a class of yours with "
-                   "probabilities(...); game, an intransitive game over the response's first word")
+                   "probabilities(...); game, an intransitive game over the response's first word; remote, a model "
+                   "served by `selfplay serve-preference` at preference.url")
     sharpness: float = _f(20.0, "sorting and function kinds: P(a > b) = sigmoid(sharpness * (score_a - score_b))")
     model_path: str | None = _f(None, "reward_model, pairwise: a Hugging Face sequence-classification directory or "
                                       "hub id; judge: a causal (chat) LM directory or hub id, the judge model")
@@ -151,6 +161,14 @@ class PreferenceConfig:
                 "0.5 for the others")
     num_gpus: float | Literal["auto"] = _f(
         "auto", "GPUs per replica; auto: 1 for reward_model, pairwise and judge when the cluster has GPUs, else 0")
+    url: str | None = _f(None, "remote: the preference service's address, e.g. http://127.0.0.1:8000")
+    token_env: str = _f("SELFPLAY_PREFERENCE_TOKEN",
+                        "remote and selfplay serve-preference: the environment variable holding the service's "
+                        "bearer token (the token itself never goes in a config file)")
+    timeout_s: float = _f(60.0, "remote: seconds one request may take before it counts as failed")
+    retry_seconds: float = _f(300.0, "remote: how long to keep retrying a request that timed out, was refused or "
+                                     "got a 5xx, with exponential backoff, before the run stops")
+    serve: PreferenceServeConfig = _f(None, "selfplay serve-preference: replicas and request batching")
 
 
 @dataclass
@@ -565,6 +583,17 @@ def validate(config: Config) -> None:
     need(p.judge_max_model_len >= 0, "preference.judge_max_model_len", "must be >= 0 (0: the model's context)")
     need(p.kind != "python" or bool(p.class_path), "preference.class_path",
          "is required with preference.kind=python (e.g. my_judge:Judge)")
+    need(p.kind != "remote" or bool(p.url), "preference.url",
+         "is required with preference.kind=remote (e.g. http://127.0.0.1:8000)")
+    need(not p.url or re.match(r"https?://[^/\s]+", p.url) is not None, "preference.url",
+         f"must look like http://HOST:PORT, got {p.url!r}")
+    need(bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p.token_env)), "preference.token_env",
+         f"must be an environment variable name such as SELFPLAY_PREFERENCE_TOKEN, got {p.token_env!r}")
+    need(p.timeout_s > 0, "preference.timeout_s", "must be > 0")
+    need(p.retry_seconds >= 0, "preference.retry_seconds", "must be >= 0")
+    need(p.serve.replicas >= 1, "preference.serve.replicas", "must be >= 1")
+    need(p.serve.max_batch_size >= 1, "preference.serve.max_batch_size", "must be >= 1")
+    need(p.serve.batch_wait_s >= 0, "preference.serve.batch_wait_s", "must be >= 0")
     need(p.temperature > 0, "preference.temperature", "must be > 0")
     need(p.batch_size >= 1, "preference.batch_size", "must be >= 1")
     need(p.max_bad_batches >= 1, "preference.max_bad_batches", "must be >= 1")
@@ -626,9 +655,11 @@ def validate(config: Config) -> None:
 
 
 # Keys a resumed run may change: they alter how long it runs and what it reports, not what it learns.
+# A remote preference service may move (a new host or port) or be slower than planned between a run and its resume.
 RESUMABLE_OVERRIDES = ("run.total_steps", "run.log_every", "checkpoint.", "eval.every_steps", "ray.", "resume",
                        "run.overwrite", "run.output_dir", "run.name", "sync.transport", "sync.bucket_mb", "mode",
-                       "pipeline.")
+                       "pipeline.", "preference.url", "preference.token_env", "preference.timeout_s",
+                       "preference.retry_seconds", "preference.serve.")
 
 
 def structural_differences(saved: Config, new: Config) -> list[str]:

@@ -28,7 +28,7 @@ from learner.algorithms.registry import build_algorithm
 from orchestration.config import Config, to_dict
 from tasks.errors import ConfigError, InputError
 from orchestration.run_inputs import RunInputs
-from preference.function_model import module_search_path
+from orchestration.preference_options import preference_options
 from orchestration.faults import fault_point
 from orchestration.metrics import MetricsLog
 from orchestration.placement import actor_options, check_capacity, cluster_has_gpus, preference_actor_options
@@ -128,18 +128,8 @@ class Controller:
                 c.rollout.engine, self.model_path, c.policy.dtype, c.run.seed + i, vllm_options, reference)
             for i in range(c.rollout.num_workers)]
         p = c.preference
-        # The service loads a model from the directory resolved and checked before Ray started (a hub id's
-        # local snapshot) and imports user modules from the driver's working directory, not its own. A judge
-        # runs its own vLLM engine with the rollout engines' options, one GPU where there are GPUs.
-        judge_engine = {**{k: v for k, v in vllm_options.items() if k != "tensor_parallel_size"},
-                        "max_model_len": p.judge_max_model_len, "dtype": c.policy.dtype, "seed": c.run.seed}
-        options = {"sharpness": p.sharpness, "alphabet_size": c.task.alphabet_size,
-                   "function": p.function, "function_kind": p.function_kind, "class_path": p.class_path,
-                   "model_path": self.inputs.preference_model_path, "temperature": p.temperature,
-                   "batch_size": p.batch_size, "pairwise_template": p.pairwise_template,
-                   "judge_template": p.judge_template, "verdict_a": p.verdict_a, "verdict_b": p.verdict_b,
-                   "engine_options": judge_engine, "search_path": module_search_path(),
-                   "strategies": p.strategies, "payoff": p.payoff}
+        # A judge runs its own vLLM engine, one GPU where there are GPUs.
+        options = preference_options(c, self.inputs.preference_model_path)
         self.preference = PreferenceReplicas([
             PreferenceService.options(**preference_actor_options(c)).remote(p.kind, options, p.truncated)
             for _ in range(p.num_replicas)])

@@ -181,7 +181,28 @@ def check_preference_inputs(config: Config) -> str | None:
         return check_preference_classifier(config)
     elif kind == "judge":
         return check_preference_judge(config)
+    elif kind == "remote":
+        check_preference_service(config)
     return None
+
+
+def check_preference_service(config: Config) -> dict:
+    """``preference.url`` answers ``/health`` and accepts the token in ``$preference.token_env``: one attempt,
+    so a wrong address fails now rather than after ``preference.retry_seconds``. Returns what it serves."""
+    from preference.remote_model import PreferenceServiceError, ServiceClient, Unanswered
+
+    p = config.preference
+    if not p.url:
+        raise ConfigError("config key 'preference.url' is required with preference.kind=remote "
+                          "(e.g. http://127.0.0.1:8000)")
+    client = ServiceClient(p.url, p.token_env, p.timeout_s)
+    try:
+        return client.attempt("GET", "/health")
+    except Unanswered as exc:
+        raise InputError(f"the preference service at {client.url} is unreachable ({exc}): start it with "
+                         "`selfplay serve-preference CONFIG` or fix preference.url") from None
+    except PreferenceServiceError as exc:
+        raise InputError(str(exc)) from None
 
 
 def check_preference_classifier(config: Config) -> str:

@@ -57,5 +57,9 @@ def build_preference_model(kind: str, **options) -> PreferenceModel:
     if kind == "python":
         from preference.python_model import PythonPreference
         return PythonPreference(options["class_path"], options.get("search_path"))
+    if kind == "remote":
+        from preference.remote_model import connect
+        return connect(options["url"], options["token_env"], options.get("timeout_s", 60.0),
+                       options.get("retry_seconds", 300.0), options.get("token"))
     raise ValueError(f"unknown preference model {kind!r} (valid: sorting, function, reward_model, pairwise, judge, "
-                     "python, game)")
+                     "python, game, remote)")
