@@ -65,6 +65,9 @@ class PreferenceReplicas:
     def rejected_values(self) -> int:
         return sum(ray.get([r.rejected_values.remote() for r in self.replicas]))
 
+    def scale_scores(self, spread: float) -> None:
+        ray.get([r.scale_scores.remote(spread) for r in self.replicas])
+
     def calls_per_replica(self) -> list[int]:
         return ray.get([r.calls.remote() for r in self.replicas])
 

@@ -17,6 +17,7 @@ class PreferenceService:
         self._model = build_preference_model(kind, **options)
         self._truncated = truncated  # preference.truncated: keep, or lose (a cut response loses to a finished one)
         self._calls = 0  # model calls this replica answered (the controller checks the load is spread)
+        self._sharpness = getattr(self._model, "sharpness", None)
 
     def matrices(self, groups: list[list[Completion]]) -> tuple[list[np.ndarray], PreferenceStats]:
         """One K x K matrix per group, and what the batch cost (calls, seconds, ties, swap inconsistency)."""
@@ -33,6 +34,11 @@ class PreferenceService:
         probabilities, stats = pair_probabilities(self._model, first, second, self._truncated)
         self._calls += stats.calls
         return probabilities, stats
+
+    def scale_scores(self, spread: float) -> None:
+        """preference.normalize_scores: P(a > b) = sigmoid(sharpness (s_a - s_b) / spread)."""
+        if self._sharpness is not None:
+            self._model.sharpness = self._sharpness / spread
 
     def calls(self) -> int:
         return self._calls

@@ -152,6 +152,10 @@ class PreferenceConfig:
     truncated: Literal["keep", "lose"] = _f(
         "keep", "responses cut at rollout.max_tokens: keep (the model compares them like any other), or lose (a "
                 "cut response loses to a finished one with P = 0, without asking the model)")
+    normalize_scores: bool = _f(
+        False, "score-based kinds (reward_model, function scores, a served score model): divide score differences "
+               "by the spread (standard deviation) of the initial policy's evaluation scores, so temperature and "
+               "sharpness are in units of that spread, whatever the reward model's scale")
     max_bad_batches: int = _f(100, "stop the run after this many batches in a row without a usable preference "
                                    "group")
     num_replicas: int = _f(1, "preference service replicas, each with its own copy of the model; a batch's groups "

@@ -11,6 +11,7 @@ by its turn; a batch that still arrives too old is dropped and counted.
 
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ class RunState:
     initial_eval: list[list[Completion]] = field(default_factory=list)
     initial_eval_score: float | None = None
     initial_exploitability: float | None = None  # a game preference: the initial policy's
+    score_spread: float | None = None  # preference.normalize_scores: the initial evaluation scores' std
     rejected_groups: int = 0
     rejected_batches: int = 0  # batches without a usable group, in all
     bad_batches_in_a_row: int = 0  # the current streak of them; preference.max_bad_batches stops the run
@@ -65,6 +67,12 @@ class RunState:
     verified_pushes: int = 0  # pushes whose every engine loaded exactly the digest the learner sent
     sampled_responses: int = 0
     truncated_responses: int = 0  # cut at rollout.max_tokens (finish reason "length")
+
+
+def score_spread(std: float | None) -> float | None:
+    """The scale preference.normalize_scores divides score differences by: the initial evaluation scores'
+    standard deviation; None where it is undefined (a model that is not score-based, or scores all equal)."""
+    return float(std) if std is not None and np.isfinite(std) and std > 1e-8 else None
 
 
 def count_batch(state: RunState, usable: bool, max_bad_batches: int) -> None:
@@ -201,7 +209,7 @@ class Controller:
         responses = [c.response_text for c in flat]
         scores = self.preference.scores([c.prompt for c in flat], responses)
         exploitability = self.preference.exploitability(responses)
-        return {**({} if scores is None else {"eval_score": mean(scores)}),
+        return {**({} if scores is None else {"eval_score": mean(scores), "eval_score_std": float(np.std(scores))}),
                 **({} if exploitability is None else {"exploitability": exploitability})}
 
     # -- the loop -----------------------------------------------------------------------------------
@@ -213,6 +221,13 @@ class Controller:
             s.initial_eval = self.sample_eval()
             initial = self.eval_measures(s.initial_eval)
             s.initial_eval_score, s.initial_exploitability = initial.get("eval_score"), initial.get("exploitability")
+            if c.preference.normalize_scores:
+                s.score_spread = score_spread(initial.get("eval_score_std"))
+                if s.score_spread is None:
+                    print("selfplay: warning: preference.normalize_scores: the initial evaluation scores have no "
+                          "spread (or the model gives no scores); score differences stay unscaled", file=sys.stderr)
+        if s.score_spread:  # fresh or resumed: the same scale for the whole run
+            self.preference.scale_scores(s.score_spread)
         progress = Progress(c.run.total_steps, c.run.log_every, first_step=s.step)
         if c.mode == "async":
             self.pipeline = ExperiencePipeline(self.produce, c.pipeline.queue_size, s.next_tag,
@@ -304,6 +319,7 @@ class Controller:
         if c.checkpoint.at_end and s.checkpoint_step != s.step:
             save_checkpoint(self)
         summary = {"algorithm": c.algorithm.name, "steps": s.step, "samples": s.samples,
+                   "score_spread": s.score_spread,
                    "policy_version": s.policy_version, "win_rate_vs_initial": final,
                    "wall_seconds": s.wall_seconds, "preference_calls": s.preference_calls,
                    "rollout_engine": c.rollout.engine, "win_rate_curve": s.win_rates, "mode": c.mode,

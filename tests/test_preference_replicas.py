@@ -75,3 +75,18 @@ def test_replicas_answer_as_one_model_and_share_the_load(replicas):
     np.testing.assert_allclose(scores, SortingJudge(20.0, 16).scores([c.prompt for c in flat],
                                                                      [c.response_text for c in flat]))
     assert replicas.exploitability(["a"]) is None  # not a game
+
+
+def test_normalize_scores_divides_differences_by_the_spread(replicas):
+    from orchestration.controller import score_spread
+
+    assert score_spread(0.25) == 0.25
+    assert score_spread(0.0) is None and score_spread(float("nan")) is None and score_spread(None) is None
+    groups = _groups(4, seed=3)
+    replicas.scale_scores(2.0)  # every replica: sharpness 20 / 2
+    try:
+        matrices, _ = replicas.matrices(groups)
+    finally:
+        replicas.scale_scores(1.0)
+    for got, want in zip(matrices, preference_matrices(SortingJudge(10.0, 16), groups)[0]):
+        np.testing.assert_allclose(got, want, atol=1e-12)
