@@ -1,6 +1,6 @@
 """The learner's DeepSpeed ranks as one handle for the controller.
 
-Each rank is a ``LearnerWorker`` actor in one bundle of a Ray placement group. Every call goes to all ranks,
+Each rank is a ``LearnerWorker`` actor in one bundle of the learner's Ray placement group. Every call goes to all ranks,
 because under ZeRO-3 even a forward pass or a weight gather is a collective; the answer is rank 0's (the
 others compute the same thing). ``train_step`` is the exception: it is data parallel, each rank gets a
 contiguous shard of the batch's groups and DeepSpeed averages the gradients.
@@ -9,25 +9,20 @@ contiguous shard of the batch's groups and DeepSpeed averages the gradients.
 from __future__ import annotations
 
 import ray
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.learner_worker import LearnerWorker
 from learner.batch import TrainingBatch
-from orchestration.config import Config, to_dict
-from orchestration.placement import actor_options, learner_placement_group
 
 
 class LearnerGroup:
-    def __init__(self, config: Config, model_path: str, sequences_per_rank: int) -> None:
-        n = config.learner.num_ranks
+    def __init__(self, config_dict: dict, model_path: str, sequences_per_rank: int, rank_options: list[dict]) -> None:
+        """``rank_options``: each rank's Ray options (its resources and its bundle in the learner's placement
+        group, reserved by the controller with the other roles')."""
+        n = len(rank_options)
         self.num_ranks = n
-        self.micro_batch_size = config.learner.micro_batch_size
-        self.placement_group = learner_placement_group(n)
-        self.ranks = [
-            LearnerWorker.options(**actor_options("learner"), scheduling_strategy=PlacementGroupSchedulingStrategy(
-                self.placement_group, placement_group_bundle_index=rank)).remote(
-                to_dict(config), model_path, rank, n, sequences_per_rank)
-            for rank in range(n)]
+        self.micro_batch_size = config_dict["learner"]["micro_batch_size"]
+        self.ranks = [LearnerWorker.options(**options).remote(config_dict, model_path, rank, n, sequences_per_rank)
+                      for rank, options in enumerate(rank_options)]
         endpoint = ray.get(self.ranks[0].host_rendezvous.remote())
         ray.get([r.start.remote(endpoint) for r in self.ranks])
 
@@ -63,8 +58,5 @@ class LearnerGroup:
         return merged
 
     def shutdown(self) -> None:
-        from ray.util import remove_placement_group
-
         for r in self.ranks:
             ray.kill(r)
-        remove_placement_group(self.placement_group)

@@ -16,11 +16,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("items", nargs="*", metavar="CONFIG.yaml | key=value",
                        help="an optional YAML config file, then dotted key=value overrides")
     train.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    train.add_argument("--address", default=None, help="Ray cluster to join (same as ray.address; RAY_ADDRESS "
+                                                        "also joins)")
     train.add_argument("--debug", action="store_true", help="show full tracebacks")
     resume = sub.add_parser("resume", help="continue a run from its latest complete checkpoint")
     resume.add_argument("run_dir", help="the run directory, e.g. runs/tiny-sppo")
     resume.add_argument("overrides", nargs="*", metavar="key=value",
                         help="keys that do not change what is learnt, e.g. run.total_steps=400")
+    resume.add_argument("--address", default=None, help="Ray cluster to join (same as ray.address)")
     resume.add_argument("--debug", action="store_true", help="show full tracebacks")
     export = sub.add_parser("export", help="write a checkpoint's policy as a Hugging Face model directory")
     export.add_argument("run_dir", help="the run directory")
@@ -58,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             for item in args.overrides:
                 if "=" not in item:
                     raise SelfplayError(f"unexpected argument '{item}': resume takes key=value overrides")
-            resume(args.run_dir, args.overrides)
+            address = [f"ray.address={args.address}"] if args.address else []
+            resume(args.run_dir, [*args.overrides, *address])
             return 0
         if args.command == "export":
             from orchestration.launch import export
@@ -68,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         from orchestration.config import load_config, to_yaml
 
         path, overrides = split_items(args.items)
+        if getattr(args, "address", None):
+            overrides.append(f"ray.address={args.address}")
         config = load_config(path, overrides)
         if args.command == "serve-preference":
             from orchestration.serve_preference import serve_preference

@@ -87,7 +87,13 @@ class VLLMConfig:
 @dataclass
 class RolloutConfig:
     engine: Literal["vllm", "torch"] = _f("vllm", "generation engine")
-    num_workers: int = _f(1, "rollout worker actors")
+    num_workers: int = _f(1, "rollout worker actors (engines)")
+    num_cpus: float = _f(1.0, "CPUs per rollout engine")
+    num_gpus: float | Literal["auto"] = _f(
+        "auto", "GPUs per rollout engine; auto: vllm.tensor_parallel_size (torch engine: 1) with the CUDA build of "
+                "torch, else 0")
+    resources: dict[str, float] = _f({}, "custom Ray resources per rollout engine, e.g. {rollout_node: 1} to place "
+                                         "engines on the nodes started with that resource")
     cpu_threads_bind: str = _f(
         "auto", "vLLM CPU build: the cores each rollout worker's threads bind to, one entry per worker separated "
                 "by ';' (e.g. '1' or '2-3;4-5'), so that engines and the learner do not share cores in async "
@@ -264,6 +270,9 @@ class LearnerConfig:
     micro_batch_size: int = _f(64, "sequences per forward/backward; gradients accumulate to the step")
     zero_stage: int = _f(0, "DeepSpeed ZeRO stage 0-3")
     num_ranks: int = _f(1, "data-parallel DeepSpeed ranks, one Ray actor (and one GPU, if any) each")
+    num_cpus: float = _f(1.0, "CPUs per learner rank")
+    num_gpus: float | Literal["auto"] = _f("auto", "GPUs per learner rank; auto: 1 with the CUDA build of torch, else 0")
+    resources: dict[str, float] = _f({}, "custom Ray resources per learner rank")
     backend: Literal["auto", "gloo", "nccl"] = _f("auto", "torch.distributed backend; auto: nccl on GPU, gloo on CPU")
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory, ~30% "
                                              "more compute)")
@@ -309,7 +318,10 @@ class PipelineConfig:
 
 @dataclass
 class RayConfig:
-    address: str | None = _f(None, "cluster address; empty starts an in-process cluster")
+    address: str | None = _f(None, "cluster to join (auto: this machine's; or host:port, ray://host:10001); empty: "
+                                   "RAY_ADDRESS if set (a Ray job's driver has it), else an in-process cluster")
+    placement_timeout_s: float = _f(60.0, "every role's placement group must be ready within this many seconds, "
+                                          "else the run stops naming the role and the missing resource")
     num_cpus: int = _f(4, "logical CPUs of the in-process cluster")
     object_store_gib: float = _f(1.0, "object store size of the in-process cluster")
 
@@ -391,6 +403,12 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         if isinstance(value, str) and re.fullmatch(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+", value.strip()):
             return float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
         raise ConfigError(f"config key '{path}' expects a number, got {value!r}")
+    if hint == dict[str, float]:  # custom Ray resources
+        if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, (int, float))
+                                           and not isinstance(v, bool) and v >= 0 for k, v in value.items()):
+            return {k: float(v) for k, v in value.items()}
+        raise ConfigError(f"config key '{path}' expects a mapping of resource names to amounts >= 0, e.g. "
+                          f"{{rollout_node: 1}}, got {value!r}")
     if hint == list[list[float]]:  # a matrix (preference.payoff)
         if isinstance(value, list) and value and all(
                 isinstance(row, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row)
@@ -655,6 +673,11 @@ def validate(config: Config) -> None:
     need(config.pipeline.max_policy_lag >= 0, "pipeline.max_policy_lag", "must be >= 0")
     need(config.pipeline.queue_size >= 1, "pipeline.queue_size", "must be >= 1")
     need(config.ray.num_cpus >= 1, "ray.num_cpus", "must be >= 1")
+    need(config.ray.placement_timeout_s > 0, "ray.placement_timeout_s", "must be > 0")
+    for role in ("learner", "rollout"):
+        section = getattr(config, role)
+        need(section.num_cpus >= 0, f"{role}.num_cpus", "must be >= 0")
+        need(section.num_gpus == "auto" or section.num_gpus >= 0, f"{role}.num_gpus", "must be >= 0 or auto")
     need(config.ray.object_store_gib > 0, "ray.object_store_gib", "must be > 0")
 
 

@@ -32,7 +32,8 @@ from orchestration.run_inputs import RunInputs
 from orchestration.preference_options import preference_options
 from orchestration.faults import fault_point
 from orchestration.metrics import MetricsLog
-from orchestration.placement import actor_options, check_capacity, cluster_has_gpus, preference_actor_options
+from orchestration.placement import reserve, role_resources
+from orchestration.shared_storage import check_shared_storage
 from orchestration.progress import Progress
 from orchestration.prompt_stream import PromptStream
 from orchestration.run_checkpoint import save_checkpoint
@@ -112,7 +113,11 @@ class Controller:
         self.eval_set = inputs.eval
         self.state = RunState()
         self.metrics = MetricsLog(run_dir, resume_after_step=metrics_from_step)
-        self._launch_actors()
+        try:
+            self._launch_actors()
+        except BaseException:
+            self.shutdown()  # nothing half-started outlives a failed start (the driver may go on: tests, resume)
+            raise
         self.stream = PromptStream(len(self.train), config.run.seed)
         self.experience = Experience(self)
         self.pipeline: ExperiencePipeline | None = None
@@ -122,30 +127,53 @@ class Controller:
 
     def _launch_actors(self) -> None:
         c = self.config
-        check_capacity(c)
-        if c.rollout.engine == "vllm" and c.rollout.vllm.tensor_parallel_size > 1 and not cluster_has_gpus():
+        if c.rollout.engine == "vllm" and c.rollout.vllm.tensor_parallel_size > 1 and \
+                not role_resources(c, "rollout").num_gpus:
             raise ConfigError("config key 'rollout.vllm.tensor_parallel_size' > 1 needs GPUs (vLLM's CPU build "
                               "runs one engine per process here)")
+        # Every role's resources are reserved before any model loads: a run that cannot be placed stops here.
+        self.placement = reserve(c, name=f"selfplay-{c.run.name}")
+        self._check_nodes()
         vllm_options = {**to_dict(c)["rollout"]["vllm"], "max_model_len": self.inputs.max_model_len}
         # Exact token-level mixture sampling runs in the torch engine next to the fixed reference mu.
         needs = self.algorithm.needs
         mixing = needs.sample_from == "mixture" or needs.opponent == "mixture"
         reference = self.model_path if mixing and c.rollout.engine == "torch" else None
         self.rollouts = [
-            RolloutWorker.options(**actor_options("rollout", _bind(c.rollout.cpu_threads_bind, i))).remote(
-                c.rollout.engine, self.model_path, c.policy.dtype, c.run.seed + i, vllm_options, reference)
+            RolloutWorker.options(**self.placement.options(c, "rollout", i, _bind(c.rollout.cpu_threads_bind, i)))
+            .remote(c.rollout.engine, self.model_path, c.policy.dtype, c.run.seed + i, vllm_options, reference)
             for i in range(c.rollout.num_workers)]
         p = c.preference
-        # A judge runs its own vLLM engine, one GPU where there are GPUs.
         options = preference_options(c, self.inputs.preference_model_path)
         self.preference = PreferenceReplicas([
-            PreferenceService.options(**preference_actor_options(c)).remote(p.kind, options, p.truncated)
-            for _ in range(p.num_replicas)])
+            PreferenceService.options(**self.placement.options(c, "preference", i)).remote(p.kind, options,
+                                                                                           p.truncated)
+            for i in range(p.num_replicas)])
         self.learner = LearnerGroup(
-            c, self.model_path, self.algorithm.sequences_per_step(c.rollout.prompts_per_step // c.learner.num_ranks))
+            to_dict(c), self.model_path,
+            self.algorithm.sequences_per_step(c.rollout.prompts_per_step // c.learner.num_ranks),
+            [self.placement.options(c, "learner", r) for r in range(c.learner.num_ranks)])
         # Surface start-up errors (bad model, engine refusal) before the loop starts.
         ray.get([w.weights_state.remote() for w in self.rollouts] + self.learner.submit("weights_digest"))
         open_weight_transport(self.learner, self.rollouts, c.sync.transport, c.sync.bucket_mb * 2**20)
+
+    def _check_nodes(self) -> None:
+        """Where the placement groups landed: every node must see the run directory and the model, and the
+        shared-memory transport needs every engine on learner rank 0's node (the broadcast crosses nodes)."""
+        c = self.config
+        nodes = {role: self.placement.nodes(role) for role in ("learner", "rollout", "preference")}
+        self.nodes = nodes  # the Ray node id of each actor, by role (in summary.json)
+        where: dict[str, str] = {}
+        for role, label in (("preference", "preference replica"), ("rollout", "rollout engine"),
+                            ("learner", "learner rank")):
+            for i, node in enumerate(nodes[role]):
+                where[node] = f"{label} {i}"
+        check_shared_storage(set(where), self.run_dir, self.model_path, where)
+        away = [i for i, node in enumerate(nodes["rollout"]) if node != nodes["learner"][0]]
+        if c.sync.transport == "shared_memory" and away:
+            raise ConfigError(f"sync.transport=shared_memory needs every rollout engine on learner rank 0's node, "
+                              f"but Ray placed engine(s) {away} on other nodes: use sync.transport=broadcast "
+                              "(it crosses nodes), or place the engines with rollout.resources")
 
     # -- phases -------------------------------------------------------------------------------------
 
@@ -319,7 +347,7 @@ class Controller:
         if c.checkpoint.at_end and s.checkpoint_step != s.step:
             save_checkpoint(self)
         summary = {"algorithm": c.algorithm.name, "steps": s.step, "samples": s.samples,
-                   "score_spread": s.score_spread,
+                   "score_spread": s.score_spread, "nodes": getattr(self, "nodes", {}),
                    "policy_version": s.policy_version, "win_rate_vs_initial": final,
                    "wall_seconds": s.wall_seconds, "preference_calls": s.preference_calls,
                    "rollout_engine": c.rollout.engine, "win_rate_curve": s.win_rates, "mode": c.mode,
@@ -339,14 +367,20 @@ class Controller:
         return summary
 
     def shutdown(self) -> None:
-        try:
-            close_weight_transport(self.learner, self.rollouts)
-        except Exception:  # an actor already dead: killing them below is all that is left to do
-            pass
-        for actor in self.rollouts:
+        """Stop every actor and release the placement groups; safe after a start that failed half-way."""
+        learner, rollouts = getattr(self, "learner", None), getattr(self, "rollouts", [])
+        if learner is not None:
+            try:
+                close_weight_transport(learner, rollouts)
+            except Exception:  # an actor already dead: killing them below is all that is left to do
+                pass
+            learner.shutdown()
+        for actor in rollouts:
             ray.kill(actor)
-        self.preference.kill()
-        self.learner.shutdown()
+        if getattr(self, "preference", None) is not None:
+            self.preference.kill()
+        if getattr(self, "placement", None) is not None:
+            self.placement.remove()
 
 
 def _bind(cpu_threads_bind: str, worker: int) -> str:

@@ -1,115 +1,230 @@
-"""Ray start-up and where each actor runs: the same code on one CPU machine and on a GPU cluster."""
+"""Ray start-up and where each actor runs: the same code on one CPU machine and on a GPU cluster.
+
+Every role's resources come from the config (``auto``: GPUs when the CUDA build of torch is installed where the
+driver runs), never from what the cluster holds at the moment, so an autoscaling cluster that starts without GPU
+nodes still sees GPU demand. All roles' placement groups are created up front (one bundle per learner rank, per
+rollout engine with its tensor-parallel GPUs, per preference replica) and must be ready within
+``ray.placement_timeout_s``; otherwise the run stops naming the role, its bundle and the missing resource.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 
 import ray
 
 from orchestration.config import Config
 from tasks.errors import SelfplayError
 
-# Environment every actor gets: quiet engines, and DeepSpeed's CPU accelerator when there is no GPU.
+# Environment every actor gets: quiet engines, and DeepSpeed's CPU accelerator for actors without a GPU.
 _CPU_ENV = {"DS_ACCELERATOR": "cpu"}
 # vLLM warns on every in-place reload that the rotary cache has no weights to load; ERROR keeps the console
 # readable (set VLLM_LOGGING_LEVEL to see more).
 _COMMON_ENV = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "ERROR"),
                "TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"}
+ROLES = ("learner", "rollout", "preference")
+# Preference kinds that run a neural model of their own: a whole CPU, and a GPU with the CUDA build.
+_MODEL_KINDS = ("reward_model", "pairwise", "judge")
+# The keys a user changes to make a role fit, named in placement errors.
+_ROLE_KEYS = {"learner": "learner.num_ranks, learner.num_gpus, learner.num_cpus or learner.resources",
+              "rollout": "rollout.num_workers, rollout.num_gpus (rollout.vllm.tensor_parallel_size), "
+                         "rollout.num_cpus or rollout.resources",
+              "preference": "preference.num_replicas, preference.num_gpus or preference.num_cpus"}
+_ROLE_NAMES = {"learner": "learner rank", "rollout": "rollout engine", "preference": "preference replica"}
+
+
+def cluster_address(config: Config) -> str | None:
+    """The cluster to join: ``ray.address`` (``--address``), else ``RAY_ADDRESS`` (set for a Ray job's driver
+    too); None starts the in-process cluster."""
+    return config.ray.address or os.environ.get("RAY_ADDRESS") or None
 
 
 def start_ray(config: Config) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return
-    if config.ray.address:
-        ray.init(address=config.ray.address, runtime_env={"env_vars": _COMMON_ENV})
+    address = cluster_address(config)
+    if address:
+        # Joining: the cluster's own resources count, so no num_cpus / object store size (Ray refuses them).
+        ray.init(address=address, runtime_env={"env_vars": _COMMON_ENV}, logging_level="WARNING")
         return
     # The in-process cluster listens on this machine only; token auth protects shared clusters.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     env = dict(_COMMON_ENV)
-    if not _has_local_gpu():
+    if not cuda_build():
         env.update(_CPU_ENV)
     ray.init(num_cpus=config.ray.num_cpus, object_store_memory=int(config.ray.object_store_gib * 2**30),
              include_dashboard=False, runtime_env={"env_vars": env}, logging_level="WARNING")
 
 
-def _has_local_gpu() -> bool:
+def cuda_build() -> bool:
+    """What ``auto`` GPUs mean: the CUDA build of torch is installed (where the driver runs)."""
     import torch
-    return torch.cuda.is_available()
+    return torch.version.cuda is not None
 
 
-def cluster_has_gpus() -> bool:
-    return ray.cluster_resources().get("GPU", 0) > 0
+@dataclass(frozen=True)
+class RoleResources:
+    """What one actor of a role holds: its bundle in the role's placement group."""
+    num_cpus: float
+    num_gpus: float
+    custom: dict = field(default_factory=dict)
+
+    def bundle(self) -> dict[str, float]:
+        out = {"CPU": float(self.num_cpus)}
+        if self.num_gpus:
+            out["GPU"] = float(self.num_gpus)
+        return {**out, **{k: float(v) for k, v in self.custom.items()}}
 
 
-def check_capacity(config: Config) -> None:
-    """Fail fast, naming the keys to change, when the actors cannot all be placed (Ray would wait forever).
-    Only for the in-process cluster: an autoscaling cluster may still grow."""
-    if config.ray.address:
-        return
-    roles = [actor_options("learner")] * config.learner.num_ranks + [actor_options("rollout")] * \
-        config.rollout.num_workers + [preference_actor_options(config)] * config.preference.num_replicas
-    need_cpu = sum(options["num_cpus"] for options in roles)
-    need_gpu = sum(options["num_gpus"] for options in roles)
-    deadline = time.monotonic() + 30  # actors killed a moment ago release their resources asynchronously
-    free = ray.available_resources()
-    while (need_cpu > free.get("CPU", 0) or need_gpu > free.get("GPU", 0)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        free = ray.available_resources()
-    if need_cpu > free.get("CPU", 0) or need_gpu > free.get("GPU", 0):
-        raise SelfplayError(
-            f"the Ray cluster has {free.get('CPU', 0):g} free CPUs and {free.get('GPU', 0):g} GPUs, but "
-            f"{config.learner.num_ranks} learner rank(s), {config.preference.num_replicas} preference replica(s) "
-            f"and {config.rollout.num_workers} rollout worker(s) need {need_cpu:g} CPUs and "
-            f"{need_gpu:g} GPUs: raise ray.num_cpus or lower rollout.num_workers, learner.num_ranks or "
-            "preference.num_replicas")
+def role_resources(config: Config, role: str) -> RoleResources:
+    if role == "learner":
+        lc = config.learner
+        gpus = (1 if cuda_build() else 0) if lc.num_gpus == "auto" else lc.num_gpus
+        return RoleResources(lc.num_cpus, gpus, dict(lc.resources))
+    if role == "rollout":
+        r = config.rollout
+        per_engine = r.vllm.tensor_parallel_size if r.engine == "vllm" else 1
+        gpus = (per_engine if cuda_build() else 0) if r.num_gpus == "auto" else r.num_gpus
+        return RoleResources(r.num_cpus, gpus, dict(r.resources))
+    if role == "preference":
+        p = config.preference
+        model = p.kind in _MODEL_KINDS
+        cpus = (1.0 if model else 0.5) if p.num_cpus == "auto" else p.num_cpus
+        gpus = (1 if model and cuda_build() else 0) if p.num_gpus == "auto" else p.num_gpus
+        return RoleResources(cpus, gpus)
+    raise ValueError(f"unknown role {role!r} (valid: {', '.join(ROLES)})")
 
 
-def actor_options(role: str, cpu_threads_bind: str = "auto") -> dict:
-    """Ray options for one actor of ``role`` (learner, rollout, preference, or preference_model: a preference
-    replica with a neural model). ``cpu_threads_bind``: a rollout worker's core list for vLLM's CPU build
-    (``VLLM_CPU_OMP_THREADS_BIND``)."""
-    gpus = cluster_has_gpus()
-    if role in ("learner", "rollout", "preference_model"):
-        options: dict = {"num_cpus": 1, "num_gpus": 1 if gpus else 0}
-    else:
-        options = {"num_cpus": 0.5, "num_gpus": 0}
-    if not gpus:
-        env = {**_COMMON_ENV, **_CPU_ENV}
-        if role == "rollout" and cpu_threads_bind != "auto":
+def role_counts(config: Config) -> dict[str, int]:
+    return {"learner": config.learner.num_ranks, "rollout": config.rollout.num_workers,
+            "preference": config.preference.num_replicas}
+
+
+def actor_options(resources: RoleResources, cpu_threads_bind: str = "auto") -> dict:
+    """Ray options of one actor holding ``resources`` (its whole bundle). ``cpu_threads_bind``: a rollout
+    worker's core list for vLLM's CPU build (``VLLM_CPU_OMP_THREADS_BIND``)."""
+    env = dict(_COMMON_ENV)
+    if not resources.num_gpus:
+        env.update(_CPU_ENV)
+        if cpu_threads_bind != "auto":
             env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
-        options["runtime_env"] = {"env_vars": env}
+    options = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus, "runtime_env": {"env_vars": env}}
+    if resources.custom:
+        options["resources"] = dict(resources.custom)
     return options
 
 
-# Kinds that run a neural model of their own: on a GPU where the cluster has GPUs.
-_MODEL_KINDS = ("reward_model", "pairwise", "judge")
+class Placement:
+    """Every role's placement group, reserved before any actor starts."""
+
+    def __init__(self, groups: dict) -> None:
+        self.groups = groups
+
+    def options(self, config: Config, role: str, index: int, cpu_threads_bind: str = "auto") -> dict:
+        """Ray options of actor ``index`` of ``role``: its resources, in its bundle."""
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        return {**actor_options(role_resources(config, role), cpu_threads_bind),
+                "scheduling_strategy": PlacementGroupSchedulingStrategy(
+                    self.groups[role], placement_group_bundle_index=index)}
+
+    def nodes(self, role: str) -> list[str]:
+        """The node id of each bundle of ``role``."""
+        from ray.util import placement_group_table
+
+        placed = placement_group_table(self.groups[role])["bundles_to_node_id"]
+        return [placed[i] for i in range(len(placed))]
+
+    def remove(self) -> None:
+        from ray.util import remove_placement_group
+
+        for group in self.groups.values():
+            try:
+                remove_placement_group(group)
+            except Exception:  # already removed, or the cluster is gone
+                pass
+        self.groups = {}
 
 
-def preference_actor_options(config: Config) -> dict:
-    """Ray options for one preference replica: ``preference.num_cpus`` / ``num_gpus``, or the kind's default."""
-    p = config.preference
-    options = actor_options("preference_model" if p.kind in _MODEL_KINDS else "preference")
-    if p.num_cpus != "auto":
-        options["num_cpus"] = p.num_cpus
-    if p.num_gpus != "auto":
-        options["num_gpus"] = p.num_gpus
-    return options
+def reserve(config: Config, name: str = "selfplay") -> Placement:
+    """Create every role's placement group at once and wait until all are ready (``ray.placement_timeout_s``).
+    On the in-process cluster an infeasible bundle fails at once (nothing will ever add a node); on a joined
+    cluster the autoscaler may still add one, so the wait runs to the timeout. On failure every group created
+    is removed and the error names the role, its bundle and the missing resource."""
+    from ray.util import placement_group
+
+    joined = cluster_address(config) is not None
+    if not joined:  # nothing will add a node: a demand beyond the machine's cluster would wait forever
+        need: dict[str, float] = {}
+        for role, count in role_counts(config).items():
+            for k, v in role_resources(config, role).bundle().items():
+                need[k] = need.get(k, 0.0) + v * count
+        total = ray.cluster_resources()
+        short = {k: v for k, v in need.items() if v > total.get(k, 0.0) + 1e-9}
+        # A bundle that alone cannot fit is reported by its role below (Ray calls it infeasible).
+        each_fits = all(v <= total.get(k, 0.0) + 1e-9 for role in ROLES
+                        for k, v in role_resources(config, role).bundle().items())
+        if short and each_fits:
+            raise SelfplayError(
+                f"the in-process Ray cluster has {_format({k: total.get(k, 0.0) for k in short})} in all, but "
+                f"{config.learner.num_ranks} learner rank(s), {config.rollout.num_workers} rollout engine(s) and "
+                f"{config.preference.num_replicas} preference replica(s) need {_format(short)}: raise ray.num_cpus "
+                "or lower learner.num_ranks, rollout.num_workers or preference.num_replicas")
+    groups = {role: placement_group([role_resources(config, role).bundle() for _ in range(count)],
+                                    strategy="PACK", name=f"{name}-{role}")
+              for role, count in role_counts(config).items()}
+    placement = Placement(groups)
+    deadline = time.monotonic() + config.ray.placement_timeout_s
+    try:
+        while True:
+            pending = {role: g for role, g in groups.items() if not _created(g)}
+            if not pending:
+                return placement
+            infeasible = [role for role, g in pending.items() if _scheduling_state(g) == "INFEASIBLE"]
+            if (infeasible and not joined) or time.monotonic() > deadline:
+                role = infeasible[0] if infeasible else next(iter(pending))
+                raise SelfplayError(_placement_error(config, role, _scheduling_state(pending[role]), joined))
+            time.sleep(0.25)
+    except BaseException:
+        placement.remove()
+        raise
 
 
-def learner_placement_group(num_ranks: int, timeout_s: float = 600.0):
-    """One bundle per learner rank, packed onto as few nodes as possible (the ranks' collectives are the
-    chattiest traffic); waits until Ray can place it and says so if it cannot."""
-    from ray.util import placement_group, remove_placement_group
+def _created(group) -> bool:
+    from ray.util import placement_group_table
+    return placement_group_table(group).get("state") == "CREATED"
 
-    bundle = {"CPU": actor_options("learner")["num_cpus"]}
-    if actor_options("learner")["num_gpus"]:
-        bundle["GPU"] = actor_options("learner")["num_gpus"]
-    group = placement_group([dict(bundle) for _ in range(num_ranks)], strategy="PACK", name="")
-    ready, _ = ray.wait([group.ready()], timeout=timeout_s)
-    if not ready:
-        remove_placement_group(group)
-        raise SelfplayError(f"Ray could not place {num_ranks} learner rank(s) of {bundle} within {timeout_s:g} s: "
-                            "lower learner.num_ranks or add nodes")
-    return group
+
+def _scheduling_state(group) -> str:
+    """Ray's own view of a pending group: INFEASIBLE (no node of the cluster can hold a bundle), NO_RESOURCES
+    (one could, but its resources are in use or its node is still starting), ..."""
+    from ray.util import placement_group_table
+    return (placement_group_table(group).get("stats") or {}).get("scheduling_state", "UNKNOWN")
+
+
+def _placement_error(config: Config, role: str, state: str, joined: bool) -> str:
+    count = role_counts(config)[role]
+    bundle = role_resources(config, role).bundle()
+    what = f"{count} {_ROLE_NAMES[role]}(s) of {_format(bundle)} each"
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if state == "INFEASIBLE":
+        missing = {k: v for k, v in bundle.items() if v > max((n.get(k, 0.0) for n in nodes), default=0.0)}
+        largest = {k: max((n.get(k, 0.0) for n in nodes), default=0.0) for k in missing}
+        where = ("on this machine's in-process cluster (ray.num_cpus; GPUs and custom resources come from the "
+                 "machine)" if not joined else
+                 f"on the cluster's nodes after {config.ray.placement_timeout_s:g} s (check that a node type with "
+                 "it exists; the autoscaler adds only the types in its config)")
+        return (f"cannot place the {what}: infeasible, no node has {_format(missing) or _format(bundle)} "
+                f"(the largest has {_format(largest)}) {where}; change {_ROLE_KEYS[role]}")
+    free = ray.available_resources()
+    short = {k: free.get(k, 0.0) for k, v in bundle.items() if v * count > free.get(k, 0.0)}
+    return (f"cannot place the {what}: still pending after {config.ray.placement_timeout_s:g} s (Ray: {state}; "
+            f"free now: {_format(short) or 'enough in total, but not on one node per bundle'}); the autoscaler may "
+            f"still add nodes: raise ray.placement_timeout_s to wait longer, or change {_ROLE_KEYS[role]}")
+
+
+def _format(resources: dict) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in resources.items())

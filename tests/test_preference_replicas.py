@@ -8,7 +8,7 @@ import ray
 from actors.preference_replicas import PreferenceReplicas, contiguous_shards
 from actors.preference_service import PreferenceService
 from orchestration.config import load_config
-from orchestration.placement import preference_actor_options
+from orchestration.placement import role_resources
 from preference.matrix import pair_probabilities, preference_matrices
 from preference.sorting_judge import SortingJudge
 from preference.stats import PreferenceStats
@@ -33,12 +33,12 @@ def test_combined_stats_add_counts_and_keep_the_wall_time():
     assert total.seconds == 3.2 and total.metrics()["preference/swap_inconsistency"] == 0.25
 
 
-def test_replica_resources_come_from_the_config(replicas):  # asks Ray whether the cluster has GPUs
+def test_replica_resources_come_from_the_config():
     model = load_config(None, ["preference.kind=reward_model", "preference.model_path=x"])
-    assert preference_actor_options(model)["num_cpus"] == 1  # a model of its own: a whole CPU by default
-    assert preference_actor_options(load_config(None, []))["num_cpus"] == 0.5
-    custom = load_config(None, ["preference.num_cpus=0.25", "preference.num_gpus=0"])
-    assert (preference_actor_options(custom)["num_cpus"], preference_actor_options(custom)["num_gpus"]) == (0.25, 0)
+    assert role_resources(model, "preference").num_cpus == 1  # a model of its own: a whole CPU by default
+    assert role_resources(load_config(None, []), "preference").num_cpus == 0.5
+    custom = role_resources(load_config(None, ["preference.num_cpus=0.25", "preference.num_gpus=0"]), "preference")
+    assert (custom.num_cpus, custom.num_gpus) == (0.25, 0)
 
 
 @pytest.fixture(scope="module")
