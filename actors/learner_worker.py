@@ -32,7 +32,7 @@ class LearnerWorker:
 
         config = config_from_dict(self._config_dict)
         lc = config.learner
-        join_process_group(self._rank, self._world_size, endpoint, _backend(lc.backend), self._store)
+        join_process_group(self._rank, self._world_size, endpoint, lc.backend, self._store)
         self._learner = PolicyLearner(
             self._model_path, build_algorithm(config), lr=lc.lr, weight_decay=lc.weight_decay,
             grad_clip=lc.grad_clip, micro_batch_size=lc.micro_batch_size,
@@ -104,10 +104,3 @@ class LearnerWorker:
 
     def sequence_logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:
         return self._learner.sequence_logprobs(token_ids)
-
-
-def _backend(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-    return "nccl" if torch.cuda.is_available() else "gloo"

@@ -24,7 +24,7 @@ from learner.algorithms.base import Algorithm
 from learner.batch import TrainingBatch
 from learner.logprobs import pad_sequences, response_logprobs, token_logprobs
 from rollout.engine import resolve_dtype
-from rollout.weight_buckets import WeightsDigest, weights_digest
+from rollout.weights_digest import WeightsDigest, weights_digest
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -13,6 +13,8 @@ from datetime import timedelta
 
 import torch.distributed as dist
 
+from rollout.transport.base import resolve_backend
+
 _TIMEOUT = timedelta(minutes=10)
 
 
@@ -24,9 +26,11 @@ def host_store(host: str, world_size: int) -> tuple[dist.TCPStore, dict]:
 
 def join_process_group(rank: int, world_size: int, endpoint: dict, backend: str,
                        store: dist.TCPStore | None = None) -> None:
-    """Every rank, concurrently (gloo and NCCL connect all ranks before any returns)."""
+    """Every rank, concurrently (gloo and NCCL connect all ranks before any returns). ``backend``: gloo, nccl,
+    or auto (``rollout.transport.resolve_backend``, resolved on this rank)."""
     import deepspeed
 
+    backend = resolve_backend(backend)
     if store is None:
         store = dist.TCPStore(endpoint["host"], endpoint["port"], world_size, is_master=False, timeout=_TIMEOUT)
     # One accelerator per actor (Ray sets CUDA_VISIBLE_DEVICES), so the local rank is always 0.

@@ -289,7 +289,7 @@ class SyncConfig:
                                    "model per push on GPUs, so large runs may turn it off")
     transport: Literal["broadcast", "object_store", "shared_memory"] = _f(
         "broadcast", "broadcast: a torch.distributed group of the learner and the engines (gloo on CPU, NCCL on "
-                     "GPU); object_store: safetensors buckets through Ray's object store; shared_memory: engines "
+                     "GPU); object_store: the same buckets through Ray's object store; shared_memory: engines "
                      "on the learner's node read the buckets from /dev/shm (CPU)")
 
 

@@ -1,1 +1,1 @@
-"""Generation engines behind one interface, records and their codec, weight buckets."""
+"""Generation engines behind one interface, records and their codec, weight transport and its digest."""

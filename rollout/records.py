@@ -59,13 +59,15 @@ class PreferenceGroup:
 
 @dataclass
 class WeightBucket:
-    """A slice of the policy's weights, serialised with safetensors, part of a versioned push."""
+    """Bucket ``index`` of ``count`` of a versioned weight push, as bytes (the object-store transport):
+    ``payload`` is the flat buffer and ``meta`` its metadata (``rollout.transport.buckets``), ``sha256`` covers
+    both."""
     version: int
     index: int
     count: int
     payload: bytes
+    meta: bytes
     sha256: str = ""
-    names: list[str] = field(default_factory=list)
 
 
 _RECORD_TYPES = {cls.__name__: cls for cls in (SamplingSpec, Completion, PreferenceGroup, WeightBucket)}

@@ -10,7 +10,7 @@ import torch
 from rollout.chat_rendering import eos_token_ids, first_eos
 from rollout.engine import resolve_dtype
 from rollout.records import Completion, SamplingSpec
-from rollout.weight_buckets import WeightsDigest
+from rollout.weights_digest import WeightsDigest
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollout.weight_buckets import WeightsDigest
+from rollout.weights_digest import WeightsDigest
 
 
 class SelfplayWorkerExtension:

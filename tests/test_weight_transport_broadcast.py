@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rollout.transport import build_receiver, build_sender
-from rollout.weight_buckets import weights_digest
+from rollout.weights_digest import weights_digest
 
 BUCKET_BYTES = 4096  # small, so a push is many buckets
 

@@ -36,7 +36,7 @@ class PushStats:
     buckets: int
     tensors: int
     handle: Any = field(default=None, repr=False)
-    digest: str = ""  # of the tensors sent (``rollout.weight_buckets.WeightsDigest``), "" if not computed
+    digest: str = ""  # of the tensors sent (``rollout.weights_digest.WeightsDigest``), "" if not computed
 
     def as_dict(self) -> dict:
         return {"version": self.version, "backend": self.backend, "seconds": self.seconds, "bytes": self.bytes,
@@ -85,6 +85,19 @@ class WeightReceiver(Protocol):
         ...
 
 
+DISTRIBUTED_BACKENDS = ("auto", "gloo", "nccl")
+
+
+def resolve_backend(name: str = "auto") -> str:
+    """The torch.distributed backend for ``name``, resolved where it runs: "auto" is NCCL when CUDA is available,
+    else gloo. The one place this rule lives: the learner's ranks and the broadcast transport both use it."""
+    if name not in DISTRIBUTED_BACKENDS:
+        raise ValueError(f"unknown torch.distributed backend {name!r} (valid: {', '.join(DISTRIBUTED_BACKENDS)})")
+    if name == "auto":
+        return "nccl" if torch.cuda.is_available() else "gloo"
+    return name
+
+
 _BACKENDS: dict[str, tuple[str, str, str]] = {
     "object_store": ("rollout.transport.object_store", "ObjectStoreSender", "ObjectStoreReceiver"),
     "broadcast": ("rollout.transport.broadcast", "BroadcastSender", "BroadcastReceiver"),
@@ -107,7 +120,7 @@ def _classes(name: str) -> tuple[type, type]:
 
 
 def build_sender(name: str, *, bucket_bytes: int, timeout_s: float = 600.0, backend: str = "auto") -> WeightSender:
-    """``backend`` (broadcast only): "auto" = NCCL when CUDA is available, else gloo."""
+    """``backend`` (broadcast only): a torch.distributed backend, "auto" as ``resolve_backend`` says."""
     sender_cls, _ = _classes(name)
     return sender_cls(bucket_bytes=bucket_bytes, timeout_s=timeout_s, backend=backend)
 

@@ -28,17 +28,9 @@ from typing import Any, ClassVar
 import torch
 import torch.distributed as dist
 
-from rollout.transport.base import PushStats
+from rollout.transport.base import PushStats, resolve_backend
 from rollout.transport.buckets import (bytes_to_tensor, decode_meta, encode_meta, iter_flat_buckets,
                                        tensor_to_bytes, unflatten)
-
-
-def pick_backend(backend: str = "auto") -> str:
-    if backend == "auto":
-        return "nccl" if torch.cuda.is_available() else "gloo"
-    if backend not in ("gloo", "nccl"):
-        raise ValueError(f"unknown broadcast backend {backend!r} (valid: auto, gloo, nccl)")
-    return backend
 
 
 PREFETCH = 2  # buckets a receiver may hold ahead of its consumer
@@ -132,7 +124,7 @@ class BroadcastSender:
     def __init__(self, bucket_bytes: int, timeout_s: float = 600.0, backend: str = "auto") -> None:
         self.bucket_bytes = bucket_bytes
         self.timeout = timedelta(seconds=timeout_s)
-        self.backend = pick_backend(backend)
+        self.backend = resolve_backend(backend)
         self._store: dist.TCPStore | None = None
         self._endpoint: dict | None = None
         self._group: BroadcastGroup | None = None

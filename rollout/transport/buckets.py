@@ -1,9 +1,12 @@
-"""Flat buckets: many tensors copied into one contiguous uint8 buffer, described by a small metadata message.
+"""Weight buckets, the one packing format of every weight transport: many tensors copied into one contiguous
+uint8 buffer, described by a small metadata message.
 
-The broadcast backend moves one buffer per message, so a push is a few large collectives, not one per tensor.
-Each tensor starts at an ``ALIGN``-byte offset, so the receiver reinterprets its slice of the buffer in place
-(``view(dtype)`` needs an offset that is a multiple of the element size) without copying.
-The metadata is msgpack of plain values (names, dtype names, shapes, offsets), sent as a uint8 tensor.
+A push is a few large messages, not one per tensor: the broadcast backend broadcasts each buffer, the
+shared-memory backend packs it straight into a file in /dev/shm, the object store ``ray.put``s its bytes
+(``rollout.records.WeightBucket``). Each tensor starts at an ``ALIGN``-byte offset, so the receiver reinterprets
+its slice of the buffer in place (``view(dtype)`` needs an offset that is a multiple of the element size)
+without copying. The metadata is msgpack of plain values (names, dtype names, shapes, offsets), sent as bytes
+or as a uint8 tensor.
 """
 
 from __future__ import annotations

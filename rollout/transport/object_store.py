@@ -1,9 +1,10 @@
-"""Object-store backend: safetensors buckets (``rollout.weight_buckets``) through Ray's object store.
+"""Object-store backend: the flat buckets (``rollout.transport.buckets``) as bytes through Ray's object store.
 
-The learner ``ray.put``s each bucket and returns the ObjectRefs in ``PushStats.handle``; each rollout actor
-fetches them (``fetch``: the bytes, in its own process) and its engine loads them (``receive``). No group and
-no collective: the send returns as soon as the buckets are in the learner's object store, and receivers may
-run later. Works wherever Ray does, across nodes, with any number of receivers.
+The learner ``ray.put``s each bucket (a ``rollout.records.WeightBucket``: the buffer's bytes, its metadata and
+their sha256) and returns the ObjectRefs in ``PushStats.handle``; each rollout actor fetches them (``fetch``:
+the bytes, in its own process) and its engine loads them (``receive``). No group and no collective: the send
+returns as soon as the buckets are in the learner's object store, and receivers may run later. Works wherever
+Ray does, across nodes, with any number of receivers.
 """
 
 from __future__ import annotations
@@ -15,13 +16,32 @@ from typing import Any, ClassVar
 
 import torch
 
+from rollout.records import WeightBucket
 from rollout.transport.base import PushStats
-from rollout.weight_buckets import pack_buckets, unpack_bucket
+from rollout.transport.buckets import (bytes_to_tensor, decode_meta, encode_meta, iter_flat_buckets,
+                                       tensor_to_bytes, unflatten)
+
+
+def _sha256(meta: bytes, payload: bytes) -> str:
+    h = hashlib.sha256(meta)
+    h.update(payload)
+    return h.hexdigest()
+
+
+def pack_records(named_tensors: Iterable[tuple[str, torch.Tensor]], version: int,
+                 bucket_bytes: int) -> list[WeightBucket]:
+    """The push as bucket records, in order (what ``send`` puts in the object store)."""
+    packed = []
+    # two buffers, alternating: each bucket is copied out as bytes before the next is packed
+    for bucket in iter_flat_buckets(named_tensors, version, bucket_bytes, reuse_buffers=2):
+        packed.append((encode_meta(bucket), tensor_to_bytes(bucket.buffer)))
+    return [WeightBucket(version=version, index=index, count=len(packed), payload=payload, meta=meta,
+                         sha256=_sha256(meta, payload)) for index, (meta, payload) in enumerate(packed)]
 
 
 class ObjectStoreSender:
     name: ClassVar[str] = "object_store"
-    streaming: ClassVar[bool] = False  # buckets hold references to the tensors until they are serialised
+    streaming: ClassVar[bool] = False  # the learner hands it CPU copies: the buckets' bytes end on the CPU anyway
 
     def __init__(self, bucket_bytes: int, timeout_s: float = 600.0, backend: str = "auto") -> None:
         self.bucket_bytes = bucket_bytes
@@ -36,11 +56,11 @@ class ObjectStoreSender:
         import ray
 
         start = time.perf_counter()
-        buckets = pack_buckets(named_tensors, version, self.bucket_bytes)
+        buckets = pack_records(named_tensors, version, self.bucket_bytes)
         refs = [ray.put(b) for b in buckets]
         return PushStats(version=version, backend=self.name, seconds=time.perf_counter() - start,
                          bytes=sum(len(b.payload) for b in buckets), buckets=len(buckets),
-                         tensors=sum(len(b.names) for b in buckets), handle=refs)
+                         tensors=sum(len(decode_meta(b.meta)[3]) for b in buckets), handle=refs)
 
     def close(self) -> None:
         pass
@@ -70,7 +90,7 @@ class ObjectStoreReceiver:
             for i, bucket in zip(refs, ray.get([items[i] for i in refs])):
                 items[i] = bucket
         return [{"version": b.version, "index": b.index, "count": b.count, "sha256": b.sha256,
-                 "payload": b.payload} for b in sorted(items, key=lambda b: b.index)]
+                 "meta": b.meta, "payload": b.payload} for b in sorted(items, key=lambda b: b.index)]
 
     def receive(self, version: int, fetched: list[dict]) -> Iterator[tuple[str, torch.Tensor]]:
         versions = {b["version"] for b in fetched}
@@ -79,9 +99,10 @@ class ObjectStoreReceiver:
         if not fetched or [b["index"] for b in fetched] != list(range(fetched[0]["count"])):
             raise ValueError(f"weight push {version} is incomplete: buckets {[b['index'] for b in fetched]}")
         for b in fetched:
-            if b["sha256"] and hashlib.sha256(b["payload"]).hexdigest() != b["sha256"]:
+            if b["sha256"] and _sha256(b["meta"], b["payload"]) != b["sha256"]:
                 raise ValueError(f"weight bucket {b['index']} of version {version} is corrupt")
-            yield from unpack_bucket(b["payload"]).items()
+            _, _, _, entries = decode_meta(b["meta"])
+            yield from unflatten(bytes_to_tensor(b["payload"]), entries)
 
     def close(self) -> None:
         pass

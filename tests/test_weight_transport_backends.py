@@ -1,0 +1,90 @@
+"""The transport registry, the torch.distributed backend choice, and the object-store backend's records (no Ray)."""
+
+import dataclasses
+import typing
+
+import pytest
+import torch
+
+from orchestration.config import LearnerConfig
+from rollout.transport import build_receiver, build_sender, resolve_backend, transport_names
+from rollout.transport.base import DISTRIBUTED_BACKENDS
+from rollout.transport.buckets import decode_meta
+from rollout.transport.object_store import pack_records
+from rollout.weights_digest import weights_digest
+
+
+def _tensors():
+    g = torch.Generator().manual_seed(0)
+    return [
+        ("embed.weight", torch.randn(32, 16, generator=g)),
+        ("norm.weight", torch.randn(16, generator=g).to(torch.bfloat16)),
+        ("step", torch.tensor(7, dtype=torch.int64)),  # 0-dim
+        ("empty", torch.zeros(0, 3)),
+        ("mask", torch.rand(5, generator=g) > 0.5),
+        ("transposed", torch.randn(8, 4, generator=g).t()),  # not contiguous
+        ("half", torch.randn(3, 3, generator=g).to(torch.float16)),
+        ("big", torch.randn(64, 64, generator=g)),  # 16 KiB: larger than a bucket
+    ]
+
+
+def test_registry_names_and_unknown_backend():
+    assert transport_names() == ["broadcast", "object_store", "shared_memory"]
+    assert build_sender("broadcast", bucket_bytes=1 << 20).streaming
+    assert build_sender("shared_memory", bucket_bytes=1 << 20).streaming
+    assert not build_sender("object_store", bucket_bytes=1 << 20).streaming
+    with pytest.raises(ValueError, match="unknown weight transport 'carrier_pigeon'"):
+        build_receiver("carrier_pigeon")
+
+
+def test_one_backend_choice_for_the_learner_and_the_broadcast():
+    expected = "nccl" if torch.cuda.is_available() else "gloo"
+    assert resolve_backend("auto") == resolve_backend() == expected
+    assert resolve_backend("gloo") == "gloo" and resolve_backend("nccl") == "nccl"
+    assert build_sender("broadcast", bucket_bytes=1 << 20).backend == expected
+    assert build_sender("broadcast", bucket_bytes=1 << 20, backend="gloo").backend == "gloo"
+    with pytest.raises(ValueError, match="unknown torch.distributed backend 'mpi'"):
+        resolve_backend("mpi")
+    with pytest.raises(ValueError, match="unknown torch.distributed backend 'mpi'"):
+        build_sender("broadcast", bucket_bytes=1 << 20, backend="mpi")
+    # learner.backend offers exactly the names the rule resolves
+    hint = typing.get_type_hints(LearnerConfig)["backend"]
+    assert typing.get_args(hint) == DISTRIBUTED_BACKENDS
+
+
+def test_object_store_records_respect_bucket_size_and_count():
+    g = torch.Generator().manual_seed(0)
+    tensors = [("a.weight", torch.randn(64, 64, generator=g)), ("b.bias", torch.randn(64, generator=g)),
+               ("c.weight", torch.randn(128, 64, generator=g))]
+    records = pack_records(tensors, version=5, bucket_bytes=64 * 64 * 4 + 64 * 4)
+    assert [[e.name for e in decode_meta(r.meta)[3]] for r in records] == [["a.weight", "b.bias"], ["c.weight"]]
+    assert all(r.version == 5 and r.count == 2 for r in records)
+    assert [r.index for r in records] == [0, 1]
+    back = dict(build_receiver("object_store").receive(5, build_receiver("object_store").fetch(records)))
+    for name, t in tensors:
+        assert torch.equal(back[name], t)
+    assert weights_digest(back.items()) == weights_digest(tensors)
+
+
+def test_object_store_receiver_checks_version_and_completeness():
+    tensors = _tensors()
+    receiver = build_receiver("object_store")
+    fetched = receiver.fetch(pack_records(tensors, version=4, bucket_bytes=2048))  # records, no Ray needed
+    assert len(fetched) > 1
+    received = list(receiver.receive(4, fetched))
+    assert weights_digest(received) == weights_digest(tensors)
+    with pytest.raises(ValueError, match="expected weight push version 5"):
+        list(receiver.receive(5, fetched))
+    with pytest.raises(ValueError, match="incomplete"):
+        list(receiver.receive(4, fetched[1:]))
+
+
+def test_corrupt_bucket_is_refused():
+    receiver = build_receiver("object_store")
+    record = pack_records(_tensors(), version=1, bucket_bytes=1 << 30)[0]
+    bad = dataclasses.replace(record, payload=record.payload[:-1] + b"\x00")
+    with pytest.raises(ValueError, match="corrupt"):
+        list(receiver.receive(1, receiver.fetch([bad])))
+    bad_meta = dataclasses.replace(record, meta=record.meta.replace(b"big", b"bog"))
+    with pytest.raises(ValueError, match="corrupt"):
+        list(receiver.receive(1, receiver.fetch([bad_meta])))
