@@ -47,8 +47,9 @@ def start_ray(config: Config) -> None:
         return
     address = cluster_address(config)
     if address:
-        # Joining: the cluster's own resources count, so no num_cpus / object store size (Ray refuses them).
-        ray.init(address=address, runtime_env={"env_vars": _COMMON_ENV}, logging_level="WARNING")
+        # Joining: the cluster's own resources count, so no num_cpus / object store size (Ray refuses them), and no
+        # runtime_env (a job's driver would have to agree with the job's own; every actor gets its env vars).
+        ray.init(address=address, logging_level="WARNING")
         return
     # The in-process cluster listens on this machine only; token auth protects shared clusters.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
