@@ -19,13 +19,22 @@ import time
 import ray
 
 
-def open_weight_transport(learner, rollouts: list, kind: str, bucket_bytes: int, timeout_s: float = 600.0) -> dict:
+def receiver_ranks(num_engines: int, workers_per_engine: int) -> list[int]:
+    """The first transport rank of each engine: the learner's rank 0 sends, and engine i's tensor-parallel
+    workers take ranks 1 + i * workers_per_engine onwards (each worker loads every tensor and keeps its shard)."""
+    return [1 + i * workers_per_engine for i in range(num_engines)]
+
+
+def open_weight_transport(learner, rollouts: list, kind: str, bucket_bytes: int, timeout_s: float = 600.0,
+                          workers_per_engine: int = 1) -> dict:
     """Once, after the actors start (and again after any of them is replaced): returns the endpoint.
     ``learner`` is an ``actors.learner_group.LearnerGroup``; its rank 0 sends, the other ranks only join the
-    ZeRO-3 gathers of each push."""
-    endpoint = learner.call("open_weight_transport", kind, len(rollouts), bucket_bytes, timeout_s)
+    ZeRO-3 gathers of each push. ``workers_per_engine``: a vLLM engine's tensor-parallel size."""
+    endpoint = learner.call("open_weight_transport", kind, len(rollouts) * workers_per_engine, bucket_bytes,
+                            timeout_s)
     joins = learner.submit("connect_weight_transport")
-    joins += [w.connect_weight_transport.remote(kind, endpoint, rank) for rank, w in enumerate(rollouts, start=1)]
+    joins += [w.connect_weight_transport.remote(kind, endpoint, rank)
+              for rank, w in zip(receiver_ranks(len(rollouts), workers_per_engine), rollouts)]
     ray.get(joins)
     return endpoint
 

@@ -155,7 +155,9 @@ class Controller:
             [self.placement.options(c, "learner", r) for r in range(c.learner.num_ranks)])
         # Surface start-up errors (bad model, engine refusal) before the loop starts.
         ray.get([w.weights_state.remote() for w in self.rollouts] + self.learner.submit("weights_digest"))
-        open_weight_transport(self.learner, self.rollouts, c.sync.transport, c.sync.bucket_mb * 2**20)
+        open_weight_transport(self.learner, self.rollouts, c.sync.transport, c.sync.bucket_mb * 2**20,
+                              workers_per_engine=c.rollout.vllm.tensor_parallel_size if c.rollout.engine == "vllm"
+                              else 1)
 
     def _check_nodes(self) -> None:
         """Where the placement groups landed: every node must see the run directory and the model, and the

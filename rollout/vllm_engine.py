@@ -73,7 +73,7 @@ class VLLMEngine:
     # -- weight transport (rollout.transport) -------------------------------------------------------
 
     def connect_weight_transport(self, kind: str, endpoint: dict, rank: int) -> None:
-        """Join the learner's transport ``kind``; the engine's worker takes rank ``rank`` (one worker: TP=1)."""
+        """Join the learner's transport ``kind``; the engine's tensor-parallel workers take ranks ``rank`` onwards."""
         from rollout.transport import build_receiver
 
         self._transport = build_receiver(kind)  # host side: fetch() runs here, where Ray is reachable
@@ -88,7 +88,8 @@ class VLLMEngine:
         digests = self._llm.collective_rpc("selfplay_receive_weights", args=(version, fetched, verify))
         self._llm.reset_prefix_cache()
         self.policy_version = version
-        return digests[0]
+        # Every tensor-parallel worker loaded every tensor: one digest, or the push did not arrive intact.
+        return digests[0] if len(set(digests)) == 1 else f"workers disagree: {sorted(set(digests))}"
 
     def close_weight_transport(self) -> None:
         if getattr(self, "_transport", None) is not None:

@@ -88,3 +88,10 @@ def test_corrupt_bucket_is_refused():
     bad_meta = dataclasses.replace(record, meta=record.meta.replace(b"big", b"bog"))
     with pytest.raises(ValueError, match="corrupt"):
         list(receiver.receive(1, receiver.fetch([bad_meta])))
+
+
+def test_tensor_parallel_engines_take_consecutive_receiver_ranks():
+    from actors.weight_transport import receiver_ranks
+
+    assert receiver_ranks(3, 1) == [1, 2, 3]
+    assert receiver_ranks(2, 4) == [1, 5]  # engine 0's workers are ranks 1-4, engine 1's 5-8; the learner is 0
