@@ -1,15 +1,38 @@
-"""Metrics sinks: a JSONL log (one object per step) and TensorBoard events, both under the run directory."""
+"""One metrics layer, several sinks: the controller writes each step's row once to ``MetricsLog``, which hands it
+to every enabled sink (JSONL and TensorBoard always; others from the config). A sink may keep state that a
+checkpoint saves (a tracking run's id), so a resumed run continues the same record at the right step."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
+from typing import Protocol
 
 
-class MetricsLog:
-    """``resume_after_step`` > 0 continues a resumed run: rows and events past that step (written after the
-    checkpoint the run resumes from) are dropped, so the resumed steps appear once, with no gap."""
+class MetricsSink(Protocol):
+    name: str
+
+    def write(self, step: int, row: dict[str, float]) -> None:
+        """One step's finite numbers (``row`` has no ``step`` key)."""
+        ...
+
+    def write_samples(self, step: int, samples: list[dict]) -> None:
+        """Evaluation samples: prompts, responses and the preference between them."""
+        ...
+
+    def state(self) -> dict:
+        """What a checkpoint keeps to continue this sink after a resume (e.g. a tracking run id)."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+class JsonlSink:
+    """``metrics.jsonl``: one object per step. After a resume, rows past the checkpoint's step (written after
+    it, before the crash) are dropped, so the resumed steps appear once, with no gap."""
+    name = "jsonl"
 
     def __init__(self, run_dir: Path, resume_after_step: int = 0) -> None:
         path = run_dir / "metrics.jsonl"
@@ -19,27 +42,74 @@ class MetricsLog:
             tmp = path.with_suffix(".tmp")
             tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
             tmp.replace(path)
-        self._jsonl = path.open("a", encoding="utf-8")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"),
-                                     purge_step=resume_after_step + 1 if resume_after_step else None)
-        except ImportError:  # tensorboard is optional: JSONL always works
-            self._tb = None
+        self._file = path.open("a", encoding="utf-8")
 
-    def write(self, step: int, values: dict[str, float]) -> None:
-        row = {"step": step, **{k: v for k, v in values.items() if _finite(v)}}
-        self._jsonl.write(json.dumps(row) + "\n")
-        self._jsonl.flush()
-        if self._tb is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self._tb.add_scalar(key, value, step)
+    def write(self, step: int, row: dict[str, float]) -> None:
+        self._file.write(json.dumps({"step": step, **row}) + "\n")
+        self._file.flush()
+
+    def write_samples(self, step: int, samples: list[dict]) -> None:
+        pass
+
+    def state(self) -> dict:
+        return {}
 
     def close(self) -> None:
-        self._jsonl.close()
-        if self._tb is not None:
-            self._tb.close()
+        self._file.close()
+
+
+class TensorBoardSink:
+    """TensorBoard events under ``tensorboard/``; a resume purges the events past the checkpoint's step."""
+    name = "tensorboard"
+
+    def __init__(self, run_dir: Path, resume_after_step: int = 0) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"),
+                                     purge_step=resume_after_step + 1 if resume_after_step else None)
+
+    def write(self, step: int, row: dict[str, float]) -> None:
+        for key, value in row.items():
+            if isinstance(value, (int, float)):
+                self._writer.add_scalar(key, value, step)
+
+    def write_samples(self, step: int, samples: list[dict]) -> None:
+        pass
+
+    def state(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class MetricsLog:
+    """``resume_after_step`` > 0 continues a resumed run; ``sink_states`` are the sinks' states from its
+    checkpoint (by sink name)."""
+
+    def __init__(self, run_dir: Path, resume_after_step: int = 0, sink_states: dict | None = None) -> None:
+        self.sinks: list[MetricsSink] = [JsonlSink(run_dir, resume_after_step)]
+        try:
+            self.sinks.append(TensorBoardSink(run_dir, resume_after_step))
+        except ImportError:  # tensorboard is optional: JSONL always works
+            pass
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        row = {k: v for k, v in values.items() if k != "step" and _finite(v)}
+        for sink in self.sinks:
+            sink.write(step, row)
+
+    def write_samples(self, step: int, samples: list[dict]) -> None:
+        for sink in self.sinks:
+            sink.write_samples(step, samples)
+
+    def state(self) -> dict:
+        """Every sink's state, for a checkpoint."""
+        return {sink.name: sink.state() for sink in self.sinks if sink.state()}
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
 
 
 def _step_of(line: str) -> int | None:
