@@ -7,7 +7,8 @@ from rollout.transport.buckets import (ALIGN, bytes_to_tensor, decode_meta, enco
 from rollout.weights_digest import weights_digest
 
 
-def _tensors():
+def mixed_tensors():
+    """Every kind of tensor a push meets: dtypes, 0-dim, empty, boolean, non-contiguous, larger than a bucket."""
     g = torch.Generator().manual_seed(0)
     return [
         ("embed.weight", torch.randn(32, 16, generator=g)),
@@ -26,7 +27,7 @@ def _bits(t):
 
 
 def test_flatten_unflatten_is_bit_identical_and_respects_bucket_size():
-    tensors = _tensors()
+    tensors = mixed_tensors()
     buckets = list(iter_flat_buckets(tensors, version=3, bucket_bytes=4096))
     assert [b.index for b in buckets] == list(range(len(buckets))) and all(b.version == 3 for b in buckets)
     back = []
@@ -57,7 +58,7 @@ def test_tensors_fill_a_bucket_in_order_up_to_its_size():
 
 
 def test_metadata_round_trips_through_a_uint8_tensor():
-    bucket = next(iter_flat_buckets(_tensors(), version=11, bucket_bytes=1 << 20))
+    bucket = next(iter_flat_buckets(mixed_tensors(), version=11, bucket_bytes=1 << 20))
     wire = bytes_to_tensor(encode_meta(bucket))
     assert wire.dtype == torch.uint8
     version, index, nbytes, entries = decode_meta(tensor_to_bytes(wire))

@@ -12,20 +12,7 @@ from rollout.transport.base import DISTRIBUTED_BACKENDS
 from rollout.transport.buckets import decode_meta
 from rollout.transport.object_store import pack_records
 from rollout.weights_digest import weights_digest
-
-
-def _tensors():
-    g = torch.Generator().manual_seed(0)
-    return [
-        ("embed.weight", torch.randn(32, 16, generator=g)),
-        ("norm.weight", torch.randn(16, generator=g).to(torch.bfloat16)),
-        ("step", torch.tensor(7, dtype=torch.int64)),  # 0-dim
-        ("empty", torch.zeros(0, 3)),
-        ("mask", torch.rand(5, generator=g) > 0.5),
-        ("transposed", torch.randn(8, 4, generator=g).t()),  # not contiguous
-        ("half", torch.randn(3, 3, generator=g).to(torch.float16)),
-        ("big", torch.randn(64, 64, generator=g)),  # 16 KiB: larger than a bucket
-    ]
+from tests.test_weight_buckets import mixed_tensors as _tensors
 
 
 def test_registry_names_and_unknown_backend():
