@@ -12,16 +12,17 @@ import ray
 
 from actors.learner_worker import LearnerWorker
 from learner.batch import TrainingBatch
+from learner.spec import LearnerSpec
 
 
 class LearnerGroup:
-    def __init__(self, config_dict: dict, model_path: str, sequences_per_rank: int, rank_options: list[dict]) -> None:
+    def __init__(self, spec: LearnerSpec, model_path: str, sequences_per_rank: int, rank_options: list[dict]) -> None:
         """``rank_options``: each rank's Ray options (its resources and its bundle in the learner's placement
         group, reserved by the controller with the other roles')."""
         n = len(rank_options)
         self.num_ranks = n
-        self.micro_batch_size = config_dict["learner"]["micro_batch_size"]
-        self.ranks = [LearnerWorker.options(**options).remote(config_dict, model_path, rank, n, sequences_per_rank)
+        self.micro_batch_size = spec.options["micro_batch_size"]
+        self.ranks = [LearnerWorker.options(**options).remote(spec, model_path, rank, n, sequences_per_rank)
                       for rank, options in enumerate(rank_options)]
         endpoint = ray.get(self.ranks[0].host_rendezvous.remote())
         ray.get([r.start.remote(endpoint) for r in self.ranks])

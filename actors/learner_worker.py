@@ -5,6 +5,7 @@ from __future__ import annotations
 import ray
 
 from learner.batch import TrainingBatch
+from learner.spec import LearnerSpec
 
 
 @ray.remote
@@ -12,9 +13,9 @@ class LearnerWorker:
     """One rank. Start-up is two calls so that rank 0 can host the rendezvous on a port of its own choosing:
     ``host_rendezvous`` on rank 0, then ``start`` on every rank at once (``actors.learner_group`` does both)."""
 
-    def __init__(self, config_dict: dict, model_path: str, rank: int, world_size: int,
+    def __init__(self, spec: LearnerSpec, model_path: str, rank: int, world_size: int,
                  sequences_per_step: int) -> None:
-        self._config_dict, self._model_path = config_dict, model_path
+        self._spec, self._model_path = spec, model_path
         self._rank, self._world_size, self._sequences = rank, world_size, sequences_per_step
         self._store = None
 
@@ -25,21 +26,13 @@ class LearnerWorker:
         return endpoint
 
     def start(self, endpoint: dict) -> None:
-        from learner.algorithms.registry import build_algorithm
         from learner.policy_learner import PolicyLearner
         from learner.process_group import join_process_group
-        from orchestration.config import config_from_dict
 
-        config = config_from_dict(self._config_dict)
-        lc = config.learner
-        join_process_group(self._rank, self._world_size, endpoint, lc.backend, self._store)
-        self._learner = PolicyLearner(
-            self._model_path, build_algorithm(config), lr=lc.lr, weight_decay=lc.weight_decay,
-            grad_clip=lc.grad_clip, micro_batch_size=lc.micro_batch_size,
-            sequences_per_step=self._sequences, zero_stage=lc.zero_stage, dtype=config.policy.dtype,
-            reduction=config.algorithm.logprob_reduction, seed=config.run.seed + self._rank,
-            logprob_chunk_tokens=lc.logprob_chunk_tokens, gradient_checkpointing=lc.gradient_checkpointing,
-            lr_schedule=lc.lr_schedule, warmup_steps=lc.warmup_steps, total_steps=config.run.total_steps)
+        spec = self._spec
+        join_process_group(self._rank, self._world_size, endpoint, spec.backend, self._store)
+        self._learner = PolicyLearner(self._model_path, spec.algorithm, sequences_per_step=self._sequences,
+                                      seed=spec.seed + self._rank, **spec.options)
 
     def train_step(self, batch: TrainingBatch, loss_scale: float = 1.0, num_micro_batches: int | None = None
                    ) -> dict[str, float]:

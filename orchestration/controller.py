@@ -32,6 +32,7 @@ from orchestration.run_inputs import RunInputs
 from orchestration.preference_options import preference_options
 from orchestration.faults import fault_point
 from orchestration.metrics import MetricsLog
+from orchestration.learner_spec import learner_spec
 from orchestration.placement import reserve, role_resources
 from orchestration.shared_storage import check_shared_storage
 from orchestration.progress import Progress
@@ -150,7 +151,7 @@ class Controller:
                                                                                            p.truncated)
             for i in range(p.num_replicas)])
         self.learner = LearnerGroup(
-            to_dict(c), self.model_path,
+            learner_spec(c), self.model_path,
             self.algorithm.sequences_per_step(c.rollout.prompts_per_step // c.learner.num_ranks),
             [self.placement.options(c, "learner", r) for r in range(c.learner.num_ranks)])
         # Surface start-up errors (bad model, engine refusal) before the loop starts.

@@ -11,7 +11,8 @@ import ray
 
 from actors.learner_group import LearnerGroup
 from learner.batch import TrainingBatch
-from orchestration.config import load_config, to_dict
+from orchestration.config import load_config
+from orchestration.learner_spec import learner_spec
 from orchestration.placement import actor_options, role_resources
 from tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
 
@@ -55,7 +56,7 @@ def _run(model: str, ranks: int, zero: int, checkpoint_dir=None) -> list[np.ndar
     """Log-probs of the probes: initially, after a step on 8 pairs, after a step on 3 pairs."""
     config = load_config(None, ["algorithm.name=dpo", "learner.lr=0.01", "learner.micro_batch_size=64",
                                 f"learner.num_ranks={ranks}", f"learner.zero_stage={zero}"])
-    group = LearnerGroup(to_dict(config), model, 16 // ranks, [actor_options(role_resources(config, "learner"))] * ranks)
+    group = LearnerGroup(learner_spec(config), model, 16 // ranks, [actor_options(role_resources(config, "learner"))] * ranks)
     try:
         out = [_logprobs(group)]
         group.train_step(_pairs(8, seed=1))

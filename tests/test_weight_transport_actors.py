@@ -12,6 +12,7 @@ from actors.learner_group import LearnerGroup
 from actors.rollout_worker import RolloutWorker
 from actors.weight_transport import close_weight_transport, open_weight_transport, push_weights
 from orchestration.config import load_config, to_dict
+from orchestration.learner_spec import learner_spec
 from orchestration.placement import actor_options, role_resources
 from tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
 
@@ -31,7 +32,7 @@ def actors(tmp_path_factory):
              runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}})
     try:
         vllm_options = to_dict(config)["rollout"]["vllm"]
-        learner = LearnerGroup(to_dict(config), str(learner_model), 16,
+        learner = LearnerGroup(learner_spec(config), str(learner_model), 16,
                                [actor_options(role_resources(config, "learner"))] * 2)
         rollouts = [RolloutWorker.options(**actor_options(role_resources(config, "rollout"))).remote(
             engine, str(engine_model), "float32", i, vllm_options)

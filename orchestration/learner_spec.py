@@ -1,0 +1,19 @@
+"""The learner ranks' ``LearnerSpec`` from the run's config: the one place config keys become PolicyLearner
+options."""
+
+from __future__ import annotations
+
+from learner.algorithms.registry import build_algorithm
+from learner.spec import LearnerSpec
+from orchestration.config import Config
+
+
+def learner_spec(config: Config) -> LearnerSpec:
+    lc = config.learner
+    return LearnerSpec(
+        algorithm=build_algorithm(config), backend=lc.backend, seed=config.run.seed,
+        options={"lr": lc.lr, "weight_decay": lc.weight_decay, "grad_clip": lc.grad_clip,
+                 "micro_batch_size": lc.micro_batch_size, "zero_stage": lc.zero_stage, "dtype": config.policy.dtype,
+                 "reduction": config.algorithm.logprob_reduction, "logprob_chunk_tokens": lc.logprob_chunk_tokens,
+                 "gradient_checkpointing": lc.gradient_checkpointing, "lr_schedule": lc.lr_schedule,
+                 "warmup_steps": lc.warmup_steps, "total_steps": config.run.total_steps})
