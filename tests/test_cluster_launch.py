@@ -41,7 +41,8 @@ def _started_by(marker: str) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if any(marker in part for part in proc.info["cmdline"] or []):
+            # A zombie has exited already (only its parent has not reaped it yet): not a process left running.
+            if proc.status() != psutil.STATUS_ZOMBIE and any(marker in part for part in proc.info["cmdline"] or []):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
