@@ -29,7 +29,17 @@ class MetricsSink(Protocol):
         ...
 
 
-class JsonlSink:
+class StatelessSink:
+    """Defaults for a sink that keeps nothing across a resume and logs no samples."""
+
+    def write_samples(self, step: int, samples: list[dict]) -> None:
+        pass
+
+    def state(self) -> dict:
+        return {}
+
+
+class JsonlSink(StatelessSink):
     """``metrics.jsonl``: one object per step. After a resume, rows past the checkpoint's step (written after
     it, before the crash) are dropped, so the resumed steps appear once, with no gap."""
     name = "jsonl"
@@ -48,17 +58,11 @@ class JsonlSink:
         self._file.write(json.dumps({"step": step, **row}) + "\n")
         self._file.flush()
 
-    def write_samples(self, step: int, samples: list[dict]) -> None:
-        pass
-
-    def state(self) -> dict:
-        return {}
-
     def close(self) -> None:
         self._file.close()
 
 
-class TensorBoardSink:
+class TensorBoardSink(StatelessSink):
     """TensorBoard events under ``tensorboard/``; a resume purges the events past the checkpoint's step."""
     name = "tensorboard"
 
@@ -72,12 +76,6 @@ class TensorBoardSink:
         for key, value in row.items():
             if isinstance(value, (int, float)):
                 self._writer.add_scalar(key, value, step)
-
-    def write_samples(self, step: int, samples: list[dict]) -> None:
-        pass
-
-    def state(self) -> dict:
-        return {}
 
     def close(self) -> None:
         self._writer.close()
