@@ -33,7 +33,7 @@ from orchestration.preference_options import preference_options
 from orchestration.faults import fault_point
 from orchestration.heartbeat import Heartbeat
 from orchestration.metrics import MetricsLog
-from orchestration.plots import draw_plots
+from orchestration.plots import redraw_plots
 from orchestration.placement import reserve, role_resources
 from orchestration.shared_storage import check_shared_storage
 from orchestration.progress import Progress
@@ -372,6 +372,7 @@ class Controller:
                    "preference_calls_per_replica": self.preference.calls_per_replica(),
                    "prompts": self.inputs.summary()}
         write_json_atomic(self.run_dir / "summary.json", summary)
+        redraw_plots(self.run_dir)  # with the final evaluation
         progress.close(summary)
         self.metrics.close()
         self.heartbeat.phase("finished")
@@ -381,10 +382,7 @@ class Controller:
         """A checkpoint, then the plots redrawn beside it (a plot that fails is a warning, never a stop)."""
         self.heartbeat.phase("checkpoint")
         save_checkpoint(self)
-        try:
-            draw_plots(self.run_dir)
-        except Exception as exc:
-            print(f"selfplay: warning: plots not drawn: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        redraw_plots(self.run_dir)
 
     def shutdown(self) -> None:
         """Stop every actor and release the placement groups; safe after a start that failed half-way."""

@@ -5,6 +5,7 @@ canvas: no pyplot, no global backend, safe beside the controller's threads."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from orchestration.metrics import read_metrics
@@ -74,3 +75,11 @@ def draw_plots(run_dir: str | Path) -> list[Path]:
         tmp.replace(path)
         written.append(path)
     return written
+
+
+def redraw_plots(run_dir: Path) -> None:
+    """``draw_plots`` for a training run: a plot that fails is a warning, never a stop."""
+    try:
+        draw_plots(run_dir)
+    except Exception as exc:
+        print(f"selfplay: warning: plots not drawn: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
