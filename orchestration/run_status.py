@@ -155,7 +155,8 @@ def format_status(s: dict) -> str:
     else:
         gone = f", ended {_when(s['ended'])}" if s["ended"] else "" if s["pid_alive"] is None else \
             ", its process is gone" if not s["pid_alive"] else ", its process still exists: hung?"
-        head = f"{s['state']}, not alive since {_when(s['last_seen'])} ({where}{gone})" if s["last_seen"] else \
+        head = f"finished at {_when(s['ended'])} ({where})" if s["state"] == "finished" and s["ended"] else \
+            f"{s['state']}, not alive since {_when(s['last_seen'])} ({where}{gone})" if s["last_seen"] else \
             f"{s['state']} (no heartbeat)"
     lines = [f"{s['run_dir']}: {head}"]
     total = s["total_steps"]

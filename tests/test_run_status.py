@@ -85,7 +85,7 @@ def test_a_finished_run_says_finished(tmp_path):
     assert status["state"] == "finished" and not status["alive"] and status["eta_seconds"] is None
     assert (status["step"], status["total_steps"]) == (5, 5) and status["summary"]["samples"] == 80
     text = format_status(status)
-    assert text.splitlines()[0].startswith(f"{run}: finished, not alive since ")
+    assert text.splitlines()[0].startswith(f"{run}: finished at ")
     assert "finished in 12s" in text
 
 
