@@ -1,5 +1,5 @@
 """``selfplay`` command line: ``selfplay train [CONFIG.yaml] [key=value ...] [--dry-run] [--debug]``, ``resume``,
-``export`` and ``serve-preference``."""
+``export``, ``status``, ``plot`` and ``serve-preference``."""
 
 from __future__ import annotations
 
@@ -30,6 +30,18 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("out_dir", help="where to write the model directory (must be new or empty)")
     export.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest complete)")
     export.add_argument("--debug", action="store_true", help="show full tracebacks")
+    status = sub.add_parser("status", help="where a run stands, from its directory: alive, step and ETA, latest "
+                                           "metrics, win-rate curve, checkpoints, last error")
+    status.add_argument("run_dir", help="the run directory, e.g. runs/tiny-sppo")
+    status.add_argument("--watch", nargs="?", type=float, const=5.0, default=None, metavar="SECONDS",
+                        help="refresh every SECONDS (default 5) until Ctrl-C")
+    status.add_argument("--json", action="store_true", help="print one JSON object (with --watch: one a refresh)")
+    status.add_argument("--stale-after", type=float, default=30.0, metavar="SECONDS",
+                        help="a heartbeat older than this means not alive (default 30)")
+    status.add_argument("--debug", action="store_true", help="show full tracebacks")
+    plot = sub.add_parser("plot", help="draw the run's curves as PNGs into RUN_DIR/plots/")
+    plot.add_argument("run_dir", help="the run directory")
+    plot.add_argument("--debug", action="store_true", help="show full tracebacks")
     serve = sub.add_parser("serve-preference", help="serve the config's preference model over HTTP for runs with "
                                                     "preference.kind=remote")
     serve.add_argument("items", nargs="*", metavar="CONFIG.yaml | key=value",
@@ -63,6 +75,21 @@ def main(argv: list[str] | None = None) -> int:
                     raise SelfplayError(f"unexpected argument '{item}': resume takes key=value overrides")
             address = [f"ray.address={args.address}"] if args.address else []
             resume(args.run_dir, [*args.overrides, *address])
+            return 0
+        if args.command == "status":
+            from orchestration.run_status import show_status
+            if args.watch is not None and args.watch <= 0:
+                raise SelfplayError("--watch takes a positive number of seconds")
+            show_status(args.run_dir, args.json, args.watch, args.stale_after)
+            return 0
+        if args.command == "plot":
+            from orchestration.plots import draw_plots
+            from orchestration.run_status import read_status
+            read_status(args.run_dir)  # a clear error for a directory that is not a run directory
+            paths = draw_plots(args.run_dir)
+            if not paths:
+                raise SelfplayError(f"{args.run_dir} has no metrics to plot yet (metrics.jsonl is empty)")
+            print("\n".join(str(p) for p in paths))
             return 0
         if args.command == "export":
             from orchestration.launch import export

@@ -31,8 +31,10 @@ from tasks.errors import ConfigError, InputError
 from orchestration.run_inputs import RunInputs
 from orchestration.preference_options import preference_options
 from orchestration.faults import fault_point
+from orchestration.heartbeat import Heartbeat
 from orchestration.metrics import MetricsLog
 from orchestration.learner_spec import learner_spec
+from orchestration.plots import redraw_plots
 from orchestration.placement import reserve, role_resources
 from orchestration.shared_storage import check_shared_storage
 from orchestration.progress import Progress
@@ -92,11 +94,13 @@ def count_batch(state: RunState, usable: bool, max_bad_batches: int) -> None:
 
 
 class Timer:
-    def __init__(self) -> None:
+    def __init__(self, on_phase=lambda name: None) -> None:
         self.seconds: dict[str, float] = {}
+        self.on_phase = on_phase  # told the name of each phase entered (the heartbeat)
 
     @contextmanager
     def phase(self, name: str):
+        self.on_phase(name)
         start = time.perf_counter()
         yield
         self.seconds[name] = time.perf_counter() - start
@@ -113,6 +117,7 @@ class Controller:
         self.train = inputs.dsat.prompts if inputs.dsat else inputs.train
         self.eval_set = inputs.eval
         self.state = RunState()
+        self.heartbeat = Heartbeat(run_dir, config.run.total_steps, lambda: self.state.step).start()
         self.metrics = MetricsLog(run_dir, resume_after_step=metrics_from_step)
         try:
             self._launch_actors()
@@ -218,6 +223,7 @@ class Controller:
         self.push_weights()
 
     def sample_eval(self) -> list[list[Completion]]:
+        self.heartbeat.phase("eval")
         e = self.config.eval
         r = self.config.rollout
         spec = SamplingSpec(n=e.samples_per_prompt, temperature=e.temperature, top_p=1.0, max_tokens=r.max_tokens,
@@ -248,6 +254,7 @@ class Controller:
     def run(self) -> dict:
         c, s = self.config, self.state
         started = time.perf_counter() - s.wall_seconds
+        progress = Progress(c.run.total_steps, c.run.log_every, first_step=s.step, run_dir=self.run_dir)
         if not s.initial_eval:  # a fresh run; a resumed one restored the initial policy's samples
             s.initial_eval = self.sample_eval()
             initial = self.eval_measures(s.initial_eval)
@@ -259,7 +266,6 @@ class Controller:
                           "spread (or the model gives no scores); score differences stay unscaled", file=sys.stderr)
         if s.score_spread:  # fresh or resumed: the same scale for the whole run
             self.preference.scale_scores(s.score_spread)
-        progress = Progress(c.run.total_steps, c.run.log_every, first_step=s.step)
         if c.mode == "async":
             self.pipeline = ExperiencePipeline(self.produce, c.pipeline.queue_size, s.next_tag,
                                                self.within_lag if c.pipeline.hold_back else None)
@@ -292,7 +298,7 @@ class Controller:
         c, s = self.config, self.state
         with StopSignals() as stop:
             while s.step < c.run.total_steps and not stop.requested:
-                timer = Timer()
+                timer = Timer(self.heartbeat.phase)
                 step = s.step + 1
                 with timer.phase("experience"):  # in async mode: only the wait for a ready batch
                     item = self.pipeline.get() if self.pipeline else self.produce(step)
@@ -324,6 +330,7 @@ class Controller:
                        "samples": s.samples, "policy_version": s.policy_version,
                        "preference_calls": s.preference_calls, "rejected_batches": s.rejected_batches,
                        "policy_lag": lag, "dropped_stale": s.dropped_stale,
+                       "wall_seconds": time.perf_counter() - started,
                        "samples_per_second": batch.num_samples / max(sum(timer.seconds.values()), 1e-9)}
                 if c.eval.every_steps and step % c.eval.every_steps == 0 and step < c.run.total_steps:
                     row.update(self.evaluate(s.initial_eval))
@@ -332,14 +339,15 @@ class Controller:
                 progress.update(step, row)
                 s.wall_seconds = time.perf_counter() - started
                 if c.checkpoint.every_steps and step % c.checkpoint.every_steps == 0:
-                    save_checkpoint(self)
+                    self.checkpoint()
             s.wall_seconds = time.perf_counter() - started
             if stop.requested:
                 if s.checkpoint_step != s.step:
-                    save_checkpoint(self)
+                    self.checkpoint()
                 progress.note(f"stopped by {stop.requested} after step {s.step}; checkpoint step-{s.step} written; "
                               f"continue with: selfplay resume {self.run_dir}")
                 self.metrics.close()
+                self.heartbeat.phase("stopped")
                 return {"stopped": stop.requested, "steps": s.step}
         final_eval = self.evaluate(s.initial_eval)
         final = final_eval["win_rate_vs_initial"]
@@ -348,7 +356,7 @@ class Controller:
         self.metrics.write(s.step, final_eval)
         s.wall_seconds = time.perf_counter() - started
         if c.checkpoint.at_end and s.checkpoint_step != s.step:
-            save_checkpoint(self)
+            self.checkpoint()
         summary = {"algorithm": c.algorithm.name, "steps": s.step, "samples": s.samples,
                    "score_spread": s.score_spread, "nodes": getattr(self, "nodes", {}),
                    "policy_version": s.policy_version, "win_rate_vs_initial": final,
@@ -365,13 +373,23 @@ class Controller:
                    "preference_calls_per_replica": self.preference.calls_per_replica(),
                    "prompts": self.inputs.summary()}
         write_json_atomic(self.run_dir / "summary.json", summary)
+        redraw_plots(self.run_dir)  # with the final evaluation
         progress.close(summary)
         self.metrics.close()
+        self.heartbeat.phase("finished")
         return summary
+
+    def checkpoint(self) -> None:
+        """A checkpoint, then the plots redrawn beside it (a plot that fails is a warning, never a stop)."""
+        self.heartbeat.phase("checkpoint")
+        save_checkpoint(self)
+        redraw_plots(self.run_dir)
 
     def shutdown(self) -> None:
         """Stop every actor and release the placement groups; safe after a start that failed half-way."""
         learner, rollouts = getattr(self, "learner", None), getattr(self, "rollouts", [])
+        if getattr(self, "heartbeat", None) is not None:
+            self.heartbeat.stop()
         if learner is not None:
             try:
                 close_weight_transport(learner, rollouts)

@@ -10,6 +10,7 @@ from orchestration import checkpoint as ckpt
 from orchestration.config import (Config, apply_overrides, config_from_dict, read_yaml, structural_differences,
                                   to_yaml)
 from orchestration.controller import Controller
+from orchestration.heartbeat import recording_errors
 from tasks.errors import ConfigError, InputError
 from orchestration.placement import start_ray
 from orchestration.policy_model import resolve_policy_model
@@ -37,7 +38,8 @@ def prepare(config: Config) -> Controller:
     inputs.model_path = inputs.model_path or resolve_policy_model(config, run_dir)
     _report_inputs(inputs)
     start_ray(config)
-    return Controller(config, run_dir, inputs)
+    with recording_errors(run_dir):  # the run directory is ours from here on: a failed start is recorded
+        return Controller(config, run_dir, inputs)
 
 
 def _report_inputs(inputs: RunInputs) -> None:
@@ -87,14 +89,22 @@ def prepare_resume(run_dir: Path, config: Config | None = None, overrides: list[
     (run_dir / "config.yaml").write_text(to_yaml(new), encoding="utf-8")
     _report_inputs(inputs)
     start_ray(new)
-    controller = Controller(new, run_dir, inputs, metrics_from_step=ref.step)
-    restore_checkpoint(controller, ref)
+    with recording_errors(run_dir):
+        controller = Controller(new, run_dir, inputs, metrics_from_step=ref.step)
+        try:
+            restore_checkpoint(controller, ref)
+        except BaseException:
+            controller.shutdown()
+            raise
     return controller
 
 
 def run_to_end(controller: Controller) -> dict:
+    """Run, then stop every actor; an error the run dies of is written to ``error.json`` (a stop by SIGTERM or
+    Ctrl-C, which checkpoints, is not one)."""
     try:
-        return controller.run()
+        with recording_errors(controller.run_dir):
+            return controller.run()
     finally:
         controller.shutdown()
 

@@ -110,6 +110,22 @@ class MetricsLog:
             sink.close()
 
 
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The rows of ``metrics.jsonl`` in order (several rows may share a step: a checkpoint's time, the final
+    evaluation); a half-written last line (the run is writing, or crashed mid-write) is skipped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                rows.append(row)
+    return rows
+
+
 def _step_of(line: str) -> int | None:
     """The step of a JSONL row; None for a blank or half-written line (a crash mid-write)."""
     try:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
 
 class Progress:
-    def __init__(self, total_steps: int, log_every: int, first_step: int = 0) -> None:
+    def __init__(self, total_steps: int, log_every: int, first_step: int = 0, run_dir: Path | None = None) -> None:
         self.log_every = log_every
         self.total = total_steps
         # On a terminal the bar redraws in place; in a log file it would spam, so only lines are printed.
         self.bar = tqdm(total=total_steps, initial=first_step, unit="step", dynamic_ncols=True, leave=False) \
             if sys.stderr.isatty() else None
+        if run_dir is not None:
+            board = f"; TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}" \
+                if (run_dir / "tensorboard").is_dir() else ""
+            self._print(f"run directory {run_dir}; watch it with: selfplay status {run_dir} --watch{board}")
         if first_step:
             self._print(f"resuming at step {first_step}/{total_steps}")
 
