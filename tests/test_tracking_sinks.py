@@ -151,3 +151,68 @@ def test_an_enabled_tracker_that_is_not_installed_is_one_clear_error(monkeypatch
     with pytest.raises(ConfigError, match=r"metrics.wandb.enabled.*pip install wandb"):
         check_trackers_installed(metrics_config("metrics.wandb.enabled=true"))
     check_trackers_installed(metrics_config("metrics.mlflow.enabled=true"))
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_continues_one_wandb_and_one_mlflow_run(selfplay_cli, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb_dir"), "WANDB_SILENT": "true"}
+    env.pop("SELFPLAY_FAULT", None)
+    run_dir = tmp_path / "r"
+    args = ["train", f"run.output_dir={tmp_path}", "run.name=r", "run.total_steps=6", "checkpoint.every_steps=2",
+            "eval.every_steps=3", "task.num_eval_prompts=8", "run.log_every=1", "metrics.wandb.enabled=true",
+            "metrics.mlflow.enabled=true"]
+    proc = subprocess.Popen([selfplay_cli, *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not _logged_steps(run_dir) or max(_logged_steps(run_dir)) < 1:
+            assert proc.poll() is None and time.time() < deadline, "the run ended before it was interrupted"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        _kill_group(proc.pid)
+    assert proc.returncode == 0, err[-2000:]
+    stopped_at = int(out.split("stopped by SIGTERM after step ")[1].split(";")[0])
+    assert 1 <= stopped_at < 6
+    resume = subprocess.run([selfplay_cli, "resume", str(run_dir)], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300, start_new_session=True)
+    assert resume.returncode == 0, resume.stderr[-2000:]
+
+    # MLflow: one run, every step of the loss once, the evaluation samples as artifacts
+    client = MlflowClient(f"sqlite:///{run_dir.resolve() / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("selfplay").experiment_id])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4, 5, 6]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "win_rate_vs_initial")] == [3, 6]
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "samples")} == \
+        {"samples/step_3.json", "samples/step_6.json"}
+    # W&B offline: one folder per process, under one run id; together every step once
+    folders = sorted((tmp_path / "wandb_dir" / "wandb").glob("offline-run-*"))
+    histories = [wandb_history_when_written(f) for f in folders]
+    assert len(folders) == 2 and {h[0] for h in histories} == {folders[0].name.rsplit("-", 1)[1]}
+    loss_steps = [row["_step"] for _, history in histories for row in history if "loss" in row]
+    assert loss_steps == [1, 2, 3, 4, 5, 6]
+    assert [row["_step"] for _, history in histories for row in history
+            if "eval/samples/_type" in row] == [3, 6]
+    # the JSONL rows and the samples, each step once
+    assert _logged_steps(run_dir) == [1, 2, 3, 4, 5, 6]
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in samples] == [3] * 8 + [6] * 8
+    assert all(0 <= s["p_current_wins"] <= 1 and s["current"] and s["initial"] for s in samples)
+
+
+def _logged_steps(run_dir: Path) -> list[int]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()
+            if line.strip().endswith("}") and '"loss"' in line]
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
