@@ -6,24 +6,21 @@ Every field carries a one-line ``help``. Loading checks names and types recursiv
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from orchestration.config_fields import _f
+from orchestration.config_metrics import MetricsConfig
 from tasks.errors import ConfigError
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
 
 
 @dataclass
@@ -342,6 +339,7 @@ class Config:
         "sync", "sync: sample, then train, deterministic; async: sampling and scoring overlap training")
     pipeline: PipelineConfig = _f(None, "the async experience pipeline")
     ray: RayConfig = _f(None, "Ray cluster")
+    metrics: MetricsConfig = _f(None, "trackers (W&B, MLflow) and evaluation samples")
     resume: Literal["never", "auto"] = _f(
         "never", "auto: continue from the run directory's latest complete checkpoint if there is one")
 
@@ -679,6 +677,7 @@ def validate(config: Config) -> None:
         need(section.num_cpus >= 0, f"{role}.num_cpus", "must be >= 0")
         need(section.num_gpus == "auto" or section.num_gpus >= 0, f"{role}.num_gpus", "must be >= 0 or auto")
     need(config.ray.object_store_gib > 0, "ray.object_store_gib", "must be > 0")
+    need(config.metrics.samples >= 0, "metrics.samples", "must be >= 0")
 
 
 # Keys a resumed run may change: they alter how long it runs and what it reports, not what it learns.
@@ -686,7 +685,7 @@ def validate(config: Config) -> None:
 RESUMABLE_OVERRIDES = ("run.total_steps", "run.log_every", "checkpoint.", "eval.every_steps", "ray.", "resume",
                        "run.overwrite", "run.output_dir", "run.name", "sync.transport", "sync.bucket_mb", "mode",
                        "pipeline.", "preference.url", "preference.token_env", "preference.timeout_s",
-                       "preference.retry_seconds", "preference.serve.")
+                       "preference.retry_seconds", "preference.serve.", "metrics.")
 
 
 def structural_differences(saved: Config, new: Config) -> list[str]:

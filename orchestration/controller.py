@@ -42,7 +42,7 @@ from orchestration.prompt_stream import PromptStream
 from orchestration.run_checkpoint import save_checkpoint
 from orchestration.run_dir import write_json_atomic
 from orchestration.stop_signals import StopSignals
-from orchestration.win_rate import mean, win_rate_pairs
+from orchestration.win_rate import eval_samples, mean, win_rate_pairs
 from orchestration.experience import Experience
 from orchestration.experience_pipeline import ExperienceItem, ExperiencePipeline
 from rollout.records import Completion, SamplingSpec
@@ -107,7 +107,8 @@ class Timer:
 
 
 class Controller:
-    def __init__(self, config: Config, run_dir: Path, inputs: RunInputs, metrics_from_step: int = 0) -> None:
+    def __init__(self, config: Config, run_dir: Path, inputs: RunInputs, metrics_from_step: int = 0,
+                 sink_states: dict | None = None) -> None:
         self.config = config
         self.run_dir = run_dir
         self.inputs = inputs
@@ -118,11 +119,13 @@ class Controller:
         self.eval_set = inputs.eval
         self.state = RunState()
         self.heartbeat = Heartbeat(run_dir, config.run.total_steps, lambda: self.state.step).start()
-        self.metrics = MetricsLog(run_dir, resume_after_step=metrics_from_step)
+        self.metrics = MetricsLog(run_dir, resume_after_step=metrics_from_step, sink_states=sink_states,
+                                  config=config.metrics, run_config=to_dict(config))
         try:
             self._launch_actors()
         except BaseException:
             self.shutdown()  # nothing half-started outlives a failed start (the driver may go on: tests, resume)
+            self.metrics.close()
             raise
         self.stream = PromptStream(len(self.train), config.run.seed)
         self.experience = Experience(self)
@@ -231,11 +234,14 @@ class Controller:
         return self.rollout(list(range(len(self.eval_set))), self.eval_set.token_ids, self.eval_set.records, spec)
 
     def evaluate(self, initial: list[list[Completion]]) -> dict[str, float]:
-        """Win-rate of fresh samples against the initial policy's, and the task score where there is one."""
+        """Win-rate of fresh samples against the initial policy's, and the task score where there is one; a
+        sample of the compared responses goes to the metrics log."""
         current = self.sample_eval()
         first, second = win_rate_pairs(current, initial)
         probabilities, stats = self.preference.compare(first, second)
         self.state.preference_calls += stats.calls
+        self.metrics.write_samples(self.state.step, eval_samples(current, initial, probabilities,
+                                                                 self.config.metrics.samples))
         result = {"win_rate_vs_initial": mean(probabilities)}
         result.update(self.eval_measures(current))
         return result

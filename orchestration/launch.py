@@ -14,7 +14,8 @@ from orchestration.heartbeat import recording_errors
 from tasks.errors import ConfigError, InputError
 from orchestration.placement import start_ray
 from orchestration.policy_model import resolve_policy_model
-from orchestration.run_checkpoint import restore_checkpoint
+from orchestration.metrics import check_trackers_installed
+from orchestration.run_checkpoint import restore_checkpoint, sink_states
 from orchestration.run_dir import create_run_dir
 from orchestration.run_inputs import RunInputs, load_run_inputs
 
@@ -26,6 +27,7 @@ def _warn(message: str) -> None:
 def prepare(config: Config) -> Controller:
     """A fresh run (or, with ``resume=auto`` and a usable checkpoint, the resumed one). Every input is read and
     checked before the run directory is made and before Ray starts."""
+    check_trackers_installed(config.metrics)
     run_dir = Path(config.run.output_dir) / config.run.name
     if config.resume == "auto" and (run_dir / "config.yaml").is_file():
         found = ckpt.find_resumable(run_dir, warn=_warn)
@@ -71,6 +73,7 @@ def prepare_resume(run_dir: Path, config: Config | None = None, overrides: list[
     if changed:
         raise ConfigError(f"cannot resume {run_dir} with a different {', '.join(changed)} (it changes what the "
                           "run learns); start a new run instead")
+    check_trackers_installed(new.metrics)
     found = ckpt.find_resumable(run_dir, warn=_warn)
     if found is None:
         raise InputError(f"{run_dir} has no complete checkpoint to resume from")
@@ -90,7 +93,8 @@ def prepare_resume(run_dir: Path, config: Config | None = None, overrides: list[
     _report_inputs(inputs)
     start_ray(new)
     with recording_errors(run_dir):
-        controller = Controller(new, run_dir, inputs, metrics_from_step=ref.step)
+        controller = Controller(new, run_dir, inputs, metrics_from_step=ref.step,
+                                sink_states=sink_states(ref))
         try:
             restore_checkpoint(controller, ref)
         except BaseException:

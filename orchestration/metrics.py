@@ -9,6 +9,17 @@ import math
 from pathlib import Path
 from typing import Protocol
 
+from orchestration.config_metrics import MetricsConfig
+from tasks.errors import ConfigError
+
+def _tracker_modules(config: MetricsConfig) -> dict[str, tuple[list[str], str]]:
+    """For each enabled tracker: the modules it imports, and what to install for them."""
+    sqlite = not config.mlflow.tracking_uri or config.mlflow.tracking_uri.startswith("sqlite")
+    wanted = {"wandb": (["wandb"], "wandb"),
+              "mlflow": (["mlflow", *(["sqlalchemy", "alembic"] if sqlite else [])],
+                         "mlflow-skinny" + (" sqlalchemy alembic" if sqlite else ""))}
+    return {key: value for key, value in wanted.items() if getattr(config, key).enabled}
+
 
 class MetricsSink(Protocol):
     name: str
@@ -30,7 +41,7 @@ class MetricsSink(Protocol):
 
 
 class StatelessSink:
-    """Defaults for a sink that keeps nothing across a resume and logs no samples."""
+    """Defaults for a sink that keeps nothing across a resume (and, unless it says otherwise, logs no samples)."""
 
     def write_samples(self, step: int, samples: list[dict]) -> None:
         pass
@@ -40,30 +51,35 @@ class StatelessSink:
 
 
 class JsonlSink(StatelessSink):
-    """``metrics.jsonl``: one object per step. After a resume, rows past the checkpoint's step (written after
-    it, before the crash) are dropped, so the resumed steps appear once, with no gap."""
+    """``metrics.jsonl``: one object per step; ``samples.jsonl``: one object per evaluation sample. After a
+    resume, rows past the checkpoint's step (written after it, before the crash) are dropped, so the resumed
+    steps appear once, with no gap."""
     name = "jsonl"
 
     def __init__(self, run_dir: Path, resume_after_step: int = 0) -> None:
-        path = run_dir / "metrics.jsonl"
-        if resume_after_step and path.exists():
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                    if _step_of(line) is not None and _step_of(line) <= resume_after_step]
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-            tmp.replace(path)
-        self._file = path.open("a", encoding="utf-8")
+        self._files = {}
+        for kind in ("metrics", "samples"):
+            path = run_dir / f"{kind}.jsonl"
+            if resume_after_step and path.exists():
+                _truncate_after(path, resume_after_step)
+            self._files[kind] = path
+        self._file = self._files["metrics"].open("a", encoding="utf-8")
 
     def write(self, step: int, row: dict[str, float]) -> None:
         self._file.write(json.dumps({"step": step, **row}) + "\n")
         self._file.flush()
+
+    def write_samples(self, step: int, samples: list[dict]) -> None:
+        with self._files["samples"].open("a", encoding="utf-8") as f:
+            f.write("".join(json.dumps({"step": step, **sample}) + "\n" for sample in samples))
 
     def close(self) -> None:
         self._file.close()
 
 
 class TensorBoardSink(StatelessSink):
-    """TensorBoard events under ``tensorboard/``; a resume purges the events past the checkpoint's step."""
+    """TensorBoard events under ``tensorboard/``; a resume purges the events past the checkpoint's step.
+    Evaluation samples are a markdown table under the text tag ``eval/samples``."""
     name = "tensorboard"
 
     def __init__(self, run_dir: Path, resume_after_step: int = 0) -> None:
@@ -77,20 +93,34 @@ class TensorBoardSink(StatelessSink):
             if isinstance(value, (int, float)):
                 self._writer.add_scalar(key, value, step)
 
+    def write_samples(self, step: int, samples: list[dict]) -> None:
+        if samples:
+            self._writer.add_text("eval/samples", samples_markdown(samples), step)
+            self._writer.flush()
+
     def close(self) -> None:
         self._writer.close()
 
 
 class MetricsLog:
     """``resume_after_step`` > 0 continues a resumed run; ``sink_states`` are the sinks' states from its
-    checkpoint (by sink name)."""
+    checkpoint (by sink name). ``config`` (the ``metrics`` section) enables the trackers; ``run_config``, the
+    whole config as a dict, is recorded with a W&B run."""
 
-    def __init__(self, run_dir: Path, resume_after_step: int = 0, sink_states: dict | None = None) -> None:
+    def __init__(self, run_dir: Path, resume_after_step: int = 0, sink_states: dict | None = None,
+                 config: MetricsConfig | None = None, run_config: dict | None = None) -> None:
+        states = sink_states or {}
         self.sinks: list[MetricsSink] = [JsonlSink(run_dir, resume_after_step)]
         try:
             self.sinks.append(TensorBoardSink(run_dir, resume_after_step))
         except ImportError:  # tensorboard is optional: JSONL always works
             pass
+        if config is not None and config.wandb.enabled:
+            from orchestration.wandb_sink import WandbSink
+            self.sinks.append(WandbSink(config.wandb, run_dir, run_dir.name, run_config or {}, states.get("wandb")))
+        if config is not None and config.mlflow.enabled:
+            from orchestration.mlflow_sink import MlflowSink
+            self.sinks.append(MlflowSink(config.mlflow, run_dir, run_dir.name, states.get("mlflow")))
 
     def write(self, step: int, values: dict[str, float]) -> None:
         row = {k: v for k, v in values.items() if k != "step" and _finite(v)}
@@ -124,6 +154,38 @@ def read_metrics(run_dir: Path) -> list[dict]:
             if isinstance(row, dict) and isinstance(row.get("step"), int):
                 rows.append(row)
     return rows
+
+
+def check_trackers_installed(config: MetricsConfig) -> None:
+    """Before anything starts: every enabled tracker's package must import."""
+    import importlib.util
+
+    for key, (modules, install) in _tracker_modules(config).items():
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ConfigError(f"config key 'metrics.{key}.enabled' is true but {', '.join(missing)} "
+                              f"{'is' if len(missing) == 1 else 'are'} not installed: pip install {install} "
+                              "(or pip install 'selfplay-rlhf[track]')")
+
+
+def samples_markdown(samples: list[dict]) -> str:
+    """Evaluation samples as a markdown table (TensorBoard's text plugin renders it)."""
+    def cell(text) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| prompt | current policy | initial policy | P(current > initial) |", "|---|---|---|---|"]
+    lines += [f"| {cell(s['prompt'])} | {cell(s['current'])} | {cell(s['initial'])} | {s['p_current_wins']:.3f} |"
+              for s in samples]
+    return "\n".join(lines)
+
+
+def _truncate_after(path: Path, step: int) -> None:
+    """Keep the rows of a JSONL file up to ``step``."""
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if _step_of(line) is not None and _step_of(line) <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    tmp.replace(path)
 
 
 def _step_of(line: str) -> int | None:

@@ -34,7 +34,7 @@ def save_checkpoint(controller) -> None:
     fault_point("checkpoint_after_engine", s.step)
     # Field by field, not dataclasses.asdict: that would turn the Completion records into plain dicts.
     run_state = {f.name: getattr(s, f.name) for f in fields(s)} | {"checkpoint_step": s.step}
-    state = {"run_state": run_state, "stream": controller.stream.state(),
+    state = {"run_state": run_state, "stream": controller.stream.state(), "metrics": controller.metrics.state(),
              "queued": [{"tag": q.tag, "indices": q.indices, "groups": q.groups, "metrics": q.metrics}
                         for q in queued]}
     (directory / CONTROLLER_FILE).write_bytes(encode(state))
@@ -50,6 +50,12 @@ def save_checkpoint(controller) -> None:
     if controller.pipeline:
         controller.pipeline.resume()
     fault_point("after_checkpoint", s.step)
+
+
+def sink_states(ref: ckpt.CheckpointRef) -> dict:
+    """The metrics sinks' states a checkpoint kept (tracking run ids), needed before the controller builds
+    its sinks."""
+    return decode((ref.path / CONTROLLER_FILE).read_bytes()).get("metrics", {})
 
 
 def restore_checkpoint(controller, ref: ckpt.CheckpointRef) -> None:
