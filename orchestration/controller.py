@@ -31,7 +31,7 @@ from tasks.errors import ConfigError, InputError
 from orchestration.run_inputs import RunInputs
 from orchestration.preference_options import preference_options
 from orchestration.faults import fault_point
-from orchestration.metrics import MetricsLog
+from orchestration.metrics import MetricsLog, push_row
 from orchestration.placement import reserve, role_resources
 from orchestration.shared_storage import check_shared_storage
 from orchestration.progress import Progress
@@ -112,7 +112,8 @@ class Controller:
         self.train = inputs.dsat.prompts if inputs.dsat else inputs.train
         self.eval_set = inputs.eval
         self.state = RunState()
-        self.metrics = MetricsLog(run_dir, resume_after_step=metrics_from_step)
+        self.metrics = MetricsLog(run_dir, resume_after_step=metrics_from_step, run_name=config.run.name,
+                                  prometheus=config.metrics.prometheus)
         try:
             self._launch_actors()
         except BaseException:
@@ -141,7 +142,8 @@ class Controller:
         reference = self.model_path if mixing and c.rollout.engine == "torch" else None
         self.rollouts = [
             RolloutWorker.options(**self.placement.options(c, "rollout", i, _bind(c.rollout.cpu_threads_bind, i)))
-            .remote(c.rollout.engine, self.model_path, c.policy.dtype, c.run.seed + i, vllm_options, reference)
+            .remote(c.rollout.engine, self.model_path, c.policy.dtype, c.run.seed + i, vllm_options, reference,
+                    {"run": c.run.name, "engine": str(i)} if c.metrics.prometheus else None)
             for i in range(c.rollout.num_workers)]
         p = c.preference
         options = preference_options(c, self.inputs.preference_model_path)
@@ -322,7 +324,7 @@ class Controller:
                 row = {**train_metrics, **batch_metrics, **{f"time/{k}": v for k, v in timer.seconds.items()},
                        "samples": s.samples, "policy_version": s.policy_version,
                        "preference_calls": s.preference_calls, "rejected_batches": s.rejected_batches,
-                       "policy_lag": lag, "dropped_stale": s.dropped_stale,
+                       "policy_lag": lag, "dropped_stale": s.dropped_stale, **push_row(s.last_push, step),
                        "samples_per_second": batch.num_samples / max(sum(timer.seconds.values()), 1e-9)}
                 if c.eval.every_steps and step % c.eval.every_steps == 0 and step < c.run.total_steps:
                     row.update(self.evaluate(s.initial_eval))

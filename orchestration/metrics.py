@@ -85,14 +85,18 @@ class TensorBoardSink:
 
 class MetricsLog:
     """``resume_after_step`` > 0 continues a resumed run; ``sink_states`` are the sinks' states from its
-    checkpoint (by sink name)."""
+    checkpoint (by sink name); ``prometheus`` adds the Prometheus sink, its series tagged ``run=run_name``."""
 
-    def __init__(self, run_dir: Path, resume_after_step: int = 0, sink_states: dict | None = None) -> None:
+    def __init__(self, run_dir: Path, resume_after_step: int = 0, sink_states: dict | None = None,
+                 run_name: str | None = None, prometheus: bool = False) -> None:
         self.sinks: list[MetricsSink] = [JsonlSink(run_dir, resume_after_step)]
         try:
             self.sinks.append(TensorBoardSink(run_dir, resume_after_step))
         except ImportError:  # tensorboard is optional: JSONL always works
             pass
+        if prometheus:  # metrics.prometheus; Ray is up (the metrics objects need it)
+            from orchestration.prometheus_sink import PrometheusSink
+            self.sinks.append(PrometheusSink(run_name or run_dir.name))
 
     def write(self, step: int, values: dict[str, float]) -> None:
         row = {k: v for k, v in values.items() if k != "step" and _finite(v)}
@@ -110,6 +114,13 @@ class MetricsLog:
     def close(self) -> None:
         for sink in self.sinks:
             sink.close()
+
+
+def push_row(last_push: dict | None, step: int) -> dict[str, float]:
+    """``push/bytes`` and ``push/seconds`` (wall time, learner to every engine) of the push made at ``step``."""
+    if not last_push or last_push.get("step") != step:
+        return {}
+    return {"push/bytes": float(last_push["bytes"]), "push/seconds": float(last_push["wall_seconds"])}
 
 
 def _step_of(line: str) -> int | None:
