@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 PREFIX = "selfplay_"
 TAG_KEYS = ("run", "role")
@@ -22,12 +23,35 @@ def metric_name(key: str) -> str:
 
 class RayMetrics:
     """Gauges, counters and histograms made on first use, by name; counters are fed cumulative totals and
-    increase by the difference (a total that goes down, as after a restart, starts the count afresh)."""
+    increase by the difference (a total that goes down, as after a restart, starts the count afresh).
 
-    def __init__(self, tags: dict[str, str]) -> None:
+    Ray's agent drops a gauge value not reported again within two export intervals, so with ``keep_gauges`` a
+    thread sets every gauge's last value again each ``interval_s`` while Ray is up: a value written once (the
+    final win-rate) stays on the endpoint until the driver disconnects."""
+
+    def __init__(self, tags: dict[str, str], keep_gauges: bool = False, interval_s: float = 1.0) -> None:
         self.tags = dict(tags)
         self._metrics: dict[str, object] = {}
         self._totals: dict[tuple, float] = {}
+        self._gauges: dict[tuple, float] = {}
+        self._lock = threading.Lock()
+        if keep_gauges:
+            threading.Thread(target=self._keep, args=(interval_s,), name="gauges", daemon=True).start()
+
+    def _keep(self, interval_s: float) -> None:
+        import ray
+
+        while True:
+            time.sleep(interval_s)
+            if not ray.is_initialized():
+                return
+            with self._lock:
+                gauges = list(self._gauges.items())
+            for (name, tags), value in gauges:
+                try:
+                    self._metrics[name].set(value, tags=dict(tags))
+                except Exception:  # Ray shutting down
+                    return
 
     def _get(self, kind: str, name: str, description: str, extra_tags: tuple = (), **kw):
         metric = self._metrics.get(name)
@@ -40,7 +64,10 @@ class RayMetrics:
         return metric
 
     def gauge(self, name: str, value: float, description: str = "", **tags: str) -> None:
-        self._get("gauge", name, description, tuple(tags)).set(float(value), tags={**self.tags, **tags})
+        all_tags = {**self.tags, **tags}
+        self._get("gauge", name, description, tuple(tags)).set(float(value), tags=all_tags)
+        with self._lock:
+            self._gauges[(name, tuple(sorted(all_tags.items())))] = float(value)
 
     def total(self, name: str, total: float, description: str = "", **tags: str) -> None:
         """Counter ``name`` set to a cumulative ``total``."""

@@ -27,7 +27,7 @@ class PrometheusSink:
     name = "prometheus"
 
     def __init__(self, run_name: str) -> None:
-        self._metrics = RayMetrics({"run": run_name, "role": "controller"})
+        self._metrics = RayMetrics({"run": run_name, "role": "controller"}, keep_gauges=True)
         endpoint = metrics_endpoint()
         if endpoint:
             print(f"selfplay: Prometheus metrics (Ray's metrics agent) at {endpoint}", file=sys.stderr, flush=True)
@@ -56,7 +56,7 @@ class PrometheusSink:
         return {}
 
     def close(self) -> None:
-        pass  # Ray's agent keeps serving the last values while the driver lives
+        pass  # the gauges stay on Ray's endpoint while the driver is connected (RayMetrics keep_gauges)
 
 
 def metrics_endpoint() -> str | None:
