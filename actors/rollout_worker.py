@@ -10,11 +10,18 @@ from rollout.records import Completion, SamplingSpec
 @ray.remote
 class RolloutWorker:
     def __init__(self, engine: str, model_path: str, dtype: str, seed: int, vllm_options: dict,
-                 reference_path: str | None = None) -> None:
+                 reference_path: str | None = None, metrics_tags: dict[str, str] | None = None) -> None:
+        """``metrics_tags`` (``run``, ``engine``): forward the vLLM engine's statistics to Prometheus through Ray's
+        metrics (actors/ray_metrics.py); None: off."""
         from rollout.engine import build_engine
 
-        self._engine = build_engine(engine, model_path, dtype, seed, vllm_options, reference_path)
+        export = metrics_tags is not None and engine == "vllm"
+        options = {**vllm_options, "log_stats": True} if export else vllm_options
+        self._engine = build_engine(engine, model_path, dtype, seed, options, reference_path)
         self._digest = ""
+        if export:
+            from actors.ray_metrics import EngineStatsExporter
+            self._stats = EngineStatsExporter(self._engine.stats, metrics_tags)
 
     def generate(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,
                  prompts: list | None = None) -> list[list[Completion]]:

@@ -321,6 +321,9 @@ class RayConfig:
                                           "else the run stops naming the role and the missing resource")
     num_cpus: int = _f(4, "logical CPUs of the in-process cluster")
     object_store_gib: float = _f(1.0, "object store size of the in-process cluster")
+    metrics_export_port: int = _f(0, "port of the in-process cluster's Prometheus endpoint (Ray's metrics agent, "
+                                     "/metrics); 0: Ray picks one, printed at start. A joined cluster's comes "
+                                     "from ray start --metrics-export-port")
 
 
 @dataclass
@@ -339,7 +342,8 @@ class Config:
         "sync", "sync: sample, then train, deterministic; async: sampling and scoring overlap training")
     pipeline: PipelineConfig = _f(None, "the async experience pipeline")
     ray: RayConfig = _f(None, "Ray cluster")
-    metrics: MetricsConfig = _f(None, "trackers (W&B, MLflow) and evaluation samples")
+    metrics: MetricsConfig = _f(None, "where the run's metrics go besides metrics.jsonl and TensorBoard: "
+                                      "Prometheus, W&B, MLflow; evaluation samples")
     resume: Literal["never", "auto"] = _f(
         "never", "auto: continue from the run directory's latest complete checkpoint if there is one")
 
@@ -672,6 +676,7 @@ def validate(config: Config) -> None:
     need(config.pipeline.queue_size >= 1, "pipeline.queue_size", "must be >= 1")
     need(config.ray.num_cpus >= 1, "ray.num_cpus", "must be >= 1")
     need(config.ray.placement_timeout_s > 0, "ray.placement_timeout_s", "must be > 0")
+    need(0 <= config.ray.metrics_export_port <= 65535, "ray.metrics_export_port", "must be a port, 0-65535")
     for role in ("learner", "rollout"):
         section = getattr(config, role)
         need(section.num_cpus >= 0, f"{role}.num_cpus", "must be >= 0")

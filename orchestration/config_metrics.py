@@ -1,4 +1,4 @@
-"""The ``metrics`` config section: optional experiment trackers next to the JSONL and TensorBoard logs that every
+"""The ``metrics`` config section: Prometheus (through Ray) and optional experiment trackers next to the JSONL and TensorBoard logs that every
 run writes."""
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ class MlflowConfig:
 
 @dataclass
 class MetricsConfig:
+    prometheus: bool = _f(True, "export the run's metrics and the vLLM engines' stats as selfplay_* Prometheus "
+                                "metrics through Ray's metrics agent (dashboards/selfplay.json)")
     samples: int = _f(8, "evaluation prompts whose responses (current vs initial policy, and the preference "
                          "between them) are logged at each evaluation (0: none)")
     wandb: WandbConfig = _f(None, "Weights & Biases")

@@ -32,7 +32,7 @@ from orchestration.run_inputs import RunInputs
 from orchestration.preference_options import preference_options
 from orchestration.faults import fault_point
 from orchestration.heartbeat import Heartbeat
-from orchestration.metrics import MetricsLog
+from orchestration.metrics import MetricsLog, push_row
 from orchestration.learner_spec import learner_spec
 from orchestration.plots import redraw_plots
 from orchestration.placement import reserve, role_resources
@@ -120,7 +120,7 @@ class Controller:
         self.state = RunState()
         self.heartbeat = Heartbeat(run_dir, config.run.total_steps, lambda: self.state.step).start()
         self.metrics = MetricsLog(run_dir, resume_after_step=metrics_from_step, sink_states=sink_states,
-                                  config=config.metrics, run_config=to_dict(config))
+                                  config=config.metrics, run_config=to_dict(config), run_name=config.run.name)
         try:
             self._launch_actors()
         except BaseException:
@@ -150,7 +150,8 @@ class Controller:
         reference = self.model_path if mixing and c.rollout.engine == "torch" else None
         self.rollouts = [
             RolloutWorker.options(**self.placement.options(c, "rollout", i, _bind(c.rollout.cpu_threads_bind, i)))
-            .remote(c.rollout.engine, self.model_path, c.policy.dtype, c.run.seed + i, vllm_options, reference)
+            .remote(c.rollout.engine, self.model_path, c.policy.dtype, c.run.seed + i, vllm_options, reference,
+                    {"run": c.run.name, "engine": str(i)} if c.metrics.prometheus else None)
             for i in range(c.rollout.num_workers)]
         p = c.preference
         options = preference_options(c, self.inputs.preference_model_path)
@@ -335,7 +336,7 @@ class Controller:
                 row = {**train_metrics, **batch_metrics, **{f"time/{k}": v for k, v in timer.seconds.items()},
                        "samples": s.samples, "policy_version": s.policy_version,
                        "preference_calls": s.preference_calls, "rejected_batches": s.rejected_batches,
-                       "policy_lag": lag, "dropped_stale": s.dropped_stale,
+                       "policy_lag": lag, "dropped_stale": s.dropped_stale, **push_row(s.last_push, step),
                        "wall_seconds": time.perf_counter() - started,
                        "samples_per_second": batch.num_samples / max(sum(timer.seconds.values()), 1e-9)}
                 if c.eval.every_steps and step % c.eval.every_steps == 0 and step < c.run.total_steps:

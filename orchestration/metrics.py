@@ -105,10 +105,11 @@ class TensorBoardSink(StatelessSink):
 class MetricsLog:
     """``resume_after_step`` > 0 continues a resumed run; ``sink_states`` are the sinks' states from its
     checkpoint (by sink name). ``config`` (the ``metrics`` section) enables the trackers; ``run_config``, the
-    whole config as a dict, is recorded with a W&B run."""
+    whole config as a dict, is recorded with a W&B run; Prometheus series are tagged ``run=run_name``."""
 
     def __init__(self, run_dir: Path, resume_after_step: int = 0, sink_states: dict | None = None,
-                 config: MetricsConfig | None = None, run_config: dict | None = None) -> None:
+                 config: MetricsConfig | None = None, run_config: dict | None = None,
+                 run_name: str | None = None) -> None:
         states = sink_states or {}
         self.sinks: list[MetricsSink] = [JsonlSink(run_dir, resume_after_step)]
         try:
@@ -121,6 +122,9 @@ class MetricsLog:
         if config is not None and config.mlflow.enabled:
             from orchestration.mlflow_sink import MlflowSink
             self.sinks.append(MlflowSink(config.mlflow, run_dir, run_dir.name, states.get("mlflow")))
+        if config is not None and config.prometheus:  # Ray is up (the metrics objects need it)
+            from orchestration.prometheus_sink import PrometheusSink
+            self.sinks.append(PrometheusSink(run_name or run_dir.name))
 
     def write(self, step: int, values: dict[str, float]) -> None:
         row = {k: v for k, v in values.items() if k != "step" and _finite(v)}
@@ -186,6 +190,13 @@ def _truncate_after(path: Path, step: int) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     tmp.replace(path)
+
+
+def push_row(last_push: dict | None, step: int) -> dict[str, float]:
+    """``push/bytes`` and ``push/seconds`` (wall time, learner to every engine) of the push made at ``step``."""
+    if not last_push or last_push.get("step") != step:
+        return {}
+    return {"push/bytes": float(last_push["bytes"]), "push/seconds": float(last_push["wall_seconds"])}
 
 
 def _step_of(line: str) -> int | None:

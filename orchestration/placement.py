@@ -56,8 +56,10 @@ def start_ray(config: Config) -> None:
     env = dict(_COMMON_ENV)
     if not cuda_build():
         env.update(_CPU_ENV)
+    # Ray's metrics agent serves every process's ray.util.metrics (the selfplay_* series) on this port.
     ray.init(num_cpus=config.ray.num_cpus, object_store_memory=int(config.ray.object_store_gib * 2**30),
-             include_dashboard=False, runtime_env={"env_vars": env}, logging_level="WARNING")
+             include_dashboard=False, runtime_env={"env_vars": env}, logging_level="WARNING",
+             _metrics_export_port=config.ray.metrics_export_port or None)
 
 
 def cuda_build() -> bool:

@@ -12,7 +12,7 @@ from rollout.records import Completion, SamplingSpec
 class VLLMEngine:
     def __init__(self, model_path: str, dtype: str = "float32", seed: int = 0, kv_cache_gib: int = 1,
                  gpu_memory_utilization: float = 0.5, enforce_eager: bool = True, max_model_len: int = 64,
-                 tensor_parallel_size: int = 1, enable_prefix_caching: bool = True) -> None:
+                 tensor_parallel_size: int = 1, enable_prefix_caching: bool = True, log_stats: bool = False) -> None:
         # In-process engine core: one process per rollout actor, and collective_rpc is a plain call.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
@@ -27,7 +27,8 @@ class VLLMEngine:
         self._llm = LLM(model=model_path, dtype=resolve_dtype(dtype), seed=seed, enforce_eager=enforce_eager,
                         max_model_len=max_model_len or None, gpu_memory_utilization=gpu_memory_utilization,
                         tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=enable_prefix_caching,
-                        worker_extension_cls="rollout.vllm_worker_extension.SelfplayWorkerExtension", **cpu_only)
+                        worker_extension_cls="rollout.vllm_worker_extension.SelfplayWorkerExtension",
+                        disable_log_stats=not log_stats, **cpu_only)
         self._tokenizer = self._llm.get_tokenizer()
         self._eos_ids = eos_token_ids(self._tokenizer, model_path)
         self.policy_version = 0
@@ -36,6 +37,18 @@ class VLLMEngine:
     def max_model_len(self) -> int:
         """The longest sequence (prompt and response) the engine takes."""
         return self._llm.model_config.max_model_len
+
+    def stats(self) -> dict[str, float]:
+        """vLLM's own statistics (``LLM.get_metrics()``: requests running and waiting, KV-cache use, prompt and
+        generated tokens so far), each summed over its label sets; empty unless built with ``log_stats``."""
+        if not self._llm.llm_engine.log_stats:
+            return {}
+        out: dict[str, float] = {}
+        for metric in self._llm.get_metrics():
+            value = getattr(metric, "value", None)
+            if isinstance(value, (int, float)):
+                out[metric.name] = out.get(metric.name, 0.0) + float(value)
+        return out
 
     def generate(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,
                  prompts: list | None = None) -> list[list[Completion]]:
