@@ -49,9 +49,10 @@ class LearnerGroup:
         passes = max(s.micro_batch_count(self.micro_batch_size) for s in shards)
         results = ray.get([r.train_step.remote(shard, self.num_ranks * share, passes)
                            for r, shard, share in zip(self.ranks, shards, shares)])
-        # Share-weighted means; a term only some shards have (OSP's judge loss) is averaged over those.
-        merged = {}
-        for k in {k for m in results for k in m}:
+        # Share-weighted means; a term only some shards have (OSP's judge loss) is averaged over those. Memory is
+        # the most any rank holds.
+        merged = {"learner/peak_memory_gib": max(m["learner/peak_memory_gib"] for m in results)}
+        for k in {k for m in results for k in m} - set(merged):
             have = [(share, m[k]) for share, m in zip(shares, results) if k in m and share > 0]
             weight = sum(share for share, _ in have)
             if weight > 0:

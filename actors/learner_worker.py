@@ -36,7 +36,8 @@ class LearnerWorker:
 
     def train_step(self, batch: TrainingBatch, loss_scale: float = 1.0, num_micro_batches: int | None = None
                    ) -> dict[str, float]:
-        return self._learner.train_step(batch, loss_scale, num_micro_batches)
+        return self._learner.train_step(batch, loss_scale, num_micro_batches) | {
+            "learner/peak_memory_gib": peak_memory_gib()}
 
     # -- weight transport (see actors/weight_transport.py for the calling order) ----------------------
 
@@ -97,3 +98,14 @@ class LearnerWorker:
 
     def sequence_logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:
         return self._learner.sequence_logprobs(token_ids)
+
+
+def peak_memory_gib() -> float:
+    """This rank's peak memory: the GPU's allocated bytes under CUDA, else the process's peak resident set."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux

@@ -71,6 +71,7 @@ class RunState:
     verified_pushes: int = 0  # pushes whose every engine loaded exactly the digest the learner sent
     sampled_responses: int = 0
     truncated_responses: int = 0  # cut at rollout.max_tokens (finish reason "length")
+    sampled_tokens: int = 0  # response tokens generated for training, in all
 
 
 def score_spread(std: float | None) -> float | None:
@@ -261,7 +262,8 @@ class Controller:
     def run(self) -> dict:
         c, s = self.config, self.state
         started = time.perf_counter() - s.wall_seconds
-        progress = Progress(c.run.total_steps, c.run.log_every, first_step=s.step, run_dir=self.run_dir)
+        progress = Progress(c.run.total_steps, c.run.log_every, first_step=s.step, run_dir=self.run_dir,
+                            metrics_at=self.metrics.where())
         if not s.initial_eval:  # a fresh run; a resumed one restored the initial policy's samples
             s.initial_eval = self.sample_eval()
             initial = self.eval_measures(s.initial_eval)
@@ -337,8 +339,12 @@ class Controller:
                        "samples": s.samples, "policy_version": s.policy_version,
                        "preference_calls": s.preference_calls, "rejected_batches": s.rejected_batches,
                        "policy_lag": lag, "dropped_stale": s.dropped_stale, **push_row(s.last_push, step),
-                       "wall_seconds": time.perf_counter() - started,
-                       "samples_per_second": batch.num_samples / max(sum(timer.seconds.values()), 1e-9)}
+                       "wall_seconds": time.perf_counter() - started, "tokens": s.sampled_tokens,
+                       "samples_per_second": batch.num_samples / max(sum(timer.seconds.values()), 1e-9),
+                       "tokens_per_second": experience_metrics.get("rollout/response_tokens", 0)
+                       / max(sum(timer.seconds.values()), 1e-9)}
+                if self.pipeline:
+                    row["pipeline/queue_depth"] = self.pipeline.depth()
                 if c.eval.every_steps and step % c.eval.every_steps == 0 and step < c.run.total_steps:
                     row.update(self.evaluate(s.initial_eval))
                     s.win_rates.append([step, row["win_rate_vs_initial"]])

@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
+
 import numpy as np
 import ray
 import torch
@@ -91,36 +94,50 @@ class Experience:
         train = self.c.train
         return [train.token_ids[i] for i in indices], [train.records[i] for i in indices]
 
+    @staticmethod
+    @contextmanager
+    def timed(metrics: dict, phase: str):
+        """Adds the block's seconds to ``time/<phase>`` (``generate`` and ``score``: the parts of experience)."""
+        start = time.perf_counter()
+        yield
+        key = f"time/{phase}"
+        metrics[key] = metrics.get(key, 0.0) + time.perf_counter() - start
+
     def collect(self, indices: list[int], step: int) -> tuple[list[PreferenceGroup], dict]:
         if self.needs.preferences == "dsat":
             return self.collect_dsat(indices, step)
         k = self.needs.responses_per_prompt
         metrics: dict = {}
-        if self.needs.sample_from == "mixture":
-            groups, metrics = self.from_mixture(indices, k, step)
-        else:
-            groups = self.c.rollout(indices, *self.prompts(indices), self.spec(k, step))
-        if self.needs.opponent == "mixture":
-            opponents, metrics = self.from_mixture(indices, 1, step)
-            groups = [g + o for g, o in zip(groups, opponents)]
+        times: dict = {}
+        with self.timed(times, "generate"):  # with the mixture samplers' learner log-probs
+            if self.needs.sample_from == "mixture":
+                groups, metrics = self.from_mixture(indices, k, step)
+            else:
+                groups = self.c.rollout(indices, *self.prompts(indices), self.spec(k, step))
+            if self.needs.opponent == "mixture":
+                opponents, metrics = self.from_mixture(indices, 1, step)
+                groups = [g + o for g, o in zip(groups, opponents)]
         metrics.update(self.response_metrics(groups))
         judge_examples = None
-        if self.needs.preferences == "self_judge":
-            matrices, judge_metrics, judge_examples = self.self_judge(groups, step)
-            metrics.update(judge_metrics)
-        else:
-            matrices, stats = self.c.preference.matrices(groups)
-            self.c.state.preference_calls += stats.calls
-            metrics.update(stats.metrics())
-        return self.keep_valid(groups, matrices, metrics, judge_examples)
+        with self.timed(times, "score"):
+            if self.needs.preferences == "self_judge":
+                matrices, judge_metrics, judge_examples = self.self_judge(groups, step)
+                metrics.update(judge_metrics)
+            else:
+                matrices, stats = self.c.preference.matrices(groups)
+                self.c.state.preference_calls += stats.calls
+                metrics.update(stats.metrics())
+        return self.keep_valid(groups, matrices, metrics | times, judge_examples)
 
     def response_metrics(self, groups: list[list[Completion]]) -> dict:
         """How long responses are and how many were cut at ``rollout.max_tokens`` (this step and the run)."""
         flat = [c for g in groups for c in g if c.policy_version >= 0]
         cut = sum(not c.finished for c in flat)
+        tokens = sum(len(c.response_token_ids) for c in flat)
         self.c.state.sampled_responses += len(flat)
         self.c.state.truncated_responses += cut
-        return {"rollout/truncated_share": cut / max(len(flat), 1),
+        self.c.state.sampled_tokens += tokens
+        return {"rollout/truncated_share": cut / max(len(flat), 1), "rollout/response_tokens": tokens,
                 "rollout/response_tokens_mean": float(np.mean([len(c.response_token_ids) for c in flat])) if flat
                 else 0.0}
 
@@ -177,8 +194,10 @@ class Experience:
     def collect_dsat(self, indices: list[int], step: int) -> tuple[list[PreferenceGroup], dict]:
         dsat = self.c.inputs.dsat
         prompt_ids, records = self.prompts(indices)
-        positives = self.c.rollout(indices, [dsat.repair_ids[i] for i in indices], records, self.spec(1, step))
-        metrics = self.response_metrics(positives)
+        times: dict = {}
+        with self.timed(times, "generate"):
+            positives = self.c.rollout(indices, [dsat.repair_ids[i] for i in indices], records, self.spec(1, step))
+        metrics = self.response_metrics(positives) | times
         groups = []
         for n, (group, i) in enumerate(zip(positives, indices)):
             # The positive keeps its repair prompt; the algorithm trains both replies on x, the rejected's prompt.
@@ -189,7 +208,8 @@ class Experience:
         threshold = self.config.algorithm.drift.filter_threshold
         if threshold > 0:  # optional: keep a positive only if the preference model prefers it
             # Asked like every comparison: preference.truncated and identical-response ties apply.
-            probabilities, stats = self.c.preference.compare([g[0] for g in groups], [g[1] for g in groups])
+            with self.timed(metrics, "score"):
+                probabilities, stats = self.c.preference.compare([g[0] for g in groups], [g[1] for g in groups])
             self.c.state.preference_calls += stats.calls
             keep = [p > threshold for p in probabilities]
             metrics["drift/kept_fraction"] = float(np.mean(keep))

@@ -105,6 +105,11 @@ class ExperiencePipeline:
             self._cond.notify_all()
             return item
 
+    def depth(self) -> int:
+        """Batches ready for the learner (queued, restored, or produced and waiting for room)."""
+        with self._cond:
+            return len(self._queue) + len(self._restored) + (self._pending is not None)
+
     def task_done(self) -> None:
         """The learner has finished with a batch from ``get`` (trained and pushed, or dropped)."""
         with self._cond:

@@ -36,6 +36,10 @@ class MetricsSink(Protocol):
         """What a checkpoint keeps to continue this sink after a resume (e.g. a tracking run id)."""
         ...
 
+    def where(self) -> str | None:
+        """Where a person looks at what this sink writes (for the console's start line), if anywhere."""
+        ...
+
     def close(self) -> None:
         ...
 
@@ -48,6 +52,9 @@ class StatelessSink:
 
     def state(self) -> dict:
         return {}
+
+    def where(self) -> str | None:
+        return None
 
 
 class JsonlSink(StatelessSink):
@@ -85,7 +92,8 @@ class TensorBoardSink(StatelessSink):
     def __init__(self, run_dir: Path, resume_after_step: int = 0) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"),
+        self._dir = run_dir / "tensorboard"
+        self._writer = SummaryWriter(log_dir=str(self._dir),
                                      purge_step=resume_after_step + 1 if resume_after_step else None)
 
     def write(self, step: int, row: dict[str, float]) -> None:
@@ -97,6 +105,9 @@ class TensorBoardSink(StatelessSink):
         if samples:
             self._writer.add_text("eval/samples", samples_markdown(samples), step)
             self._writer.flush()
+
+    def where(self) -> str:
+        return f"TensorBoard: tensorboard --logdir {self._dir}"
 
     def close(self) -> None:
         self._writer.close()
@@ -130,6 +141,10 @@ class MetricsLog:
         row = {k: v for k, v in values.items() if k != "step" and _finite(v)}
         for sink in self.sinks:
             sink.write(step, row)
+
+    def where(self) -> list[str]:
+        """Where each sink's output is looked at (TensorBoard, Prometheus, W&B, MLflow)."""
+        return [w for w in (sink.where() for sink in self.sinks) if w]
 
     def write_samples(self, step: int, samples: list[dict]) -> None:
         for sink in self.sinks:

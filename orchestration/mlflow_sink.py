@@ -49,6 +49,9 @@ class MlflowSink:
         keys = self._client.get_run(self.run_id).data.metrics
         return max((m.step for key in keys for m in self._client.get_metric_history(self.run_id, key)), default=0)
 
+    def where(self) -> str:
+        return f"MLflow: mlflow ui --backend-store-uri {self.tracking_uri}"
+
     def write(self, step: int, row: dict[str, float]) -> None:
         if step <= self._last_logged or not row:
             return

@@ -9,16 +9,17 @@ from tqdm import tqdm
 
 
 class Progress:
-    def __init__(self, total_steps: int, log_every: int, first_step: int = 0, run_dir: Path | None = None) -> None:
+    def __init__(self, total_steps: int, log_every: int, first_step: int = 0, run_dir: Path | None = None,
+                 metrics_at: list[str] = ()) -> None:
         self.log_every = log_every
         self.total = total_steps
         # On a terminal the bar redraws in place; in a log file it would spam, so only lines are printed.
         self.bar = tqdm(total=total_steps, initial=first_step, unit="step", dynamic_ncols=True, leave=False) \
             if sys.stderr.isatty() else None
         if run_dir is not None:
-            board = f"; TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}" \
-                if (run_dir / "tensorboard").is_dir() else ""
-            self._print(f"run directory {run_dir}; watch it with: selfplay status {run_dir} --watch{board}")
+            self._print(f"run directory {run_dir}; watch it with: selfplay status {run_dir} --watch")
+        if metrics_at:  # one line: where TensorBoard, Prometheus, W&B and MLflow are
+            self._print("metrics: " + " | ".join(metrics_at))
         if first_step:
             self._print(f"resuming at step {first_step}/{total_steps}")
 

@@ -3,20 +3,18 @@ agent serves on the node's metrics port (``ray.metrics_export_port``; on a clust
 --metrics-export-port``) as ``ray_selfplay_*``, tagged ``run`` and ``role=controller``.
 ``dashboards/selfplay.json`` is a Grafana dashboard of them, ``dashboards/prometheus.yml`` a scrape config.
 
-What each row key becomes: the run totals ``samples`` and ``preference_calls`` counters;
+What each row key becomes: the run totals ``samples``, ``tokens`` and ``preference_calls`` counters;
 ``policy_lag``, each ``time/<phase>`` (one histogram, tag ``phase``), ``preference/seconds`` and ``push/seconds``
 histograms; everything else (loss and the algorithm's terms, ``kl_to_ref``, ``win_rate_vs_initial``,
 ``exploitability``, ...) a gauge named after its key, ``/`` and ``.`` as ``_``."""
 
 from __future__ import annotations
 
-import sys
-
 from actors.ray_metrics import PREFIX, RayMetrics, metric_name
 
 # Run totals that grow every step -> counters (the rarer ones, dropped_stale and rejected_*, stay gauges: a
 # counter never increased would have no series at all).
-TOTALS = ("samples", "preference_calls")
+TOTALS = ("samples", "tokens", "preference_calls")
 SECONDS = [0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000]
 LAG = [0.5, 1.5, 2.5, 3.5, 5.5, 9.5]
 # Per-batch values counted elsewhere (preference_calls is the run total, eval calls included).
@@ -28,9 +26,7 @@ class PrometheusSink:
 
     def __init__(self, run_name: str) -> None:
         self._metrics = RayMetrics({"run": run_name, "role": "controller"}, keep_gauges=True)
-        endpoint = metrics_endpoint()
-        if endpoint:
-            print(f"selfplay: Prometheus metrics (Ray's metrics agent) at {endpoint}", file=sys.stderr, flush=True)
+        self._endpoint = metrics_endpoint()
 
     def write(self, step: int, row: dict[str, float]) -> None:
         m = self._metrics
@@ -54,6 +50,9 @@ class PrometheusSink:
 
     def state(self) -> dict:
         return {}
+
+    def where(self) -> str | None:
+        return f"Prometheus: {self._endpoint} (Ray's metrics agent)" if self._endpoint else None
 
     def close(self) -> None:
         pass  # the gauges stay on Ray's endpoint while the driver is connected (RayMetrics keep_gauges)

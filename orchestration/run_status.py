@@ -60,7 +60,7 @@ def _steps_per_second(rows: list[dict], window: int = 20) -> float | None:
     steps = sorted(timed)[-window:]
     if len(steps) >= 2 and timed[steps[-1]] > timed[steps[0]]:
         return (steps[-1] - steps[0]) / (timed[steps[-1]] - timed[steps[0]])
-    phases = [sum(v for k, v in r.items() if k.startswith("time/") and k != "time/checkpoint")
+    phases = [sum(r.get(f"time/{phase}", 0.0) for phase in ("experience", "train", "push"))
               for r in rows[-window:] if "time/train" in r]
     return len(phases) / sum(phases) if phases and sum(phases) > 0 else None
 

@@ -49,5 +49,10 @@ class WandbSink:
     def state(self) -> dict:
         return {"run_id": self._run.id}
 
+    def where(self) -> str:
+        if self._run.settings.mode == "offline":
+            return f"W&B (offline): wandb sync {Path(self._run.dir).parent}"
+        return f"W&B: {self._run.url}"
+
     def close(self) -> None:
         self._run.finish()

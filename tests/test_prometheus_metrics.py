@@ -24,7 +24,8 @@ from tests.conftest import REPO, run_in_process
 
 DASHBOARD = REPO / "dashboards" / "selfplay.json"
 # Series only some preference kinds make: the expression must still be valid PromQL.
-KIND_SPECIFIC = {"preference_swap_inconsistency": "pairwise and judge kinds only"}
+KIND_SPECIFIC = {"preference_swap_inconsistency": "pairwise and judge kinds only",
+                 "pipeline_queue_depth": "async mode only"}
 
 
 def _free_port() -> int:
