@@ -34,6 +34,11 @@ class LearnerWorker:
         self._learner = PolicyLearner(self._model_path, spec.algorithm, sequences_per_step=self._sequences,
                                       seed=spec.seed + self._rank, **spec.options)
 
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
     def train_step(self, batch: TrainingBatch, loss_scale: float = 1.0, num_micro_batches: int | None = None
                    ) -> dict[str, float]:
         return self._learner.train_step(batch, loss_scale, num_micro_batches) | {

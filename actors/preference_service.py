@@ -43,6 +43,11 @@ class PreferenceService:
     def calls(self) -> int:
         return self._calls
 
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
     def scores(self, prompts: list, responses: list[str]) -> list[float] | None:
         """Per-response scores when the model is score-based (task judges, score functions); None otherwise."""
         if not getattr(self._model, "score_based", False):

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+
 import ray
+
+from actors.actor_failures import exit_for_restart
 
 from rollout.records import Completion, SamplingSpec
 
@@ -25,7 +30,11 @@ class RolloutWorker:
 
     def generate(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,
                  prompts: list | None = None) -> list[list[Completion]]:
-        return self._engine.generate(prompt_token_ids, prompt_indices, spec, prompts)
+        with engine_alive():
+            return self._engine.generate(prompt_token_ids, prompt_indices, spec, prompts)
+
+    def pid(self) -> int:
+        return os.getpid()
 
     # -- weight transport (see actors/weight_transport.py for the calling order) ----------------------
 
@@ -52,7 +61,20 @@ class RolloutWorker:
 
     def generate_mixture(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,
                          beta: float, prompts: list | None = None) -> list[list[Completion]]:
-        return self._engine.generate_mixture(prompt_token_ids, prompt_indices, spec, beta, prompts)
+        with engine_alive():
+            return self._engine.generate_mixture(prompt_token_ids, prompt_indices, spec, beta, prompts)
 
     def next_token_logprobs(self, prefixes: list[list[int]], token_ids: list[int]) -> list[list[float]]:
         return self._engine.next_token_logprobs(prefixes, token_ids)
+
+
+@contextmanager
+def engine_alive():
+    """vLLM's engine core is a process of its own; once it has died every call fails with ``EngineDeadError``
+    while this actor lives on. Exit instead, so that Ray restarts the worker with a new engine."""
+    try:
+        yield
+    except Exception as exc:
+        if type(exc).__name__ == "EngineDeadError":
+            exit_for_restart(f"the vLLM engine died ({exc})")
+        raise

@@ -31,6 +31,11 @@ class RunConfig:
     seed: int = _f(0, "seed for prompts order, sampling and model init")
     log_every: int = _f(5, "steps between console progress lines")
     overwrite: bool = _f(False, "replace an existing run directory of the same name")
+    auto_resume: int = _f(0, "after a learner failure or a hung step, restart the whole run (new actors) from its "
+                             "last complete checkpoint, up to this many times within one `selfplay train`")
+    step_timeout_s: float = _f(1800.0, "a step (or start-up phase) longer than this is a hang: every actor's stacks "
+                                       "go to <run_dir>/stacks/, the run stops naming the phase (then auto_resume); "
+                                       "also the weight-broadcast collective's timeout. 0: no limit")
 
 
 @dataclass
@@ -85,6 +90,8 @@ class VLLMConfig:
 class RolloutConfig:
     engine: Literal["vllm", "torch"] = _f("vllm", "generation engine")
     num_workers: int = _f(1, "rollout worker actors (engines)")
+    max_restarts: int = _f(3, "times Ray restarts a rollout worker that died; its batch is retried and it gets the "
+                              "current weights (verified) before sampling again")
     num_cpus: float = _f(1.0, "CPUs per rollout engine")
     num_gpus: float | Literal["auto"] = _f(
         "auto", "GPUs per rollout engine; auto: vllm.tensor_parallel_size (torch engine: 1) with the CUDA build of "
@@ -161,6 +168,8 @@ class PreferenceConfig:
                "sharpness are in units of that spread, whatever the reward model's scale")
     max_bad_batches: int = _f(100, "stop the run after this many batches in a row without a usable preference "
                                    "group")
+    max_restarts: int = _f(3, "times Ray restarts a preference replica that died; its share of a batch is "
+                              "asked again")
     num_replicas: int = _f(1, "preference service replicas, each with its own copy of the model; a batch's groups "
                               "are spread over them")
     num_cpus: float | Literal["auto"] = _f(
@@ -566,6 +575,10 @@ def validate(config: Config) -> None:
     need(config.run.log_every >= 1, "run.log_every", "must be >= 1")
     need(bool(config.run.name) and "/" not in config.run.name, "run.name", "must be a non-empty name without '/'")
     need(config.rollout.num_workers >= 1, "rollout.num_workers", "must be >= 1")
+    need(config.rollout.max_restarts >= 0, "rollout.max_restarts", "must be >= 0")
+    need(config.preference.max_restarts >= 0, "preference.max_restarts", "must be >= 0")
+    need(config.run.auto_resume >= 0, "run.auto_resume", "must be >= 0")
+    need(config.run.step_timeout_s >= 0, "run.step_timeout_s", "must be >= 0 (0: no limit)")
     binds = config.rollout.cpu_threads_bind
     need(binds == "auto" or len(binds.split(";")) == config.rollout.num_workers, "rollout.cpu_threads_bind",
          f"needs one core list per rollout worker ({config.rollout.num_workers}), separated by ';', or auto")

@@ -21,16 +21,17 @@ import numpy as np
 import ray
 
 from actors.learner_group import LearnerGroup
-from actors.preference_replicas import PreferenceReplicas, contiguous_shards
+from actors.preference_replicas import PreferenceReplicas
 from actors.preference_service import PreferenceService
 from actors.rollout_worker import RolloutWorker
-from actors.weight_transport import close_weight_transport, open_weight_transport, push_weights
+from actors.rollout_fleet import RolloutFleet, TransportSpec
 from learner.algorithms.registry import build_algorithm
 from orchestration.config import Config, to_dict
 from tasks.errors import ConfigError, InputError
 from orchestration.run_inputs import RunInputs
 from orchestration.preference_options import preference_options
-from orchestration.faults import fault_point
+from orchestration.faults import fault_point, hang, hang_requested
+from orchestration.step_watchdog import StepWatchdog
 from orchestration.heartbeat import Heartbeat
 from orchestration.metrics import MetricsLog, push_row
 from orchestration.learner_spec import learner_spec
@@ -150,25 +151,28 @@ class Controller:
         mixing = needs.sample_from == "mixture" or needs.opponent == "mixture"
         reference = self.model_path if mixing and c.rollout.engine == "torch" else None
         self.rollouts = [
-            RolloutWorker.options(**self.placement.options(c, "rollout", i, _bind(c.rollout.cpu_threads_bind, i)))
+            RolloutWorker.options(**self.placement.options(c, "rollout", i, _bind(c.rollout.cpu_threads_bind, i)),
+                                  max_restarts=c.rollout.max_restarts)
             .remote(c.rollout.engine, self.model_path, c.policy.dtype, c.run.seed + i, vllm_options, reference,
                     {"run": c.run.name, "engine": str(i)} if c.metrics.prometheus else None)
             for i in range(c.rollout.num_workers)]
         p = c.preference
         options = preference_options(c, self.inputs.preference_model_path)
         self.preference = PreferenceReplicas([
-            PreferenceService.options(**self.placement.options(c, "preference", i)).remote(p.kind, options,
-                                                                                           p.truncated)
-            for i in range(p.num_replicas)])
+            PreferenceService.options(**self.placement.options(c, "preference", i), max_restarts=p.max_restarts)
+            .remote(p.kind, options, p.truncated)
+            for i in range(p.num_replicas)], max_restarts=p.max_restarts)
         self.learner = LearnerGroup(
             learner_spec(c), self.model_path,
             self.algorithm.sequences_per_step(c.rollout.prompts_per_step // c.learner.num_ranks),
             [self.placement.options(c, "learner", r) for r in range(c.learner.num_ranks)])
         # Surface start-up errors (bad model, engine refusal) before the loop starts.
         ray.get([w.weights_state.remote() for w in self.rollouts] + self.learner.submit("weights_digest"))
-        open_weight_transport(self.learner, self.rollouts, c.sync.transport, c.sync.bucket_mb * 2**20,
-                              workers_per_engine=c.rollout.vllm.tensor_parallel_size if c.rollout.engine == "vllm"
-                              else 1)
+        self.fleet = RolloutFleet(self.rollouts, self.learner, TransportSpec(
+            c.sync.transport, c.sync.bucket_mb * 2**20, timeout_s=c.run.step_timeout_s or 600.0,
+            workers_per_engine=c.rollout.vllm.tensor_parallel_size if c.rollout.engine == "vllm" else 1,
+            verify=c.sync.verify_digest), max_restarts=c.rollout.max_restarts)
+        self.fleet.open_transport()
 
     def _check_nodes(self) -> None:
         """Where the placement groups landed: every node must see the run directory and the model, and the
@@ -192,32 +196,15 @@ class Controller:
 
     def rollout(self, indices: list[int], token_ids: list[list[int]], prompts: list, spec: SamplingSpec,
                 mixture_beta: float | None = None) -> list[list[Completion]]:
-        """Contiguous shards of the prompts (token ids, and the records they were rendered from), one per
-        worker, in prompt order; from the policy, or from the token-level geometric mixture with the reference
-        when ``mixture_beta`` is given."""
-        futures = []
-        for worker, shard in zip(self.rollouts, contiguous_shards(len(token_ids), len(self.rollouts))):
-            shard_spec = SamplingSpec(**{**spec.__dict__,
-                                         "seed": None if spec.seed is None else spec.seed + shard[0]})
-            ids, where, records = ([token_ids[i] for i in shard], [indices[i] for i in shard],
-                                   [prompts[i] for i in shard])
-            futures.append(worker.generate.remote(ids, where, shard_spec, records) if mixture_beta is None
-                           else worker.generate_mixture.remote(ids, where, shard_spec, mixture_beta, records))
-        return [group for groups in ray.get(futures) for group in groups]
+        return self.fleet.generate(indices, token_ids, prompts, spec, mixture_beta)
 
     def push_weights(self) -> dict:
-        """Send the learner's weights to every rollout worker as version ``policy_version + 1``, through the
-        configured transport; every worker must report that version and (``sync.verify_digest``) the digest
-        of exactly the tensors the learner sent."""
+        """Send the learner's weights to every rollout worker as version ``policy_version + 1`` (verified, see
+        ``RolloutFleet.push``)."""
         version = self.state.policy_version + 1
-        verify = self.config.sync.verify_digest
-        push = push_weights(self.learner, self.rollouts, version, verify)
-        loaded = push.pop("loaded")
-        if {v for v, _ in loaded} != {version} or (verify and {d for _, d in loaded} != {push["digest"]}):
-            raise RuntimeError(f"weight push {version} did not arrive intact: the learner sent digest "
-                               f"{push['digest'][:12]}, the rollout workers report {loaded}")
+        push = self.fleet.push(version)
         self.state.policy_version = version
-        self.state.verified_pushes += int(verify)
+        self.state.verified_pushes += int(self.config.sync.verify_digest)
         self.state.last_push = {**push, "step": self.state.step}
         return self.state.last_push
 
@@ -228,7 +215,7 @@ class Controller:
         self.push_weights()
 
     def sample_eval(self) -> list[list[Completion]]:
-        self.heartbeat.phase("eval")
+        self.phase("eval")
         e = self.config.eval
         r = self.config.rollout
         spec = SamplingSpec(n=e.samples_per_prompt, temperature=e.temperature, top_p=1.0, max_tokens=r.max_tokens,
@@ -262,6 +249,8 @@ class Controller:
     def run(self) -> dict:
         c, s = self.config, self.state
         started = time.perf_counter() - s.wall_seconds
+        self.watchdog = StepWatchdog(c.run.step_timeout_s, self.run_dir, self.actor_processes, self.kill_actors)
+        self.watchdog.start().phase("eval")
         progress = Progress(c.run.total_steps, c.run.log_every, first_step=s.step, run_dir=self.run_dir,
                             metrics_at=self.metrics.where())
         if not s.initial_eval:  # a fresh run; a resumed one restored the initial policy's samples
@@ -281,9 +270,24 @@ class Controller:
             self.pipeline.start(self.restored_queue)
         try:
             return self._loop(progress, started)
+        except BaseException as exc:
+            self.watchdog.check(exc)  # a wait ended by the watchdog is reported as the hang it was
+            raise
         finally:
+            self.watchdog.stop()
             if self.pipeline:
                 self.pipeline.stop()
+
+    def actor_processes(self) -> dict[str, int]:
+        """Every actor's process id, by what it is (the stacks of a hung step name them)."""
+        pids = {f"learner rank {i}": pid for i, pid in enumerate(ray.get([r.pid.remote() for r in self.learner.ranks]))}
+        pids |= {f"rollout worker {i}": pid for i, pid in enumerate(self.fleet.pids())}
+        pids |= {f"preference replica {i}": pid for i, pid in enumerate(self.preference.pids())}
+        return pids
+
+    def kill_actors(self) -> None:
+        for actor in [*self.learner.ranks, *self.rollouts, *self.preference.replicas]:
+            ray.kill(actor, no_restart=True)
 
     def produce(self, tag: int) -> ExperienceItem:
         """One scored batch; ``tag`` seeds its sampling (the step in sync mode, a counter in async mode)."""
@@ -299,16 +303,29 @@ class Controller:
                      if j % c.sync.every_steps == 0 or j == c.run.total_steps)
         return pushes <= c.pipeline.max_policy_lag
 
+    @staticmethod
+    def _hang_if_requested(step: int, *phases) -> None:
+        """Fault injection (``SELFPLAY_FAULT=hang@<phase>:<step>``): the actor serving the phase blocks forever."""
+        for phase, actor in phases:
+            if hang_requested(phase, step):
+                hang(actor)
+
     def _finished(self) -> None:
         if self.pipeline:
             self.pipeline.task_done()
 
     def _loop(self, progress: Progress, started: float) -> dict:
         c, s = self.config, self.state
+        restarts = self.fleet.restarts + self.preference.restarts
         with StopSignals() as stop:
             while s.step < c.run.total_steps and not stop.requested:
-                timer = Timer(self.heartbeat.phase)
+                timer = Timer(self.phase)
                 step = s.step + 1
+                self.watchdog.step(step)
+                if self.fleet.restarts + self.preference.restarts != restarts:  # new processes to watch
+                    restarts = self.fleet.restarts + self.preference.restarts
+                    self.watchdog.refresh()
+                self._hang_if_requested(step, ("generate", self.rollouts[0]), ("score", self.preference.replicas[0]))
                 with timer.phase("experience"):  # in async mode: only the wait for a ready batch
                     item = self.pipeline.get() if self.pipeline else self.produce(step)
                 scored, experience_metrics = item.groups, item.metrics
@@ -324,6 +341,7 @@ class Controller:
                     continue
                 batch, batch_metrics = self.algorithm.build_batch(scored, np.random.default_rng([c.run.seed, step]))
                 batch_metrics.update(experience_metrics)
+                self._hang_if_requested(step, ("train", self.learner.ranks[0]))
                 with timer.phase("train"):
                     train_metrics = self.learner.train_step(batch)
                 fault_point("after_train_step", step)
@@ -331,6 +349,7 @@ class Controller:
                 if self.algorithm.reference_resets_after(step):
                     self.learner.call("reset_reference")
                 if step % c.sync.every_steps == 0 or step == c.run.total_steps:
+                    self._hang_if_requested(step, ("push", self.rollouts[0]))
                     with timer.phase("push"):
                         self.push_weights()
                     fault_point("after_push", step)
@@ -341,6 +360,8 @@ class Controller:
                        "policy_lag": lag, "dropped_stale": s.dropped_stale, **push_row(s.last_push, step),
                        "wall_seconds": time.perf_counter() - started, "tokens": s.sampled_tokens,
                        "samples_per_second": batch.num_samples / max(sum(timer.seconds.values()), 1e-9),
+                       "restarts/rollout": self.fleet.restarts, "retries/rollout": self.fleet.retries,
+                       "restarts/preference": self.preference.restarts,
                        "tokens_per_second": experience_metrics.get("rollout/response_tokens", 0)
                        / max(sum(timer.seconds.values()), 1e-9)}
                 if self.pipeline:
@@ -384,6 +405,9 @@ class Controller:
                    "truncated_responses": s.truncated_responses, "sampled_responses": s.sampled_responses,
                    "preference_rejected_values": self.preference.rejected_values(),
                    "preference_calls_per_replica": self.preference.calls_per_replica(),
+                   "auto_resumes": getattr(self, "auto_resumes", 0),
+                   "restarts": {"rollout": self.fleet.restarts, "rollout_retries": self.fleet.retries,
+                                "preference": self.preference.restarts},
                    "prompts": self.inputs.summary()}
         write_json_atomic(self.run_dir / "summary.json", summary)
         redraw_plots(self.run_dir)  # with the final evaluation
@@ -392,25 +416,29 @@ class Controller:
         self.heartbeat.phase("finished")
         return summary
 
+    def phase(self, name: str) -> None:
+        """The phase entered: on the heartbeat and for the step watchdog."""
+        self.heartbeat.phase(name)
+        if getattr(self, "watchdog", None) is not None:
+            self.watchdog.phase(name)
+
     def checkpoint(self) -> None:
         """A checkpoint, then the plots redrawn beside it (a plot that fails is a warning, never a stop)."""
-        self.heartbeat.phase("checkpoint")
+        self.phase("checkpoint")
         save_checkpoint(self)
         redraw_plots(self.run_dir)
 
     def shutdown(self) -> None:
         """Stop every actor and release the placement groups; safe after a start that failed half-way."""
-        learner, rollouts = getattr(self, "learner", None), getattr(self, "rollouts", [])
         if getattr(self, "heartbeat", None) is not None:
             self.heartbeat.stop()
-        if learner is not None:
-            try:
-                close_weight_transport(learner, rollouts)
-            except Exception:  # an actor already dead: killing them below is all that is left to do
-                pass
-            learner.shutdown()
-        for actor in rollouts:
-            ray.kill(actor)
+        if getattr(self, "fleet", None) is not None:
+            self.fleet.shutdown()
+        else:
+            for actor in getattr(self, "rollouts", []):
+                ray.kill(actor, no_restart=True)
+        if getattr(self, "learner", None) is not None:
+            self.learner.shutdown()
         if getattr(self, "preference", None) is not None:
             self.preference.kill()
         if getattr(self, "placement", None) is not None:

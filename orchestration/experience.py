@@ -94,10 +94,12 @@ class Experience:
         train = self.c.train
         return [train.token_ids[i] for i in indices], [train.records[i] for i in indices]
 
-    @staticmethod
     @contextmanager
-    def timed(metrics: dict, phase: str):
-        """Adds the block's seconds to ``time/<phase>`` (``generate`` and ``score``: the parts of experience)."""
+    def timed(self, metrics: dict, phase: str):
+        """Adds the block's seconds to ``time/<phase>`` (``generate`` and ``score``: the parts of experience).
+        In sync mode the phase is also the run's current one (heartbeat, step watchdog)."""
+        if self.c.pipeline is None:
+            self.c.phase(phase)
         start = time.perf_counter()
         yield
         key = f"time/{phase}"

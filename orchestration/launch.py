@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from orchestration.config import (Config, apply_overrides, config_from_dict, rea
                                   to_yaml)
 from orchestration.controller import Controller
 from orchestration.heartbeat import recording_errors
-from tasks.errors import ConfigError, InputError
+from tasks.errors import ConfigError, InputError, SelfplayError
 from orchestration.placement import start_ray
 from orchestration.policy_model import resolve_policy_model
 from orchestration.metrics import check_trackers_installed
@@ -115,11 +116,42 @@ def run_to_end(controller: Controller) -> dict:
 
 def train(config: Config) -> dict:
     """Run a whole training job; returns the summary also written to ``summary.json``."""
-    return run_to_end(prepare(config))
+    return run_with_auto_resume(prepare(config))
 
 
 def resume(run_dir: str | Path, overrides: list[str]) -> dict:
-    return run_to_end(prepare_resume(Path(run_dir), overrides=overrides))
+    return run_with_auto_resume(prepare_resume(Path(run_dir), overrides=overrides))
+
+
+def recoverable(exc: BaseException) -> bool:
+    """A failure a restart from the last checkpoint may get past: an actor that died (a learner rank, or a worker
+    past its restarts), an error from inside an actor, a hung step. Not a bad input or config (they would fail
+    again), not a stop asked for."""
+    import ray
+
+    from actors.actor_failures import ActorLost
+    from orchestration.step_watchdog import StepHung
+
+    return isinstance(exc, (ray.exceptions.RayError, ActorLost, StepHung)) and not isinstance(exc, SelfplayError)
+
+
+def run_with_auto_resume(controller: Controller) -> dict:
+    """``run_to_end``; after a recoverable failure, up to ``run.auto_resume`` times: the whole run again (new
+    actors and all) from its last complete checkpoint, or from the start when it has none."""
+    config = controller.config
+    for attempt in range(config.run.auto_resume + 1):
+        controller.auto_resumes = attempt
+        try:
+            return run_to_end(controller)
+        except Exception as exc:
+            if attempt == config.run.auto_resume or not recoverable(exc):
+                raise
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            _warn(f"the run failed ({type(exc).__name__}: {reason}); auto-resume {attempt + 1} of "
+                  f"{config.run.auto_resume}: restarting it from its last complete checkpoint")
+            config = dataclasses.replace(config, resume="auto")
+            controller = prepare(config)
+    raise AssertionError("unreachable")
 
 
 def export(run_dir: str | Path, out_dir: str | Path, step: int | None = None) -> Path:
