@@ -30,6 +30,7 @@ from orchestration.config import Config, to_dict
 from tasks.errors import ConfigError, InputError
 from orchestration.run_inputs import RunInputs
 from orchestration.preference_options import preference_options
+from preference.remote_model import PreferenceServiceError
 from orchestration.faults import fault_point, hang, hang_requested
 from orchestration.step_watchdog import StepWatchdog
 from orchestration.heartbeat import Heartbeat
@@ -326,8 +327,8 @@ class Controller:
                     restarts = self.fleet.restarts + self.preference.restarts
                     self.watchdog.refresh()
                 self._hang_if_requested(step, ("generate", self.rollouts[0]), ("score", self.preference.replicas[0]))
-                with timer.phase("experience"):  # in async mode: only the wait for a ready batch
-                    item = self.pipeline.get() if self.pipeline else self.produce(step)
+                with timer.phase("experience"), self.checkpointed_on(PreferenceServiceError):
+                    item = self.pipeline.get() if self.pipeline else self.produce(step)  # async: the wait only
                 scored, experience_metrics = item.groups, item.metrics
                 count_batch(s, bool(scored), c.preference.max_bad_batches)
                 if not scored:  # every group's preferences were invalid: the batch is rejected, the run goes on
@@ -415,6 +416,19 @@ class Controller:
         self.metrics.close()
         self.heartbeat.phase("finished")
         return summary
+
+    @contextmanager
+    def checkpointed_on(self, *errors):
+        """An error of ``errors`` (the remote preference service gone past preference.retry_seconds) stops the
+        run after a checkpoint of its last complete step, so that `selfplay resume` continues once it is back."""
+        try:
+            yield
+        except errors:
+            if self.state.step and self.state.checkpoint_step != self.state.step:
+                self.checkpoint()
+                print(f"selfplay: checkpoint step-{self.state.step} written; continue with: selfplay resume "
+                      f"{self.run_dir}", file=sys.stderr, flush=True)
+            raise
 
     def phase(self, name: str) -> None:
         """The phase entered: on the heartbeat and for the step watchdog."""

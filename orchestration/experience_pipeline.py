@@ -123,8 +123,8 @@ class ExperiencePipeline:
             self._paused = True
             while not self._idle:
                 self._cond.wait(0.5)
-            if self._error is not None:
-                raise self._error
+            # A producer that failed produced nothing more: what it had queued is still good (the error itself
+            # is raised by the next get), so a run stopping on that error can checkpoint it.
             return (list(self._restored) + list(self._queue)
                     + ([self._pending] if self._pending is not None else []))
 

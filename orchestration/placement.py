@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import ray
 
+from orchestration.reaper import start_reaper
 from orchestration.config import Config
 from tasks.errors import SelfplayError
 
@@ -51,6 +52,8 @@ def start_ray(config: Config) -> None:
         # runtime_env (a job's driver would have to agree with the job's own; every actor gets its env vars).
         ray.init(address=address, logging_level="WARNING")
         return
+    # Ray's daemons and the actors are this process's descendants: if it is killed outright, the reaper kills them.
+    start_reaper()
     # The in-process cluster listens on this machine only; token auth protects shared clusters.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     env = dict(_COMMON_ENV)

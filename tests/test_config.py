@@ -98,6 +98,8 @@ def test_wrong_type_names_the_key(override, message):
     ("rollout.cpu_threads_bind=1;2", "rollout.cpu_threads_bind"),
     ("rollout.cpu_threads_bind=x", "rollout.cpu_threads_bind"),
     ("learner.num_ranks=3", "learner.num_ranks"),  # does not divide rollout.prompts_per_step (16)
+    ("rollout.max_restarts=-1", "rollout.max_restarts"), ("preference.max_restarts=-1", "preference.max_restarts"),
+    ("run.auto_resume=-1", "run.auto_resume"), ("run.step_timeout_s=-5", "run.step_timeout_s"),
 ])
 def test_range_errors_name_the_key(override, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):

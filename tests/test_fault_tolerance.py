@@ -151,3 +151,4 @@ def test_hung_push_times_out_dumps_stacks_and_auto_resumes(tmp_path, uninterrupt
     assert "push_weights" in driver and "faults.py" in worker, stacks
     assert time.monotonic() - started < 300
     assert_no_actor_left("RolloutWorker", "PreferenceService", "LearnerWorker")
+

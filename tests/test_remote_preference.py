@@ -215,6 +215,40 @@ def test_config_names_what_is_missing(token):
 
 
 @pytest.mark.slow
+def test_a_longer_outage_checkpoints_and_stops_in_one_line(reward_server, tmp_path):
+    """Through the real command line (its own Ray): the server stopped for longer than preference.retry_seconds."""
+    server = reward_server
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update({TOKEN_ENV: TOKEN, "PYTHONPATH": str(REPO)})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestration.cli", "train", f"run.output_dir={tmp_path}", "run.name=long",
+         "preference.kind=remote", f"preference.url={server.url}", f"preference.token_env={TOKEN_ENV}",
+         "run.total_steps=200", "rollout.engine=torch", "eval.every_steps=0", "checkpoint.every_steps=0",
+         "preference.timeout_s=1", "preference.retry_seconds=3"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    processes = []
+    try:
+        while process.poll() is None and _logged_step(tmp_path / "long") < 5:
+            time.sleep(0.05)
+        processes = server.tree()
+        for p in processes:
+            p.send_signal(signal.SIGSTOP)
+        out, err = process.communicate(timeout=240)
+    finally:
+        for p in processes:
+            p.send_signal(signal.SIGCONT)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode != 0, out[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"selfplay: error: the preference service at {server.url} did not answer"), err[-3000:]
+    assert "preference.retry_seconds=3" in last
+    assert f"checkpoint step-" in err and "continue with: selfplay resume" in err, err[-3000:]
+    checkpoints = [p.name for p in (tmp_path / "long" / "checkpoints").iterdir() if p.name.startswith("step-")]
+    assert checkpoints and max(int(c.split("-")[1]) for c in checkpoints) >= 5, checkpoints
+
+
+@pytest.mark.slow
 def test_training_run_through_the_service(reward_server, token, tmp_path, ray_session_per_module):
     import ray
 
@@ -245,6 +279,66 @@ def test_training_run_through_the_service(reward_server, token, tmp_path, ray_se
     with pytest.raises(PreferenceServiceError) as raised:
         ray.get(refused.remote(message))
     assert "\n" in str(raised.value) and str(user_error(raised.value)) == message
+
+
+# The outage tests use the module's reward server and leave it answering again. Any other Ray cluster started on
+# this machine while this module's in-process Ray is up (a `selfplay train` subprocess, another server) cuts the
+# in-process driver off its GCS here, so the command-line outage test runs before the first in-process run.
+
+
+def _stopped_while(server, tmp_path, name, run, stop_after_step: int, seconds: float | None):
+    """Run ``run`` in a thread; once it has logged ``stop_after_step``, stop every process of ``server``
+    (SIGSTOP: connections are accepted, nothing answers) for ``seconds`` (None: until the run ends)."""
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(value=_capture(run)), daemon=True)
+    thread.start()
+    while "value" not in result and _logged_step(tmp_path / name) < stop_after_step:
+        time.sleep(0.05)
+    processes = server.tree()
+    for p in processes:
+        p.send_signal(signal.SIGSTOP)
+    try:
+        if seconds is not None:  # stopped for a while, then answering again
+            time.sleep(seconds)
+            for p in processes:
+                p.send_signal(signal.SIGCONT)
+        thread.join(timeout=240)
+    finally:
+        for p in processes:
+            p.send_signal(signal.SIGCONT)
+    return result["value"] if "value" in result else pytest.fail("the run did not end")
+
+
+def _run_through(server, tmp_path, name, retry_seconds):
+    return run_in_process(tmp_path, name, "preference.kind=remote", f"preference.url={server.url}",
+                          f"preference.token_env={TOKEN_ENV}", "run.total_steps=40", "rollout.engine=torch",
+                          "preference.timeout_s=1", f"preference.retry_seconds={retry_seconds}")
+
+
+@pytest.mark.slow
+def test_run_waits_out_an_outage_shorter_than_retry_seconds(reward_server, token, tmp_path,
+                                                            ray_session_per_module):
+    server = reward_server
+    result = _stopped_while(server, tmp_path, "short", lambda: _run_through(server, tmp_path, "short", 60),
+                            stop_after_step=5, seconds=4)
+    assert not isinstance(result, BaseException), result
+    assert result[1]["steps"] == 40
+
+
+def _capture(run):
+    try:
+        return run()
+    except BaseException as exc:  # noqa: BLE001 - handed to the test
+        return exc
+
+
+def _logged_step(run_dir) -> int:
+    import json
+
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    return max((json.loads(line).get("step", 0) for line in path.read_text().splitlines() if line.strip()), default=0)
 
 
 @pytest.fixture(scope="module")
