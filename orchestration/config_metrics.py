@@ -1,5 +1,5 @@
-"""The ``metrics`` config section: Prometheus (through Ray) and optional experiment trackers next to the JSONL and TensorBoard logs that every
-run writes."""
+"""The ``metrics`` config section: Prometheus (through Ray) and optional experiment trackers, next to the JSONL and
+TensorBoard logs that every run writes."""
 
 from __future__ import annotations
 

@@ -281,7 +281,8 @@ class Controller:
 
     def actor_processes(self) -> dict[str, int]:
         """Every actor's process id, by what it is (the stacks of a hung step name them)."""
-        pids = {f"learner rank {i}": pid for i, pid in enumerate(ray.get([r.pid.remote() for r in self.learner.ranks]))}
+        ranks = ray.get([r.pid.remote() for r in self.learner.ranks])
+        pids = {f"learner rank {i}": pid for i, pid in enumerate(ranks)}
         pids |= {f"rollout worker {i}": pid for i, pid in enumerate(self.fleet.pids())}
         pids |= {f"preference replica {i}": pid for i, pid in enumerate(self.preference.pids())}
         return pids
@@ -434,6 +435,8 @@ class Controller:
         """The phase entered: on the heartbeat and for the step watchdog."""
         self.heartbeat.phase(name)
         if getattr(self, "watchdog", None) is not None:
+            if name in ("eval", "checkpoint"):  # long phases of their own: each gets the whole timeout
+                self.watchdog.step(self.state.step)
             self.watchdog.phase(name)
 
     def checkpoint(self) -> None:
