@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ray
 
+from actors.actor_failures import ACTOR_FAILURES, ActorLost
 from actors.learner_worker import LearnerWorker
 from learner.batch import TrainingBatch
 from learner.spec import LearnerSpec
@@ -33,7 +34,18 @@ class LearnerGroup:
 
     def call(self, method: str, *args):
         """``method`` on every rank; rank 0's answer."""
-        return ray.get(self.submit(method, *args))[0]
+        return self.gather(self.submit(method, *args), method)[0]
+
+    def gather(self, futures: list, method: str) -> list:
+        """Every rank's answer; a rank that died is named (the learner has no restarts: its state would be lost,
+        so the run stops, and ``run.auto_resume`` restarts it from a checkpoint)."""
+        answers = []
+        for rank, future in enumerate(futures):
+            try:
+                answers.append(ray.get(future))
+            except ACTOR_FAILURES as exc:
+                raise ActorLost(f"learner rank {rank} died during {method}: {str(exc).splitlines()[0]}") from exc
+        return answers
 
     def train_step(self, batch: TrainingBatch) -> dict[str, float]:
         """One optimizer step of every rank over its shard of ``batch``. Shards are equal when the batch is
@@ -47,8 +59,8 @@ class LearnerGroup:
         shards += [shards[-1]] * (self.num_ranks - len(shards))
         shares += [0.0] * (self.num_ranks - len(shares))
         passes = max(s.micro_batch_count(self.micro_batch_size) for s in shards)
-        results = ray.get([r.train_step.remote(shard, self.num_ranks * share, passes)
-                           for r, shard, share in zip(self.ranks, shards, shares)])
+        results = self.gather([r.train_step.remote(shard, self.num_ranks * share, passes)
+                               for r, shard, share in zip(self.ranks, shards, shares)], "train_step")
         # Share-weighted means; a term only some shards have (OSP's judge loss) is averaged over those. Memory is
         # the most any rank holds.
         merged = {"learner/peak_memory_gib": max(m["learner/peak_memory_gib"] for m in results)}
