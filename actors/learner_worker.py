@@ -30,7 +30,8 @@ class LearnerWorker:
         from learner.process_group import join_process_group
 
         spec = self._spec
-        join_process_group(self._rank, self._world_size, endpoint, spec.backend, self._store)
+        join_process_group(self._rank, self._world_size, endpoint, spec.backend, self._store,
+                           spec.collective_timeout_s)
         self._learner = PolicyLearner(self._model_path, spec.algorithm, sequences_per_step=self._sequences,
                                       seed=spec.seed + self._rank, **spec.options)
 

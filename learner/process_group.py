@@ -25,9 +25,10 @@ def host_store(host: str, world_size: int) -> tuple[dist.TCPStore, dict]:
 
 
 def join_process_group(rank: int, world_size: int, endpoint: dict, backend: str,
-                       store: dist.TCPStore | None = None) -> None:
+                       store: dist.TCPStore | None = None, timeout_s: float = 600.0) -> None:
     """Every rank, concurrently (gloo and NCCL connect all ranks before any returns). ``backend``: gloo, nccl,
-    or auto (``rollout.transport.resolve_backend``, resolved on this rank)."""
+    or auto (``rollout.transport.resolve_backend``, resolved on this rank). ``timeout_s``: how long any collective
+    of the group may wait (run.step_timeout_s)."""
     import deepspeed
 
     backend = resolve_backend(backend)
@@ -37,5 +38,6 @@ def join_process_group(rank: int, world_size: int, endpoint: dict, backend: str,
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": "0",
                        "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": endpoint["host"],
                        "MASTER_PORT": str(endpoint["port"])})
-    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=_TIMEOUT)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
+                            timeout=timedelta(seconds=timeout_s))
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)

@@ -14,3 +14,4 @@ class LearnerSpec:
     backend: str                                 # torch.distributed backend ("auto": NCCL on GPUs, else gloo)
     seed: int                                    # each rank adds its rank
     options: dict = field(default_factory=dict)  # the rest of PolicyLearner's keyword arguments
+    collective_timeout_s: float = 600.0          # the ranks' process group: a collective waits no longer

