@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 
 PREFIX = "selfplay_"
 TAG_KEYS = ("run", "role")
@@ -35,14 +34,18 @@ class RayMetrics:
         self._totals: dict[tuple, float] = {}
         self._gauges: dict[tuple, float] = {}
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
         if keep_gauges:
             threading.Thread(target=self._keep, args=(interval_s,), name="gauges", daemon=True).start()
+
+    def stop(self) -> None:
+        """No more re-reporting of the gauges (they leave Ray's endpoint two export intervals later)."""
+        self._stopped.set()
 
     def _keep(self, interval_s: float) -> None:
         import ray
 
-        while True:
-            time.sleep(interval_s)
+        while not self._stopped.wait(interval_s):
             if not ray.is_initialized():
                 return
             with self._lock:

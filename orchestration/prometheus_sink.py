@@ -19,13 +19,17 @@ SECONDS = [0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000]
 LAG = [0.5, 1.5, 2.5, 3.5, 5.5, 9.5]
 # Per-batch values counted elsewhere (preference_calls is the run total, eval calls included).
 SKIPPED = ("preference/calls",)
+_keeping: RayMetrics | None = None  # the metrics whose gauges are re-reported every second (the latest run's)
 
 
 class PrometheusSink:
     name = "prometheus"
 
     def __init__(self, run_name: str) -> None:
-        self._metrics = RayMetrics({"run": run_name, "role": "controller"}, keep_gauges=True)
+        global _keeping
+        if _keeping is not None:  # one run's gauges kept alive per driver: an earlier run's thread stops here
+            _keeping.stop()
+        self._metrics = _keeping = RayMetrics({"run": run_name, "role": "controller"}, keep_gauges=True)
         self._endpoint = metrics_endpoint()
 
     def write(self, step: int, row: dict[str, float]) -> None:
