@@ -47,11 +47,9 @@ def assert_no_actor_left(*classes: str, within_s: float = 30.0) -> None:
 
 
 def last_step(run_dir: Path) -> int:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return 0
-    steps = [json.loads(line).get("step", 0) for line in path.read_text().splitlines() if line.strip()]
-    return max(steps, default=0)
+    from orchestration.metrics import read_metrics
+
+    return max((row["step"] for row in read_metrics(run_dir)), default=0)
 
 
 def run_with_kills(tmp_path, name: str, kills: list[tuple[int, str]], *overrides) -> tuple[dict, list]:

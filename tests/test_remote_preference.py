@@ -28,6 +28,7 @@ from preference.remote_model import (PreferenceServiceError, RemoteOrderAveraged
 from rollout.records import Completion
 from tasks.errors import ConfigError, InputError
 from tests.conftest import REPO, run_in_process
+from tests.test_fault_tolerance import last_step
 from tests.preference_models import build_pairwise_classifier_dir, build_reward_model_dir
 
 TOKEN_ENV, TOKEN = "SELFPLAY_TEST_PREFERENCE_TOKEN", "test-token-7f3a9c"
@@ -238,7 +239,7 @@ def test_a_longer_outage_checkpoints_and_stops_in_one_line(reward_server, tmp_pa
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     processes = []
     try:
-        while process.poll() is None and _logged_step(tmp_path / "long") < 5:
+        while process.poll() is None and last_step(tmp_path / "long") < 5:
             time.sleep(0.05)
         processes = server.tree()
         for p in processes:
@@ -290,15 +291,6 @@ def test_training_run_through_the_service(reward_server, token, tmp_path, ray_se
         ray.get(refused.remote(message))
     assert "\n" in str(raised.value) and str(user_error(raised.value)) == message
 
-
-
-def _logged_step(run_dir) -> int:
-    import json
-
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return 0
-    return max((json.loads(line).get("step", 0) for line in path.read_text().splitlines() if line.strip()), default=0)
 
 
 @pytest.fixture(scope="module")
