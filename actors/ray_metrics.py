@@ -8,6 +8,7 @@ rollout worker runs to forward its vLLM engine's own statistics (``LLM.get_metri
 
 from __future__ import annotations
 
+import atexit
 import re
 import threading
 
@@ -35,26 +36,39 @@ class RayMetrics:
         self._gauges: dict[tuple, float] = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._keeper: threading.Thread | None = None
         if keep_gauges:
-            threading.Thread(target=self._keep, args=(interval_s,), name="gauges", daemon=True).start()
+            self._keeper = threading.Thread(target=self._keep, args=(interval_s,), name="gauges", daemon=True)
+            self._keeper.start()
+            # Before Ray's own exit hook (registered when ray was imported, so it runs after this one): a metric
+            # recorded while the core worker is torn down crashes the interpreter.
+            atexit.register(self.stop)
 
     def stop(self) -> None:
-        """No more re-reporting of the gauges (they leave Ray's endpoint two export intervals later)."""
+        """No more re-reporting of the gauges (they leave Ray's endpoint two export intervals later); returns once
+        the thread doing it has ended."""
         self._stopped.set()
+        if self._keeper is not None and self._keeper is not threading.current_thread():
+            self._keeper.join(timeout=10)
+        atexit.unregister(self.stop)
 
     def _keep(self, interval_s: float) -> None:
         import ray
+        from ray._private.worker import _connect_or_shutdown_lock  # what ray.shutdown holds while it disconnects
 
         while not self._stopped.wait(interval_s):
-            if not ray.is_initialized():
-                return
             with self._lock:
                 gauges = list(self._gauges.items())
-            for (name, tags), value in gauges:
-                try:
-                    self._metrics[name].set(value, tags=dict(tags))
-                except Exception:  # Ray shutting down
+            # Under Ray's connect/shutdown lock, so that a ray.shutdown() from another thread never runs between
+            # the check and a record.
+            with _connect_or_shutdown_lock:
+                if not ray.is_initialized() or self._stopped.is_set():
                     return
+                for (name, tags), value in gauges:
+                    try:
+                        self._metrics[name].set(value, tags=dict(tags))
+                    except Exception:  # a metric Ray no longer serves
+                        return
 
     def _get(self, kind: str, name: str, description: str, extra_tags: tuple = (), **kw):
         metric = self._metrics.get(name)

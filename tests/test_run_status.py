@@ -19,6 +19,11 @@ from orchestration.run_status import format_status, read_status
 from tests.conftest import run_in_process
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _ray_closed_at_the_end(ray_session_per_module):
+    """The real runs here share one Ray session."""
+
+
 def _run_dir(tmp_path, total_steps=10, steps=5, name="run", loss=lambda i: 0.7 - 0.01 * i):
     run = tmp_path / name
     run.mkdir(parents=True)

@@ -28,6 +28,8 @@ def actors(tmp_path_factory):
     learner_model = build_tiny_model_dir(root / "learner", TinyModelSpec(seed=0))
     engine_model = build_tiny_model_dir(root / "engine", TinyModelSpec(seed=1))
     config = load_config(None, ["learner.zero_stage=3", "learner.num_ranks=2", "ray.num_cpus=6"])
+    if ray.is_initialized():  # an earlier module's session: this one needs its own resources
+        ray.shutdown()
     ray.init(num_cpus=6, object_store_memory=1 << 30, include_dashboard=False, logging_level="WARNING",
              runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}})
     try:
