@@ -65,70 +65,88 @@ def split_items(items: list[str]) -> tuple[str | None, list[str]]:
     return path, overrides
 
 
+def _run(args) -> int:
+    if args.command == "resume":
+        from orchestration.launch import resume
+        for item in args.overrides:
+            if "=" not in item:
+                raise SelfplayError(f"unexpected argument '{item}': resume takes key=value overrides")
+        address = [f"ray.address={args.address}"] if args.address else []
+        resume(args.run_dir, [*args.overrides, *address])
+        return 0
+    if args.command == "status":
+        from orchestration.run_status import show_status
+        if args.watch is not None and args.watch <= 0:
+            raise SelfplayError("--watch takes a positive number of seconds")
+        show_status(args.run_dir, args.json, args.watch, args.stale_after)
+        return 0
+    if args.command == "plot":
+        from orchestration.plots import draw_plots
+        from orchestration.run_status import read_status
+        read_status(args.run_dir)  # a clear error for a directory that is not a run directory
+        paths = draw_plots(args.run_dir)
+        if not paths:
+            raise SelfplayError(f"{args.run_dir} has no metrics to plot yet (metrics.jsonl is empty)")
+        print("\n".join(str(p) for p in paths))
+        return 0
+    if args.command == "export":
+        from orchestration.launch import export
+        out = export(args.run_dir, args.out_dir, args.step)
+        print(f"exported {out}")
+        return 0
+    from orchestration.config import load_config, to_yaml
+
+    path, overrides = split_items(args.items)
+    if getattr(args, "address", None):
+        overrides.append(f"ray.address={args.address}")
+    config = load_config(path, overrides)
+    if args.command == "serve-preference":
+        from orchestration.serve_preference import serve_preference
+        serve_preference(config, args.host, args.port)
+        return 0
+    if args.dry_run:
+        preset = getattr(config, "preset_keys", [])
+        if preset:
+            print("# embedded-model preset (no policy.model_path), under your settings: " + ", ".join(preset))
+        print(to_yaml(config), end="")
+        return 0
+    from orchestration.launch import train
+    train(config)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    ray_was_up = _ray_up()
     try:
-        if args.command == "resume":
-            from orchestration.launch import resume
-            for item in args.overrides:
-                if "=" not in item:
-                    raise SelfplayError(f"unexpected argument '{item}': resume takes key=value overrides")
-            address = [f"ray.address={args.address}"] if args.address else []
-            resume(args.run_dir, [*args.overrides, *address])
-            return 0
-        if args.command == "status":
-            from orchestration.run_status import show_status
-            if args.watch is not None and args.watch <= 0:
-                raise SelfplayError("--watch takes a positive number of seconds")
-            show_status(args.run_dir, args.json, args.watch, args.stale_after)
-            return 0
-        if args.command == "plot":
-            from orchestration.plots import draw_plots
-            from orchestration.run_status import read_status
-            read_status(args.run_dir)  # a clear error for a directory that is not a run directory
-            paths = draw_plots(args.run_dir)
-            if not paths:
-                raise SelfplayError(f"{args.run_dir} has no metrics to plot yet (metrics.jsonl is empty)")
-            print("\n".join(str(p) for p in paths))
-            return 0
-        if args.command == "export":
-            from orchestration.launch import export
-            out = export(args.run_dir, args.out_dir, args.step)
-            print(f"exported {out}")
-            return 0
-        from orchestration.config import load_config, to_yaml
-
-        path, overrides = split_items(args.items)
-        if getattr(args, "address", None):
-            overrides.append(f"ray.address={args.address}")
-        config = load_config(path, overrides)
-        if args.command == "serve-preference":
-            from orchestration.serve_preference import serve_preference
-            serve_preference(config, args.host, args.port)
-            return 0
-        if args.dry_run:
-            preset = getattr(config, "preset_keys", [])
-            if preset:
-                print("# embedded-model preset (no policy.model_path), under your settings: " + ", ".join(preset))
-            print(to_yaml(config), end="")
-            return 0
-        from orchestration.launch import train
-        train(config)
-        return 0
+        return _run(args)
     except SelfplayError as exc:
         if args.debug:
             raise
-        print(f"selfplay: error: {user_error(exc)}", file=sys.stderr)
-        return 2
+        return _fail(f"selfplay: error: {user_error(exc)}", 2, ray_was_up)
     except KeyboardInterrupt:
-        print("selfplay: interrupted", file=sys.stderr)
-        return 130
+        return _fail("selfplay: interrupted", 130, ray_was_up)
     except Exception as exc:  # a bug or an engine failure: one line unless --debug
         if args.debug:
             raise
-        print(f"selfplay: error: {type(exc).__name__}: {_first_line(exc)} (run with --debug for the traceback)",
-              file=sys.stderr)
-        return 1
+        return _fail(f"selfplay: error: {type(exc).__name__}: {_first_line(exc)} (run with --debug for the "
+                     "traceback)", 1, ray_was_up)
+
+
+def _fail(line: str, code: int, ray_was_up: bool) -> int:
+    """Print the one error line last: a cluster this command started is shut down first, so that no actor log
+    Ray still holds is printed after it."""
+    if not ray_was_up and _ray_up():
+        import ray
+
+        ray.shutdown()
+    print(line, file=sys.stderr)
+    return code
+
+
+def _ray_up() -> bool:
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
 
 
 def user_error(exc: SelfplayError) -> SelfplayError:

@@ -1,7 +1,8 @@
 """Nothing outlives a killed run: a small process started next to the driver, before Ray, that watches it. While the
 driver lives it notes every process the driver started (Ray's daemons, the actors, vLLM's engine cores); once the
 driver is gone (``kill -9``, OOM killer, a crash that skipped every ``finally``), it kills those that are still
-running. A run that ends normally stops its own actors and Ray, and then the reaper only exits.
+running, and removes the weight transport's ``/dev/shm`` files a learner killed mid-push left. A run that ends
+normally stops its own actors and Ray, and then the reaper only exits.
 
 ``python -m orchestration.reaper DRIVER_PID``."""
 
@@ -38,13 +39,19 @@ def watch(driver_pid: int, interval_s: float = 1.0) -> None:
         except psutil.Error:
             pass
         time.sleep(interval_s)
+    killed = []
     for pid, created in started.items():
         try:
             process = psutil.Process(pid)
             if process.create_time() == created:
                 process.send_signal(signal.SIGKILL)
+                killed.append(process)
         except psutil.Error:
             pass
+    psutil.wait_procs(killed, timeout=10)
+    from rollout.transport.shm_files import remove_orphans
+
+    remove_orphans()
 
 
 if __name__ == "__main__":

@@ -38,12 +38,14 @@ def pids_of(actor_class: str) -> list[int]:
     return found
 
 
-def assert_no_actor_left(*classes: str, within_s: float = 30.0) -> None:
-    """Every actor process of the run exits (``ray.kill`` returns before the process is gone)."""
+def assert_nothing_left(*classes: str, within_s: float = 30.0) -> None:
+    """Every actor process of the run exits (``ray.kill`` returns before the process is gone), and no weight
+    transport file is left in /dev/shm."""
     deadline = time.monotonic() + within_s
     while (left := {c: pids_of(c) for c in classes if pids_of(c)}) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not left, f"actor processes outlived their run: {left}"
+    assert not list(Path("/dev/shm").glob("selfplay-weights-*")), sorted(os.listdir("/dev/shm"))
 
 
 def last_step(run_dir: Path) -> int:
@@ -96,7 +98,7 @@ def test_rollout_worker_and_preference_replica_killed_mid_run(tmp_path, uninterr
     rows = [json.loads(line) for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert max(r.get("restarts/rollout", 0) for r in rows) == 1
     assert max(r.get("restarts/preference", 0) for r in rows) == 1
-    assert_no_actor_left("RolloutWorker", "PreferenceService", "LearnerWorker")
+    assert_nothing_left("RolloutWorker", "PreferenceService", "LearnerWorker")
 
 
 def train_in_process(tmp_path, name: str, *overrides) -> dict:
@@ -128,14 +130,15 @@ def test_learner_killed_auto_resume_ends_bitwise_equal(tmp_path, uninterrupted):
     assert killed, "the run ended before the learner could be killed"
     assert summary["steps"] == STEPS and summary["auto_resumes"] == 1
     assert summary["last_push"]["digest"] == uninterrupted["last_push"]["digest"]
-    assert_no_actor_left("RolloutWorker", "PreferenceService", "LearnerWorker")
+    assert_nothing_left("RolloutWorker", "PreferenceService", "LearnerWorker")
 
 
 def test_hung_push_times_out_dumps_stacks_and_auto_resumes(tmp_path, uninterrupted, monkeypatch):
+    """Over the shared-memory transport: the learner is killed mid-push, with its /dev/shm files still named."""
     monkeypatch.setenv("SELFPLAY_FAULT", "hang@push:12")
     started = time.monotonic()
     summary = train_in_process(tmp_path, "hang", "checkpoint.every_steps=5", "run.auto_resume=1",
-                               "run.step_timeout_s=20")
+                               "run.step_timeout_s=20", "sync.transport=shared_memory")
     assert summary["steps"] == STEPS and summary["auto_resumes"] == 1
     assert summary["last_push"]["digest"] == uninterrupted["last_push"]["digest"]
     stacks = (tmp_path / "hang" / "stacks" / "step-12-push.txt").read_text()
@@ -148,5 +151,36 @@ def test_hung_push_times_out_dumps_stacks_and_auto_resumes(tmp_path, uninterrupt
     worker = next(text for label, text in sections.items() if label.startswith("rollout worker 0"))
     assert "push_weights" in driver and "faults.py" in worker, stacks
     assert time.monotonic() - started < 300
-    assert_no_actor_left("RolloutWorker", "PreferenceService", "LearnerWorker")
+    assert_nothing_left("RolloutWorker", "PreferenceService", "LearnerWorker")
 
+
+
+def test_an_actor_whose_vllm_engine_died_exits_and_ray_restarts_it(tmp_path, ray_session_per_module):
+    """vLLM's CPU build runs the engine core inside the worker, so its death is raised here with vLLM's own
+    ``EngineDeadError``; the worker's process must end as a crash, so that Ray restarts it and the call is retried."""
+    import ray
+
+    from actors.actor_failures import get_with_restarts
+
+    @ray.remote(max_restarts=1, max_task_retries=0, num_cpus=0)
+    class Engine:
+        def __init__(self, marker: str) -> None:
+            self.marker = Path(marker)
+
+        def generate(self) -> int:
+            from actors.rollout_worker import engine_alive
+            from vllm.v1.engine.exceptions import EngineDeadError
+
+            with engine_alive():
+                if not self.marker.exists():  # the first incarnation's engine is dead
+                    self.marker.write_text(str(os.getpid()))
+                    raise EngineDeadError()
+            return os.getpid()
+
+    marker = tmp_path / "first-engine-pid"
+    engine = Engine.remote(str(marker))
+    try:
+        pid, deaths = get_with_restarts(engine.generate.remote(), engine.generate.remote, 1, "engine", wait_s=120)
+        assert deaths == 1 and pid != int(marker.read_text())
+    finally:
+        ray.kill(engine, no_restart=True)

@@ -30,11 +30,13 @@ def no_ray_in_this_process():
 
 def test_a_killed_driver_leaves_no_process_behind(tmp_path):
     """``kill -9`` of ``selfplay train`` itself: its reaper kills Ray's daemons, the actors and vLLM's engine
-    cores, which would otherwise run on with nobody to stop them."""
+    cores, which would otherwise run on with nobody to stop them, and no file of the run is left in /dev/shm."""
+    shm_before = set(os.listdir("/dev/shm"))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SELFPLAY_FAULT")}
     env["PYTHONPATH"] = str(REPO)
     driver = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "train", f"run.output_dir={tmp_path}",
-                               "run.name=killed", "run.total_steps=2000", "eval.every_steps=0"],
+                               "run.name=killed", "run.total_steps=2000", "eval.every_steps=0",
+                               "sync.transport=shared_memory"],
                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     try:
@@ -49,6 +51,10 @@ def test_a_killed_driver_leaves_no_process_behind(tmp_path):
         driver.wait()
         gone, alive = psutil.wait_procs(started, timeout=30)
         assert not alive, [(p.pid, " ".join(p.cmdline())[:60]) for p in alive]
+        deadline = time.monotonic() + 30  # the reaper sweeps /dev/shm after its kills
+        while (left := set(os.listdir("/dev/shm")) - shm_before) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not left, sorted(left)
     finally:
         try:
             os.killpg(driver.pid, signal.SIGKILL)  # whatever is left of the group this test started

@@ -215,41 +215,69 @@ def test_config_names_what_is_missing(token):
         check_preference_inputs(_remote_config(url))
 
 
-# An outage longer than preference.retry_seconds, on the module's reward server. (A run-level test of a short
-# outage, SIGSTOP for 4 s then SIGCONT, was dropped: on this 2-core machine under load the Serve server often stayed
-# silent for over a minute after SIGCONT.) Once here, a `selfplay train` subprocess started while this module's
-# in-process Ray was up cut the in-process driver off its GCS and ended pytest, so this test shuts that Ray down.
+# Outages on the module's reward server, through `selfplay train` subprocesses (their own Ray). Once here, a
+# `selfplay train` subprocess started while this module's in-process Ray was up cut the in-process driver off its
+# GCS and ended pytest, so these tests shut that Ray down first.
 
 
-@pytest.mark.slow
-def test_a_longer_outage_checkpoints_and_stops_in_one_line(reward_server, tmp_path):
-    """Through the real command line (its own Ray): the server stopped for longer than preference.retry_seconds."""
+def _train_through(server, tmp_path, name: str, *overrides: str) -> subprocess.Popen:
     import ray
 
     if ray.is_initialized():  # an earlier module's in-process Ray (see the note above)
         ray.shutdown()
-    server = reward_server
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update({TOKEN_ENV: TOKEN, "PYTHONPATH": str(REPO)})
-    process = subprocess.Popen(
-        [sys.executable, "-m", "orchestration.cli", "train", f"run.output_dir={tmp_path}", "run.name=long",
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestration.cli", "train", f"run.output_dir={tmp_path}", f"run.name={name}",
          "preference.kind=remote", f"preference.url={server.url}", f"preference.token_env={TOKEN_ENV}",
-         "run.total_steps=200", "rollout.engine=torch", "eval.every_steps=0", "checkpoint.every_steps=0",
-         "preference.timeout_s=1", "preference.retry_seconds=3"],
+         "rollout.engine=torch", "eval.every_steps=0", "checkpoint.every_steps=0", *overrides],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    processes = []
+
+
+def _stopped(processes: list, process: subprocess.Popen, seconds: float | None) -> tuple[str, str]:
+    """SIGSTOP ``processes`` (for ``seconds``, or until the run ends), then SIGCONT; the run's (stdout, stderr)."""
     try:
-        while process.poll() is None and last_step(tmp_path / "long") < 5:
-            time.sleep(0.05)
-        processes = server.tree()
         for p in processes:
             p.send_signal(signal.SIGSTOP)
-        out, err = process.communicate(timeout=240)
+        if seconds is not None:
+            time.sleep(seconds)
+            for p in processes:
+                p.send_signal(signal.SIGCONT)
+        return process.communicate(timeout=300)
     finally:
         for p in processes:
             p.send_signal(signal.SIGCONT)
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_short_outage_is_waited_out_and_the_run_goes_on(reward_server, tmp_path):
+    """The Serve proxy and replicas stopped for 4 s (a server that stops answering, as a long GC pause or a network
+    blip does; Ray's own daemons keep running) within preference.retry_seconds: the step waits, then the run
+    finishes every step."""
+    process = _train_through(reward_server, tmp_path, "short", "run.total_steps=12", "preference.timeout_s=2",
+                             "preference.retry_seconds=120")
+    while process.poll() is None and last_step(tmp_path / "short") < 4:
+        time.sleep(0.05)
+    serving = [p for p in reward_server.tree() if p.cmdline() and p.cmdline()[0].startswith(
+        ("ray::ServeReplica", "ray::ProxyActor"))]
+    assert len(serving) >= 2, [p.cmdline()[:1] for p in reward_server.tree()]
+    out, err = _stopped(serving, process, seconds=4)
+    assert process.returncode == 0, err[-3000:]
+    assert f"the preference service at {reward_server.url} did not answer" in err, err[-3000:]
+    assert last_step(tmp_path / "short") == 12
+
+
+@pytest.mark.slow
+def test_a_longer_outage_checkpoints_and_stops_in_one_line(reward_server, tmp_path):
+    """The whole server stopped for longer than preference.retry_seconds."""
+    server = reward_server
+    process = _train_through(server, tmp_path, "long", "run.total_steps=200", "preference.timeout_s=1",
+                             "preference.retry_seconds=3")
+    while process.poll() is None and last_step(tmp_path / "long") < 5:
+        time.sleep(0.05)
+    out, err = _stopped(server.tree(), process, seconds=None)
     assert process.returncode != 0, out[-2000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"selfplay: error: the preference service at {server.url} did not answer"), err[-3000:]

@@ -73,6 +73,8 @@ def test_push_between_processes_is_bit_identical(tmp_path, kind):
         sender.connect()
         first, last = _model(0), _model(1)
         stats = sender.send(1, iter(first))
+        if kind == "shared_memory":  # every receiver has mapped the push's files, so they are unlinked already
+            assert not list(Path("/dev/shm").glob(f"selfplay-weights-*-{endpoint['group']}-*"))
         assert stats.version == 1 and stats.tensors == len(first) and stats.buckets >= 3
         assert stats.bytes >= sum(t.numel() * t.element_size() for _, t in first) and stats.seconds > 0
         sender.send(2, iter(first))
@@ -80,8 +82,8 @@ def test_push_between_processes_is_bit_identical(tmp_path, kind):
         with pytest.raises(RuntimeError, match="gather failed"):
             sender.send(4, _failing(first))
         sender.send(5, iter(last))
-        if kind == "shared_memory":  # every receiver has mapped the files, so they are unlinked: none leak on a crash
-            assert not list(Path("/dev/shm").glob(f"selfplay-weights-{endpoint['group']}-*"))
+        if kind == "shared_memory":  # new files of the last push (larger buckets) are gone too
+            assert not list(Path("/dev/shm").glob(f"selfplay-weights-*-{endpoint['group']}-*"))
     finally:
         for p in procs:
             p.join(timeout=120)
@@ -107,3 +109,21 @@ def test_the_group_is_not_the_default_process_group():
     sender.open(1)
     assert not dist.is_initialized()
     sender.close()
+
+
+def test_only_files_of_processes_that_are_gone_are_orphans(tmp_path):
+    import subprocess
+    import sys
+
+    from rollout.transport.shm_files import orphans, remove_orphans, shm_file
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    mine = shm_file("g", 0, tmp_path)
+    theirs = tmp_path / f"selfplay-weights-{int(dead.stdout)}-g-0"
+    other = tmp_path / "not-ours-1-g-0"
+    for path in (mine, theirs, other):
+        path.write_bytes(b"x")
+    assert orphans(tmp_path) == [theirs]
+    assert remove_orphans(tmp_path) == [theirs]
+    assert mine.exists() and other.exists() and not theirs.exists()

@@ -9,9 +9,11 @@ of a socket transfer, and the engines share one copy of the bytes instead of hol
 The views stay valid until the next push starts, as the broadcast backend's do: vLLM's layerwise reload
 keeps references to some incoming tensors until the whole push has arrived. So a push begins with a
 one-element all-reduce that every receiver joins when its ``receive`` starts (it is done with the previous
-push), and only then does the sender overwrite the files. A receiver maps every file it is told of, so by
-then it holds a mapping of each file the previous push announced, and the sender unlinks them: the memory
-lives on in the mappings, and nothing is left in ``/dev/shm`` if a process is killed.
+push), and only then does the sender overwrite the files. It also ends with one, joined once a receiver has
+mapped every file the push named (aborted or not); the sender then unlinks the files it made during the push.
+The memory lives on in the mappings (later pushes reuse them by slot), so a file exists only while a push is
+under way, and one left by a learner killed mid-push carries its pid and is removed by the next sender or the
+driver's reaper (``rollout.transport.shm_files``).
 
 Same node only: the endpoint names the learner's host, and a receiver elsewhere refuses to connect.
 """
@@ -35,8 +37,8 @@ from rollout.transport.base import PushStats
 from rollout.transport.broadcast import BroadcastGroup, join_group
 from rollout.transport.buckets import (bytes_to_tensor, decode_meta, encode_meta, iter_flat_buckets,
                                        tensor_to_bytes, unflatten)
+from rollout.transport.shm_files import SHM_DIR, remove_orphans, shm_file
 
-SHM_DIR = Path("/dev/shm")
 _ABORT = -1
 _ABORTED = {"aborted": True}  # what ``SharedMemoryReceiver._next`` returns for an aborted push
 
@@ -63,7 +65,7 @@ class SharedMemorySender:
         self._used = 0  # slots handed out in the current push
         self._created = 0
         self._unannounced: set[Path] = set()  # created, not yet named to the receivers
-        self._announced: list[Path] = []      # named in the last push: unlinked when the next one starts
+        self._announced: list[Path] = []      # named in this push: unlinked once every receiver has mapped them
 
     def open(self, num_receivers: int, host: str = "127.0.0.1") -> dict:
         if num_receivers < 1:
@@ -72,6 +74,7 @@ class SharedMemorySender:
             raise RuntimeError(f"the shared_memory weight transport needs {SHM_DIR} (Linux): use "
                                "sync.transport=broadcast")
         self.close()
+        remove_orphans()  # left by a learner killed mid-push
         self._store = dist.TCPStore(host, 0, is_master=True, wait_for_workers=False, timeout=self.timeout)
         self._endpoint = {"kind": self.name, "host": host, "port": self._store.port, "node": socket.gethostname(),
                           "world_size": num_receivers + 1, "group": uuid.uuid4().hex, "backend": "gloo",
@@ -94,7 +97,7 @@ class SharedMemorySender:
             raise RuntimeError(f"{SHM_DIR} has {free / 2**20:.0f} MiB free, the weight push needs "
                                f"{nbytes / 2**20:.0f} MiB more: enlarge it (docker --shm-size) or use "
                                "sync.transport=broadcast")
-        path = SHM_DIR / f"selfplay-weights-{self._endpoint['group']}-{self._created}"
+        path = shm_file(self._endpoint["group"], self._created)
         self._created += 1
         with open(path, "wb") as f:
             f.truncate(nbytes)
@@ -112,7 +115,6 @@ class SharedMemorySender:
             raise RuntimeError("connect() the shared_memory transport before sending")
         start = time.perf_counter()
         group.allreduce(torch.zeros(1, dtype=torch.int64))  # every receiver is done with the last push
-        self._unlink(self._announced)
         self._used = 0
         total = buckets = tensors = 0
         try:
@@ -129,11 +131,21 @@ class SharedMemorySender:
                 tensors += len(bucket.entries)
         except BaseException:
             if not group.broken:
-                group.broadcast(_header(version, _ABORT))
+                try:
+                    group.broadcast(_header(version, _ABORT))
+                    self._release(group)
+                except Exception:  # the push's own error is the one to report
+                    pass
             raise
         group.broadcast(_header(version, 0))
+        self._release(group)
         return PushStats(version=version, backend=self.name, seconds=time.perf_counter() - start, bytes=total,
                          buckets=buckets, tensors=tensors)
+
+    def _release(self, group: BroadcastGroup) -> None:
+        """Every receiver has mapped the files this push named: unlink them (the mappings keep the memory)."""
+        group.allreduce(torch.zeros(1, dtype=torch.int64))
+        self._unlink(self._announced)
 
     @staticmethod
     def _unlink(paths) -> None:
@@ -175,14 +187,12 @@ class SharedMemoryReceiver:
         if group is None:
             raise RuntimeError("connect() the shared_memory transport before receiving")
         group.allreduce(torch.zeros(1, dtype=torch.int64))  # done with the last push: the sender may write
-        got_version, done = version, False
+        got_version, end = version, None  # end: None while the push goes on, then its last message
         try:
             while True:
                 sent_version, message = self._next(group)
                 if message is None or message is _ABORTED:
-                    done = True
-                    if message is _ABORTED:
-                        raise RuntimeError(f"the learner aborted weight push {sent_version}")
+                    end = message or {}
                     break
                 buffer, entries = self._bucket(message)
                 if sent_version != version:
@@ -190,11 +200,16 @@ class SharedMemoryReceiver:
                     continue
                 yield from unflatten(buffer, entries)
         finally:
-            while not done and not group.broken:  # the consumer stopped early: read the rest of the push
-                message = self._next(group)[1]
-                done = message is None or message is _ABORTED
-                if not done:
-                    self._bucket(message)  # mapped even so: the sender unlinks the file next push
+            while end is None and not group.broken:  # the consumer stopped early: read the rest of the push
+                sent_version, message = self._next(group)
+                if message is None or message is _ABORTED:
+                    end = message or {}
+                else:
+                    self._bucket(message)  # mapped even so: the sender unlinks the files at the push's end
+            if end is not None and not group.broken:
+                group.allreduce(torch.zeros(1, dtype=torch.int64))  # every file of the push is mapped
+        if end is _ABORTED:
+            raise RuntimeError(f"the learner aborted weight push {sent_version}")
         if got_version != version:
             raise ValueError(f"expected weight push version {version}, the learner sent version {got_version}")
 
