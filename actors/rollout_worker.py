@@ -20,6 +20,9 @@ class RolloutWorker:
         metrics (actors/ray_metrics.py); None: off."""
         from rollout.engine import build_engine
 
+        cores = os.environ.get("SELFPLAY_CPU_CORES")  # rollout.cpu_threads_bind (orchestration/placement.py)
+        if cores:  # vLLM binds threads only in its multiprocess engines; this one computes in this process
+            os.sched_setaffinity(0, [int(c) for c in cores.split(",")])
         export = metrics_tags is not None and engine == "vllm"
         options = {**vllm_options, "log_stats": True} if export else vllm_options
         self._engine = build_engine(engine, model_path, dtype, seed, options, reference_path)

@@ -107,7 +107,8 @@ def _run(args) -> int:
     if args.dry_run:
         preset = getattr(config, "preset_keys", [])
         if preset:
-            print("# embedded-model preset (no policy.model_path), under your settings: " + ", ".join(preset))
+            print("# presets (the embedded model's, the mixture algorithms' engine), under your settings: "
+                  + ", ".join(preset))
         print(to_yaml(config), end="")
         return 0
     from orchestration.launch import train

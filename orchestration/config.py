@@ -89,20 +89,26 @@ class VLLMConfig:
 
 @dataclass
 class RolloutConfig:
-    engine: Literal["vllm", "torch"] = _f("vllm", "generation engine")
+    engine: Literal["vllm", "torch"] = _f(
+        "vllm", "generation engine; nash_md and ipo_md default to torch, which draws their token-level mixture "
+                "in one pass (vLLM holds only the policy: the sequence sampler, 8 policy samples per response)")
     num_workers: int = _f(1, "rollout worker actors (engines)")
     max_restarts: int = _f(3, "times Ray restarts a rollout worker that died; its batch is retried and it gets the "
                               "current weights (verified) before sampling again")
     num_cpus: float = _f(1.0, "CPUs per rollout engine")
+    num_threads: int | Literal["auto"] = _f(
+        "auto", "threads each engine computes with; auto: on the in-process cluster, every core while the "
+                "engines generate in sync mode, the producer's share of the cores in async mode "
+                "(orchestration/thread_budget.py); on a joined cluster Ray's default, one per CPU held")
     num_gpus: float | Literal["auto"] = _f(
         "auto", "GPUs per rollout engine; auto: vllm.tensor_parallel_size (torch engine: 1) with the CUDA build of "
                 "torch, else 0")
     resources: dict[str, float] = _f({}, "custom Ray resources per rollout engine, e.g. {rollout_node: 1} to place "
                                          "engines on the nodes started with that resource")
     cpu_threads_bind: str = _f(
-        "auto", "vLLM CPU build: the cores each rollout worker's threads bind to, one entry per worker separated "
-                "by ';' (e.g. '1' or '2-3;4-5'), so that engines and the learner do not share cores in async "
-                "mode; auto: vLLM's default (every core). Ignored on GPUs")
+        "auto", "CPU only: the cores each rollout worker runs on, one entry per worker separated by ';' (e.g. '1' "
+                "or '2-3;4-5'), so that engines and the learner do not share cores in async mode; a worker then "
+                "computes with one thread per core listed; auto: no binding. Ignored on GPUs")
     prompts_per_step: int = _f(16, "prompts sampled per learner step")
     k: int = _f(4, "responses sampled per prompt (SPPO needs >= 2)")
     temperature: float = _f(1.0, "sampling temperature")
@@ -178,6 +184,8 @@ class PreferenceConfig:
                 "0.5 for the others")
     num_gpus: float | Literal["auto"] = _f(
         "auto", "GPUs per replica; auto: 1 for reward_model, pairwise and judge when the cluster has GPUs, else 0")
+    num_threads: int | Literal["auto"] = _f(
+        "auto", "threads each replica computes with; auto: as rollout.num_threads, for the scoring phase")
     url: str | None = _f(None, "remote: the preference service's address, e.g. http://127.0.0.1:8000")
     token_env: str = _f("SELFPLAY_PREFERENCE_TOKEN",
                         "remote and selfplay serve-preference: the environment variable holding the service's "
@@ -278,6 +286,8 @@ class LearnerConfig:
     zero_stage: int = _f(0, "DeepSpeed ZeRO stage 0-3")
     num_ranks: int = _f(1, "data-parallel DeepSpeed ranks, one Ray actor (and one GPU, if any) each")
     num_cpus: float = _f(1.0, "CPUs per learner rank")
+    num_threads: int | Literal["auto"] = _f(
+        "auto", "threads each rank computes with; auto: as rollout.num_threads, for the training phase")
     num_gpus: float | Literal["auto"] = _f("auto", "GPUs per learner rank; auto: 1 with the CUDA build of torch, else 0")
     resources: dict[str, float] = _f({}, "custom Ray resources per learner rank")
     backend: Literal["auto", "gloo", "nccl"] = _f("auto", "torch.distributed backend; auto: nccl on GPU, gloo on CPU")
@@ -294,10 +304,11 @@ class SyncConfig:
     verify_digest: bool = _f(True, "each engine hashes the tensors it loads (as they stream) and every push "
                                    "checks that all engines hold the same; costs a device-to-host copy of the "
                                    "model per push on GPUs, so large runs may turn it off")
-    transport: Literal["broadcast", "object_store", "shared_memory"] = _f(
-        "broadcast", "broadcast: a torch.distributed group of the learner and the engines (gloo on CPU, NCCL on "
-                     "GPU); object_store: the same buckets through Ray's object store; shared_memory: engines "
-                     "on the learner's node read the buckets from /dev/shm (CPU)")
+    transport: Literal["auto", "broadcast", "object_store", "shared_memory"] = _f(
+        "auto", "broadcast: a torch.distributed group of the learner and the engines (gloo on CPU, NCCL on GPU); "
+                "object_store: the same buckets through Ray's object store; shared_memory: engines on the "
+                "learner's node read the buckets from /dev/shm (CPU); auto: shared_memory when every engine is a "
+                "CPU engine on learner rank 0's node, else broadcast")
 
 
 @dataclass
@@ -329,7 +340,9 @@ class RayConfig:
                                    "RAY_ADDRESS if set (a Ray job's driver has it), else an in-process cluster")
     placement_timeout_s: float = _f(60.0, "every role's placement group must be ready within this many seconds, "
                                           "else the run stops naming the role and the missing resource")
-    num_cpus: int = _f(4, "logical CPUs of the in-process cluster")
+    num_cpus: int | Literal["auto"] = _f(
+        "auto", "logical CPUs of the in-process cluster, a scheduling count (threads come from each role's "
+                "num_threads); auto: the machine's cores, or the CPUs the roles hold if that is more")
     object_store_gib: float = _f(1.0, "object store size of the in-process cluster")
     metrics_export_port: int = _f(0, "port of the in-process cluster's Prometheus endpoint (Ray's metrics agent, "
                                      "/metrics); 0: Ray picks one, printed at start. A joined cluster's comes "
@@ -542,10 +555,28 @@ def apply_embedded_preset(data: dict) -> list[str]:
     return applied
 
 
+# Algorithms that sample from the geometric mixture of the policy and the reference: the torch engine holds both
+# models and draws the token-level mixture in one decoding pass, where vLLM (the policy only) needs the sequence
+# sampler's `candidates` policy samples per response. So unless the config names an engine, they get torch.
+MIXTURE_ALGORITHMS = ("nash_md", "ipo_md")
+
+
+def apply_mixture_preset(data: dict) -> list[str]:
+    algorithm, rollout = data.get("algorithm"), data.get("rollout")
+    if not isinstance(algorithm, dict) or algorithm.get("name") not in MIXTURE_ALGORITHMS:
+        return []
+    if rollout is None:
+        rollout = data["rollout"] = {}
+    if not isinstance(rollout, dict) or "engine" in rollout:
+        return []
+    rollout["engine"] = "torch"
+    return ["rollout.engine=torch"]
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     data = read_yaml(path) if path is not None else {}
     apply_overrides(data, list(overrides or []))
-    preset = apply_embedded_preset(data)
+    preset = apply_embedded_preset(data) + apply_mixture_preset(data)
     config = _build(Config, data, "")
     config.preset_keys = preset  # not a field: --dry-run shows it, the saved config holds the values
     validate(config)

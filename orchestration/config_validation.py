@@ -133,7 +133,10 @@ def validate(config: Config) -> None:
     need(config.checkpoint.keep_every >= 0, "checkpoint.keep_every", "must be >= 0")
     need(config.pipeline.max_policy_lag >= 0, "pipeline.max_policy_lag", "must be >= 0")
     need(config.pipeline.queue_size >= 1, "pipeline.queue_size", "must be >= 1")
-    need(config.ray.num_cpus >= 1, "ray.num_cpus", "must be >= 1")
+    need(config.ray.num_cpus == "auto" or config.ray.num_cpus >= 1, "ray.num_cpus", "must be >= 1 or auto")
+    for role in ("learner", "rollout", "preference"):
+        threads = getattr(config, role).num_threads
+        need(threads == "auto" or threads >= 1, f"{role}.num_threads", "must be >= 1 or auto")
     need(config.ray.placement_timeout_s > 0, "ray.placement_timeout_s", "must be > 0")
     need(0 <= config.ray.metrics_export_port <= 65535, "ray.metrics_export_port", "must be a port, 0-65535")
     for role in ("learner", "rollout"):

@@ -48,6 +48,7 @@ from orchestration.win_rate import eval_samples, mean, win_rate_pairs
 from orchestration.experience import Experience
 from orchestration.experience_pipeline import ExperienceItem, ExperiencePipeline
 from rollout.records import Completion, SamplingSpec
+from rollout.transport.base import choose_transport
 
 
 @dataclass
@@ -170,7 +171,7 @@ class Controller:
         # Surface start-up errors (bad model, engine refusal) before the loop starts.
         ray.get([w.weights_state.remote() for w in self.rollouts] + self.learner.submit("weights_digest"))
         self.fleet = RolloutFleet(self.rollouts, self.learner, TransportSpec(
-            c.sync.transport, c.sync.bucket_mb * 2**20, timeout_s=c.run.step_timeout_s or 600.0,
+            self.transport, c.sync.bucket_mb * 2**20, timeout_s=c.run.step_timeout_s or 600.0,
             workers_per_engine=c.rollout.vllm.tensor_parallel_size if c.rollout.engine == "vllm" else 1,
             verify=c.sync.verify_digest), max_restarts=c.rollout.max_restarts)
         self.fleet.open_transport()
@@ -188,6 +189,7 @@ class Controller:
                 where[node] = f"{label} {i}"
         check_shared_storage(set(where), self.run_dir, self.model_path, where)
         away = [i for i, node in enumerate(nodes["rollout"]) if node != nodes["learner"][0]]
+        self.transport = choose_transport(c.sync.transport, not away, bool(role_resources(c, "rollout").num_gpus))
         if c.sync.transport == "shared_memory" and away:
             raise ConfigError(f"sync.transport=shared_memory needs every rollout engine on learner rank 0's node, "
                               f"but Ray placed engine(s) {away} on other nodes: use sync.transport=broadcast "

@@ -9,6 +9,7 @@ rollout engine with its tensor-parallel GPUs, per preference replica) and must b
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import ray
 
 from orchestration.reaper import start_reaper
 from orchestration.config import Config
+from orchestration.thread_budget import ROLES, machine_cores, parse_cores, thread_counts, thread_env
 from tasks.errors import SelfplayError
 
 # Environment every actor gets: quiet engines, and DeepSpeed's CPU accelerator for actors without a GPU.
@@ -25,7 +27,7 @@ _CPU_ENV = {"DS_ACCELERATOR": "cpu"}
 # readable (set VLLM_LOGGING_LEVEL to see more).
 _COMMON_ENV = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "ERROR"),
                "TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"}
-ROLES = ("learner", "rollout", "preference")
+CORES_ENV = "SELFPLAY_CPU_CORES"  # a rollout worker's cores, comma-separated (rollout.cpu_threads_bind)
 # Preference kinds that run a neural model of their own: a whole CPU, and a GPU with the CUDA build.
 _MODEL_KINDS = ("reward_model", "pairwise", "judge")
 # The keys a user changes to make a role fit, named in placement errors.
@@ -60,9 +62,34 @@ def start_ray(config: Config) -> None:
     if not cuda_build():
         env.update(_CPU_ENV)
     # Ray's metrics agent serves every process's ray.util.metrics (the selfplay_* series) on this port.
-    ray.init(num_cpus=config.ray.num_cpus, object_store_memory=int(config.ray.object_store_gib * 2**30),
+    ray.init(num_cpus=cluster_cpus(config), object_store_memory=int(config.ray.object_store_gib * 2**30),
              include_dashboard=False, runtime_env={"env_vars": env}, logging_level="WARNING",
              _metrics_export_port=config.ray.metrics_export_port or None)
+
+
+def cluster_cpus(config: Config) -> int:
+    """The in-process cluster's CPU count (``ray.num_cpus``): auto is the machine's cores, or what the roles'
+    bundles hold together if that is more (a count Ray schedules by; the threads come from ``role_threads``)."""
+    if config.ray.num_cpus != "auto":
+        return config.ray.num_cpus
+    held = sum(count * role_resources(config, role).num_cpus for role, count in role_counts(config).items())
+    return max(machine_cores(), math.ceil(held))
+
+
+def role_threads(config: Config) -> dict[str, int | None]:
+    """Threads per actor of each role: a role's ``num_threads``, or on the in-process cluster the machine's
+    cores shared by when each role is busy (orchestration/thread_budget.py); None: Ray's default."""
+    explicit = {role: getattr(config, role).num_threads for role in ROLES}
+    auto = [role for role, threads in explicit.items() if threads == "auto"]
+    if not auto:
+        return explicit
+    if cluster_address(config):
+        planned = dict.fromkeys(ROLES)
+    else:
+        planned = thread_counts(machine_cores(), role_counts(config),
+                                {role: role_resources(config, role).num_cpus for role in ROLES},
+                                overlap=config.mode == "async")
+    return {role: planned[role] if role in auto else explicit[role] for role in ROLES}
 
 
 def cuda_build() -> bool:
@@ -109,14 +136,19 @@ def role_counts(config: Config) -> dict[str, int]:
             "preference": config.preference.num_replicas}
 
 
-def actor_options(resources: RoleResources, cpu_threads_bind: str = "auto") -> dict:
-    """Ray options of one actor holding ``resources`` (its whole bundle). ``cpu_threads_bind``: a rollout
-    worker's core list for vLLM's CPU build (``VLLM_CPU_OMP_THREADS_BIND``)."""
+def actor_options(resources: RoleResources, cpu_threads_bind: str = "auto", threads: int | None = None) -> dict:
+    """Ray options of one actor holding ``resources`` (its whole bundle), computing with ``threads`` (None: Ray's
+    default). ``cpu_threads_bind``: a rollout worker's core list on CPU; it runs on those cores (the worker sets
+    its affinity, and vLLM's multiprocess engines read ``VLLM_CPU_OMP_THREADS_BIND``), one thread each."""
     env = dict(_COMMON_ENV)
+    env.update(thread_env(threads))
     if not resources.num_gpus:
         env.update(_CPU_ENV)
         if cpu_threads_bind != "auto":
+            cores = parse_cores(cpu_threads_bind)
+            env.update(thread_env(len(cores)))
             env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
+            env[CORES_ENV] = ",".join(map(str, cores))
     options = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus, "runtime_env": {"env_vars": env}}
     if resources.custom:
         options["resources"] = dict(resources.custom)
@@ -133,7 +165,7 @@ class Placement:
         """Ray options of actor ``index`` of ``role``: its resources, in its bundle."""
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        return {**actor_options(role_resources(config, role), cpu_threads_bind),
+        return {**actor_options(role_resources(config, role), cpu_threads_bind, role_threads(config)[role]),
                 "scheduling_strategy": PlacementGroupSchedulingStrategy(
                     self.groups[role], placement_group_bundle_index=index)}
 

@@ -40,6 +40,36 @@ def sample_token_mixture(policy_fn: LogitsFn, ref_fn: LogitsFn, prefix_ids: torc
     return ids[:, prefix_ids.numel():]
 
 
+@torch.no_grad()
+def sample_token_mixture_cached(policy, reference, prompts: list[list[int]], length: int, beta: float, n: int,
+                                pad_id: int, temperature: float = 1.0, generator: torch.Generator | None = None,
+                                device: str | torch.device = "cpu") -> torch.Tensor:
+    """What ``sample_token_mixture`` draws, for Hugging Face causal LMs: ``n`` responses of exactly ``length``
+    tokens after each prompt, every prompt's rows in one left-padded batch, each model decoding one new token
+    per step over its own KV cache (instead of the whole sequence again). Returns ids [len(prompts), n, length]."""
+    width = max(len(p) for p in prompts)
+    rows = [p for p in prompts for _ in range(n)]
+    ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in rows], device=device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    caches = [None, None]
+    drawn = []
+    for _ in range(length):
+        logits = []
+        for i, model in enumerate((policy, reference)):
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=caches[i],
+                        use_cache=True)
+            caches[i] = out.past_key_values
+            logits.append(out.logits[:, -1].float().cpu() / temperature)
+        probs = torch.softmax(mix_logits(logits[0], logits[1], beta), dim=-1)
+        token = torch.multinomial(probs, 1, generator=generator)
+        drawn.append(token)
+        ids = token.to(device)
+        mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
+        positions = positions[:, -1:] + 1
+    return torch.cat(drawn, dim=1).reshape(len(prompts), n, length)
+
+
 def mixture_weights(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float,
                     proposal_logps: torch.Tensor | None = None) -> torch.Tensor:
     """Self-normalised weights of candidates for the target pi^(1-beta) mu^beta: with candidates from pi,

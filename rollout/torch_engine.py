@@ -90,23 +90,18 @@ class TorchEngine:
                          beta: float, prompts: list | None = None) -> list[list[Completion]]:
         """``spec.n`` responses per prompt from the token-level geometric mixture of the policy and the
         reference: softmax((1 - beta) logits_pi + beta logits_mu) at every step (temperature applied after)."""
-        from rollout.geometric_mixture import sample_token_mixture
+        from rollout.geometric_mixture import sample_token_mixture_cached
 
         if self._reference is None:
             raise RuntimeError("token-level mixture sampling needs the torch engine built with a reference model")
         generator = torch.Generator(device="cpu").manual_seed(spec.seed if spec.seed is not None else 0)
-        temperature = spec.temperature
-
-        def logits_fn(model):
-            return lambda ids: model(input_ids=ids.to(self._device)).logits[:, -1].float().cpu() / temperature
-
+        out = sample_token_mixture_cached(self._model, self._reference, prompt_token_ids, spec.max_tokens, beta,
+                                          spec.n, self._pad_id, spec.temperature, generator, self._device)
         prompts = prompts if prompts is not None else [None] * len(prompt_token_ids)
         groups = []
-        for prompt, index, ids in zip(prompts, prompt_indices, prompt_token_ids):
-            out = sample_token_mixture(logits_fn(self._model), logits_fn(self._reference), torch.tensor(ids),
-                                       spec.max_tokens, beta, spec.n, generator)
+        for prompt, index, ids, rows in zip(prompts, prompt_indices, prompt_token_ids, out.tolist()):
             group = []
-            for row in out.tolist():
+            for row in rows:
                 response, reason = self._cut(row, spec)
                 group.append(Completion(prompt_index=index, prompt=prompt, prompt_token_ids=list(ids),
                                         response_token_ids=response,

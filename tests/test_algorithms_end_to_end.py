@@ -21,10 +21,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session_per_module"
 
 
 @pytest.mark.parametrize("name, extra, floor", [
-    ("nash_md", [], 0.6),                                     # sequence-level mixture (vLLM)
-    ("nash_md-token", ["rollout.engine=torch"], 0.6),        # exact token-level mixture (torch engine)
+    ("nash_md", [], 0.6),                                     # token-level mixture (torch engine, the default)
+    ("nash_md-sequence", ["rollout.engine=vllm"], 0.6),      # sequence-level mixture (vLLM)
     ("online_ipo", [], 0.6),
-    ("ipo_md", [], 0.6),
+    ("ipo_md", [], 0.6),                                      # token-level mixture
     ("dpo", [], 0.6),
 ])
 def test_algorithm_raises_win_rate(tmp_path_factory, name, extra, floor):

@@ -18,6 +18,8 @@ def test_default_run_learns(selfplay_cli, tmp_path):
     assert summary["samples"] == 120 * 16 * 4
     assert summary["win_rate_vs_initial"] >= 0.75
     assert summary["wall_seconds"] < 600
+    # Every engine is a CPU engine on the learner's node: the weights go through shared memory, verified.
+    assert summary["last_push"]["backend"] == "shared_memory" and summary["verified_pushes"] >= 120
     # progress was shown while it ran, and the final line reports the result
     assert "step 60/120" in result.stdout and "win-rate vs initial" in result.stdout
     assert "done: 120 steps" in result.stdout

@@ -140,3 +140,12 @@ def test_the_gpu_chat_example_config_validates():
     assert config.policy.model_path == "Qwen/Qwen2.5-1.5B-Instruct" and config.preset_keys == []
     assert config.preference.kind == "function" and config.task.eval_split == "test_prefs"
     assert config.learner.zero_stage == 3 and config.rollout.vllm.tensor_parallel_size == 1
+
+
+def test_mixture_algorithms_default_to_the_torch_engine_unless_an_engine_is_named():
+    config = load_config(None, ["algorithm.name=nash_md"])
+    assert config.rollout.engine == "torch" and "rollout.engine=torch" in config.preset_keys
+    assert load_config(None, ["algorithm.name=ipo_md"]).rollout.engine == "torch"
+    assert load_config(None, ["algorithm.name=nash_md", "rollout.engine=vllm"]).rollout.engine == "vllm"
+    assert load_config(None, ["algorithm.name=online_ipo"]).rollout.engine == "vllm"
+    assert load_config(None, []).rollout.engine == "vllm"

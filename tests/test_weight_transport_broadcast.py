@@ -127,3 +127,13 @@ def test_only_files_of_processes_that_are_gone_are_orphans(tmp_path):
     assert orphans(tmp_path) == [theirs]
     assert remove_orphans(tmp_path) == [theirs]
     assert mine.exists() and other.exists() and not theirs.exists()
+
+
+def test_auto_transport_is_shared_memory_only_for_cpu_engines_on_the_learners_node(tmp_path):
+    from rollout.transport.base import choose_transport
+
+    assert choose_transport("auto", True, False) == "shared_memory"
+    assert choose_transport("auto", False, False) == "broadcast"  # an engine on another node
+    assert choose_transport("auto", True, True) == "broadcast"    # GPU engines: NCCL
+    assert choose_transport("auto", True, False, shm_dir=str(tmp_path / "none")) == "broadcast"
+    assert choose_transport("object_store", True, False) == "object_store"

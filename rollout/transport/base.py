@@ -18,6 +18,8 @@ use inside an engine's worker process; for the broadcast backend it returns None
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -96,6 +98,18 @@ def resolve_backend(name: str = "auto") -> str:
     if name == "auto":
         return "nccl" if torch.cuda.is_available() else "gloo"
     return name
+
+
+def choose_transport(requested: str, engines_on_learner_node: bool, engines_on_gpu: bool,
+                     shm_dir: str = "/dev/shm") -> str:
+    """The weight transport for ``sync.transport=requested``: ``auto`` is shared memory where every engine is a
+    CPU engine on the learner's node (two memory copies instead of a socket transfer per engine; on GPUs the
+    broadcast is NCCL, which beats a trip through host memory), else the broadcast, which crosses nodes."""
+    if requested != "auto":
+        return requested
+    if engines_on_learner_node and not engines_on_gpu and os.path.isdir(shm_dir):
+        return "shared_memory"
+    return "broadcast"
 
 
 _BACKENDS: dict[str, tuple[str, str, str]] = {
