@@ -8,28 +8,15 @@ max(generation, training) per step as measured in the sync run (1.0 would be per
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import tempfile
-import time
 
-from orchestration.config import load_config
-from orchestration.launch import prepare
+from timed_run import timed_run
 
 
 def run(mode: str, steps: int, out: str, extra: list[str]) -> dict:
-    config = load_config(None, [f"run.output_dir={out}", f"run.name={mode}", f"run.total_steps={steps}",
-                                f"mode={mode}", "eval.every_steps=0", "checkpoint.every_steps=0",
-                                "checkpoint.at_end=false", "run.log_every=1000", *extra])
-    controller = prepare(config)
-    try:
-        start = time.perf_counter()
-        summary = controller.run()
-        seconds = time.perf_counter() - start
-    finally:
-        controller.shutdown()
-    rows = [json.loads(line) for line in (controller.run_dir / "metrics.jsonl").read_text().splitlines()]
+    summary, seconds, rows = timed_run(mode, out, [f"run.total_steps={steps}", f"mode={mode}", *extra])
     trained = [r for r in rows if "loss" in r][2:]  # skip warm-up steps
     return {"samples_per_s": summary["samples"] / seconds, "seconds": seconds, "steps": summary["steps"],
             "dropped": summary["dropped_stale"],

@@ -9,15 +9,11 @@ each setting, alternating, and the throughput ratio."""
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
-import time
 
 import ray
-
-from orchestration.config import load_config
-from orchestration.launch import prepare
+from timed_run import timed_run
 
 ONE_THREAD = ["learner.num_threads=1", "rollout.num_threads=1", "preference.num_threads=1"]
 PHASES = ("time/generate", "time/score", "time/train", "time/push")
@@ -32,19 +28,11 @@ def mid_model() -> list[str]:
 
 
 def run(name: str, steps: int, extra: list[str]) -> tuple[float, dict[str, float]]:
-    out = tempfile.mkdtemp()
-    config = load_config(None, [f"run.output_dir={out}", f"run.name={name}", f"run.total_steps={steps}",
-                                "eval.every_steps=0", "checkpoint.every_steps=0", "checkpoint.at_end=false",
-                                "run.log_every=1000", *extra])
-    controller = prepare(config)
     try:
-        start = time.perf_counter()
-        summary = controller.run()
-        seconds = time.perf_counter() - start
+        summary, seconds, rows = timed_run(name, tempfile.mkdtemp(), [f"run.total_steps={steps}", *extra])
     finally:
-        controller.shutdown()
         ray.shutdown()  # each setting starts its actors with its own environment
-    rows = [json.loads(line) for line in open(f"{out}/{name}/metrics.jsonl")][3:]
+    rows = rows[3:]
     return summary["samples"] / seconds, {k: statistics.mean(r.get(k, 0.0) for r in rows) for k in PHASES}
 
 
