@@ -18,49 +18,38 @@ EMBEDDED_PRESET = {
 GAME_PRESET = {"rollout": {"max_tokens": 1}, "eval": {"samples_per_prompt": 32}}
 
 
-def apply_embedded_preset(data: dict) -> list[str]:
-    """Fill in ``EMBEDDED_PRESET`` where ``data`` leaves a key unset, when the run uses the embedded model;
-    returns the dotted keys filled in."""
-    policy = data.get("policy")
-    if isinstance(policy, dict) and policy.get("model_path"):
-        return []
-    applied = []
-
-    def fill(node: dict, preset: dict, prefix: str) -> None:
-        for key, value in preset.items():
-            if isinstance(value, dict):
-                child = node.setdefault(key, {})
-                if isinstance(child, dict):  # a non-mapping is reported by the loader, naming the key
-                    fill(child, value, f"{prefix}{key}.")
-            elif key not in node:
-                node[key] = value
-                applied.append(f"{prefix}{key}={value}")
-
-    task = data.get("task")
-    if isinstance(task, dict) and task.get("name") == "game":
-        fill(data, GAME_PRESET, "")
-    fill(data, EMBEDDED_PRESET, "")
-    return applied
-
-
 # Algorithms that sample from the geometric mixture of the policy and the reference: the torch engine holds both
 # models and draws the token-level mixture in one decoding pass, where vLLM (the policy only) needs the sequence
 # sampler's `candidates` policy samples per response. So unless the config names an engine, they get torch.
 MIXTURE_ALGORITHMS = ("nash_md", "ipo_md")
+MIXTURE_PRESET = {"rollout": {"engine": "torch"}}
 
 
-def apply_mixture_preset(data: dict) -> list[str]:
-    algorithm, rollout = data.get("algorithm"), data.get("rollout")
-    if not isinstance(algorithm, dict) or algorithm.get("name") not in MIXTURE_ALGORITHMS:
-        return []
-    if rollout is None:
-        rollout = data["rollout"] = {}
-    if not isinstance(rollout, dict) or "engine" in rollout:
-        return []
-    rollout["engine"] = "torch"
-    return ["rollout.engine=torch"]
+def _section(data: dict, key: str) -> dict:
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _fill(node: dict, preset: dict, prefix: str, applied: list[str]) -> None:
+    """Set every key of ``preset`` that ``node`` leaves unset, noting each as ``dotted.key=value``."""
+    for key, value in preset.items():
+        if isinstance(value, dict):
+            child = node.setdefault(key, {})
+            if isinstance(child, dict):  # a non-mapping is reported by the loader, naming the key
+                _fill(child, value, f"{prefix}{key}.", applied)
+        elif key not in node:
+            node[key] = value
+            applied.append(f"{prefix}{key}={value}")
 
 
 def apply_presets(data: dict) -> list[str]:
-    """Every preset that applies to the raw config ``data``; returns the dotted keys filled in."""
-    return apply_embedded_preset(data) + apply_mixture_preset(data)
+    """Fill in every preset that applies to the raw config ``data``; returns the dotted keys filled in."""
+    embedded = not _section(data, "policy").get("model_path")
+    applies = [(embedded and _section(data, "task").get("name") == "game", GAME_PRESET),
+               (embedded, EMBEDDED_PRESET),
+               (_section(data, "algorithm").get("name") in MIXTURE_ALGORITHMS, MIXTURE_PRESET)]
+    applied: list[str] = []
+    for condition, preset in applies:
+        if condition:
+            _fill(data, preset, "", applied)
+    return applied
