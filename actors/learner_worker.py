@@ -48,7 +48,7 @@ class LearnerWorker:
     # -- weight transport (see actors/weight_transport.py for the calling order) ----------------------
 
     def open_weight_transport(self, kind: str, num_receivers: int, bucket_bytes: int,
-                              timeout_s: float = 600.0) -> dict:
+                              timeout_s: float = 600.0, local: list[bool] | None = None) -> dict:
         """Prepare transport ``kind`` for ``num_receivers`` engines; returns the endpoint they connect with.
         Only rank 0 sends; other ranks only take part in the parameter gathers of each push."""
         from rollout.transport import build_sender
@@ -57,7 +57,7 @@ class LearnerWorker:
         self._transport_open = True
         if self._rank != 0:
             return {}
-        self._sender = build_sender(kind, bucket_bytes=bucket_bytes, timeout_s=timeout_s)
+        self._sender = build_sender(kind, bucket_bytes=bucket_bytes, timeout_s=timeout_s, local=local)
         return self._sender.open(num_receivers, host=ray.util.get_node_ip_address())
 
     def connect_weight_transport(self) -> None:

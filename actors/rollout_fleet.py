@@ -28,6 +28,7 @@ class TransportSpec:
     timeout_s: float           # the collectives' timeout (run.step_timeout_s)
     workers_per_engine: int = 1
     verify: bool = True        # sync.verify_digest
+    engines_local: list[bool] | None = None  # each engine on learner rank 0's node? (the mixed transport routes by it)
 
 
 class RolloutFleet:
@@ -44,7 +45,7 @@ class RolloutFleet:
     def open_transport(self) -> None:
         t = self.transport
         open_weight_transport(self.learner, self.workers, t.kind, t.bucket_bytes, timeout_s=t.timeout_s,
-                              workers_per_engine=t.workers_per_engine)
+                              workers_per_engine=t.workers_per_engine, engines_local=t.engines_local)
 
     # -- sampling -----------------------------------------------------------------------------------
 

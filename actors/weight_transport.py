@@ -26,12 +26,14 @@ def receiver_ranks(num_engines: int, workers_per_engine: int) -> list[int]:
 
 
 def open_weight_transport(learner, rollouts: list, kind: str, bucket_bytes: int, timeout_s: float = 600.0,
-                          workers_per_engine: int = 1) -> dict:
+                          workers_per_engine: int = 1, engines_local: list[bool] | None = None) -> dict:
     """Once, after the actors start (and again after any of them is replaced): returns the endpoint.
     ``learner`` is an ``actors.learner_group.LearnerGroup``; its rank 0 sends, the other ranks only join the
-    ZeRO-3 gathers of each push. ``workers_per_engine``: a vLLM engine's tensor-parallel size."""
+    ZeRO-3 gathers of each push. ``workers_per_engine``: a vLLM engine's tensor-parallel size.
+    ``engines_local``: whether each engine runs on learner rank 0's node (the mixed transport needs it)."""
+    local = None if engines_local is None else [here for here in engines_local for _ in range(workers_per_engine)]
     endpoint = learner.call("open_weight_transport", kind, len(rollouts) * workers_per_engine, bucket_bytes,
-                            timeout_s)
+                            timeout_s, local)
     joins = learner.submit("connect_weight_transport")
     joins += [w.connect_weight_transport.remote(kind, endpoint, rank)
               for rank, w in zip(receiver_ranks(len(rollouts), workers_per_engine), rollouts)]

@@ -305,11 +305,12 @@ class SyncConfig:
     verify_digest: bool = _f(True, "each engine hashes the tensors it loads (as they stream) and every push "
                                    "checks that all engines hold the same; costs a device-to-host copy of the "
                                    "model per push on GPUs, so large runs may turn it off")
-    transport: Literal["auto", "broadcast", "object_store", "shared_memory"] = _f(
+    transport: Literal["auto", "broadcast", "object_store", "shared_memory", "mixed"] = _f(
         "auto", "broadcast: a torch.distributed group of the learner and the engines (gloo on CPU, NCCL on GPU); "
                 "object_store: the same buckets through Ray's object store; shared_memory: engines on the "
-                "learner's node read the buckets from /dev/shm (CPU); auto: shared_memory when every engine is a "
-                "CPU engine on learner rank 0's node, else broadcast")
+                "learner's node read the buckets from /dev/shm (CPU); mixed: shared_memory to the engines on "
+                "learner rank 0's node, broadcast to the others; auto: chosen per engine (shared memory for a CPU "
+                "engine on learner rank 0's node, else the broadcast)")
 
 
 @dataclass

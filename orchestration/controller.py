@@ -173,7 +173,7 @@ class Controller:
         self.fleet = RolloutFleet(self.rollouts, self.learner, TransportSpec(
             self.transport, c.sync.bucket_mb * 2**20, timeout_s=c.run.step_timeout_s or 600.0,
             workers_per_engine=c.rollout.vllm.tensor_parallel_size if c.rollout.engine == "vllm" else 1,
-            verify=c.sync.verify_digest), max_restarts=c.rollout.max_restarts)
+            verify=c.sync.verify_digest, engines_local=self.engines_local), max_restarts=c.rollout.max_restarts)
         self.fleet.open_transport()
 
     def _check_nodes(self) -> None:
@@ -189,7 +189,9 @@ class Controller:
                 where[node] = f"{label} {i}"
         check_shared_storage(set(where), self.run_dir, self.model_path, where)
         away = [i for i, node in enumerate(nodes["rollout"]) if node != nodes["learner"][0]]
-        self.transport = choose_transport(c.sync.transport, not away, bool(role_resources(c, "rollout").num_gpus))
+        self.engines_local = [node == nodes["learner"][0] for node in nodes["rollout"]]
+        self.transport = choose_transport(c.sync.transport, self.engines_local,
+                                          bool(role_resources(c, "rollout").num_gpus))
         if c.sync.transport == "shared_memory" and away:
             raise ConfigError(f"sync.transport=shared_memory needs every rollout engine on learner rank 0's node, "
                               f"but Ray placed engine(s) {away} on other nodes: use sync.transport=broadcast "

@@ -59,12 +59,14 @@ def cluster(tmp_path_factory):
     env.pop("RAY_ADDRESS", None)
     try:
         head = _ray("start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=3",
-                    "--resources={\"learner_node\": 1}", f"--temp-dir={head_dir}", "--include-dashboard=true",
+                    "--resources={\"learner_node\": 1, \"engine_slot\": 1}", f"--temp-dir={head_dir}",
+                    "--include-dashboard=true",
                     f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
                     f"--ray-client-server-port={_free_port()}", *_node_ports(), env=env)
         assert head.returncode == 0, head.stderr[-2000:]
         node = _ray("start", f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-                    "--resources={\"rollout_node\": 1}", f"--temp-dir={node_dir}", "--disable-usage-stats",
+                    "--resources={\"rollout_node\": 1, \"engine_slot\": 1}", f"--temp-dir={node_dir}",
+                    "--disable-usage-stats",
                     *_node_ports(), env=env)
         assert node.returncode == 0, node.stderr[-2000:]
         yield {"root": root, "gcs": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dashboard}", "env": env}
@@ -94,11 +96,13 @@ def _nodes(cluster) -> dict[str, str]:
 
 
 def test_a_job_runs_across_two_nodes(cluster):
+    """One engine on the learner's node, one on the other (``engine_slot``: one per node): the default transport
+    is chosen per engine, shared memory to the first and the broadcast to the second, and every push verifies."""
     out_dir = cluster["root"] / "runs"
     entry = [sys.executable, "-m", "orchestration.cli", "train", "run.total_steps=3", "eval.every_steps=0",
              "checkpoint.every_steps=0", "rollout.prompts_per_step=8", f"run.output_dir={out_dir}",
-             "run.name=two-nodes", "learner.resources={learner_node: 1}", "rollout.resources={rollout_node: 1}",
-             "preference.num_cpus=0.25", "sync.transport=broadcast"]
+             "run.name=two-nodes", "learner.resources={learner_node: 1}", "rollout.num_workers=2",
+             "rollout.resources={engine_slot: 1}", "preference.num_cpus=0.25"]
     started = time.monotonic()
     while True:  # the head's dashboard agent takes a while after `ray start` to accept jobs
         job = _ray("job", "submit", f"--address={cluster['dashboard']}", f"--working-dir={REPO}", "--", *entry,
@@ -114,7 +118,9 @@ def test_a_job_runs_across_two_nodes(cluster):
     summary = json.loads((out_dir / "two-nodes" / "summary.json").read_text())
     kinds = _nodes(cluster)
     assert [kinds[n] for n in summary["nodes"]["learner"]] == ["learner_node"]
-    assert [kinds[n] for n in summary["nodes"]["rollout"]] == ["rollout_node"]
+    local = [kinds[n] == "learner_node" for n in summary["nodes"]["rollout"]]
+    assert sorted(local) == [False, True], summary["nodes"]
+    assert summary["last_push"]["backend"] == "mixed(shared_memory, broadcast/gloo)", summary["last_push"]
     assert summary["steps"] == 3 and summary["verified_pushes"] == summary["policy_version"] == 3
     print(f"\ntwo-node job: {time.monotonic() - started:.0f} s from submit to SUCCEEDED")
 

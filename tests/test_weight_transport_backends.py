@@ -16,10 +16,12 @@ from tests.test_weight_buckets import mixed_tensors as _tensors
 
 
 def test_registry_names_and_unknown_backend():
-    assert transport_names() == ["broadcast", "object_store", "shared_memory"]
+    assert transport_names() == ["broadcast", "mixed", "object_store", "shared_memory"]
     assert build_sender("broadcast", bucket_bytes=1 << 20).streaming
     assert build_sender("shared_memory", bucket_bytes=1 << 20).streaming
     assert not build_sender("object_store", bucket_bytes=1 << 20).streaming
+    assert not build_sender("mixed", bucket_bytes=1 << 20, local=[True, False]).streaming  # sends one list twice
+    assert build_receiver("mixed").fetch(object()) is None  # the engine's host side fetches unconnected
     with pytest.raises(ValueError, match="unknown weight transport 'carrier_pigeon'"):
         build_receiver("carrier_pigeon")
 

@@ -1,5 +1,7 @@
-"""The broadcast and shared-memory transports between plain processes: this process sends, two spawned ones
-receive (gloo carries the broadcast's data and the shared-memory backend's control messages).
+"""The broadcast, shared-memory and mixed transports between plain processes: this process sends, two spawned ones
+receive (gloo carries the broadcast's data and the shared-memory backend's control messages; the mixed transport
+routes receiver 1 through shared memory and receiver 2 through the broadcast, as for one engine on the learner's
+node and one elsewhere).
 
 Pushes in one group, in order: a normal push; one the receivers expect under another version (refused after
 draining); one whose consumer stops after the first tensor (drained); one the sender fails half-way (aborted);
@@ -60,11 +62,15 @@ def _failing(tensors):
     raise RuntimeError("gather failed")
 
 
-@pytest.mark.parametrize("kind", ["broadcast", "shared_memory"])
+@pytest.mark.parametrize("kind", ["broadcast", "shared_memory", "mixed"])
 def test_push_between_processes_is_bit_identical(tmp_path, kind):
-    sender = build_sender(kind, bucket_bytes=BUCKET_BYTES, timeout_s=120, backend="gloo")
+    sender = build_sender(kind, bucket_bytes=BUCKET_BYTES, timeout_s=120, backend="gloo", local=[True, False])
     endpoint = sender.open(2, host="127.0.0.1")
     assert endpoint["world_size"] == 3 and endpoint["kind"] == kind
+    shm = {"shared_memory": endpoint, "mixed": endpoint.get("parts", {}).get("shared_memory")}.get(kind)
+    if kind == "mixed":
+        assert endpoint["routes"] == [["shared_memory", 1], ["broadcast", 1]]
+        assert {k: e["world_size"] for k, e in endpoint["parts"].items()} == {"shared_memory": 2, "broadcast": 2}
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_receive, args=(kind, endpoint, rank, str(tmp_path))) for rank in (1, 2)]
     for p in procs:
@@ -73,8 +79,8 @@ def test_push_between_processes_is_bit_identical(tmp_path, kind):
         sender.connect()
         first, last = _model(0), _model(1)
         stats = sender.send(1, iter(first))
-        if kind == "shared_memory":  # every receiver has mapped the push's files, so they are unlinked already
-            assert not list(Path("/dev/shm").glob(f"selfplay-weights-*-{endpoint['group']}-*"))
+        if shm:  # every receiver has mapped the push's files, so they are unlinked already
+            assert not list(Path("/dev/shm").glob(f"selfplay-weights-*-{shm['group']}-*"))
         assert stats.version == 1 and stats.tensors == len(first) and stats.buckets >= 3
         assert stats.bytes >= sum(t.numel() * t.element_size() for _, t in first) and stats.seconds > 0
         sender.send(2, iter(first))
@@ -82,8 +88,8 @@ def test_push_between_processes_is_bit_identical(tmp_path, kind):
         with pytest.raises(RuntimeError, match="gather failed"):
             sender.send(4, _failing(first))
         sender.send(5, iter(last))
-        if kind == "shared_memory":  # new files of the last push (larger buckets) are gone too
-            assert not list(Path("/dev/shm").glob(f"selfplay-weights-*-{endpoint['group']}-*"))
+        if shm:  # new files of the last push (larger buckets) are gone too
+            assert not list(Path("/dev/shm").glob(f"selfplay-weights-*-{shm['group']}-*"))
     finally:
         for p in procs:
             p.join(timeout=120)
@@ -129,11 +135,15 @@ def test_only_files_of_processes_that_are_gone_are_orphans(tmp_path):
     assert mine.exists() and other.exists() and not theirs.exists()
 
 
-def test_auto_transport_is_shared_memory_only_for_cpu_engines_on_the_learners_node(tmp_path):
+def test_auto_transport_is_chosen_per_engine_by_where_it_runs(tmp_path):
     from rollout.transport.base import choose_transport
+    from rollout.transport.mixed import routes
 
-    assert choose_transport("auto", True, False) == "shared_memory"
-    assert choose_transport("auto", False, False) == "broadcast"  # an engine on another node
-    assert choose_transport("auto", True, True) == "broadcast"    # GPU engines: NCCL
-    assert choose_transport("auto", True, False, shm_dir=str(tmp_path / "none")) == "broadcast"
-    assert choose_transport("object_store", True, False) == "object_store"
+    assert choose_transport("auto", [True, True], False) == "shared_memory"
+    assert choose_transport("auto", [False, False], False) == "broadcast"   # every engine on another node
+    assert choose_transport("auto", [True, False], False) == "mixed"        # one here, one elsewhere
+    assert choose_transport("auto", [True, False], True) == "broadcast"     # GPU engines: NCCL
+    assert choose_transport("auto", [True], False, shm_dir=str(tmp_path / "none")) == "broadcast"
+    assert choose_transport("object_store", [True], False) == "object_store"
+    assert routes([False, True, True, False]) == [("broadcast", 1), ("shared_memory", 1), ("shared_memory", 2),
+                                                  ("broadcast", 2)]

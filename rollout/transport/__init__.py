@@ -5,7 +5,9 @@ Backends, selected by name (``build_sender`` / ``build_receiver``):
   - ``broadcast``: flat buckets broadcast over an independent torch.distributed group of learner rank 0 and
     every engine worker; gloo on CPU, NCCL on GPU, the same code;
   - ``shared_memory``: engines on the learner's node read each flat bucket from the file in /dev/shm the
-    learner packed it into (the CPU sibling of CUDA IPC), with a small gloo group for control.
+    learner packed it into (the CPU sibling of CUDA IPC), with a small gloo group for control;
+  - ``mixed``: shared memory to the engines on the learner's node, the broadcast to the others (what
+    ``sync.transport=auto`` picks for a fleet that spans nodes, ``base.choose_transport``).
 Every backend packs the same flat buckets (``rollout.transport.buckets``). Steps and their ordering contract,
 and the torch.distributed backend choice (``resolve_backend``): ``rollout.transport.base``; Ray calling order:
 ``actors.weight_transport``.

@@ -100,22 +100,25 @@ def resolve_backend(name: str = "auto") -> str:
     return name
 
 
-def choose_transport(requested: str, engines_on_learner_node: bool, engines_on_gpu: bool,
+def choose_transport(requested: str, engines_local: list[bool], engines_on_gpu: bool,
                      shm_dir: str = "/dev/shm") -> str:
-    """The weight transport for ``sync.transport=requested``: ``auto`` is shared memory where every engine is a
-    CPU engine on the learner's node (two memory copies instead of a socket transfer per engine; on GPUs the
-    broadcast is NCCL, which beats a trip through host memory), else the broadcast, which crosses nodes."""
+    """The weight transport for ``sync.transport=requested``, given whether each engine runs on learner rank 0's
+    node. ``auto`` is chosen per engine: shared memory for a CPU engine on the learner's node (two memory copies
+    instead of a socket transfer), the broadcast for one elsewhere (it crosses nodes). So ``auto`` is
+    ``shared_memory`` when every engine is local, ``broadcast`` when none is, and ``mixed`` in between. On GPUs the
+    broadcast is NCCL, which beats a trip through host memory, so GPU engines always get the broadcast."""
     if requested != "auto":
         return requested
-    if engines_on_learner_node and not engines_on_gpu and os.path.isdir(shm_dir):
-        return "shared_memory"
-    return "broadcast"
+    if engines_on_gpu or not os.path.isdir(shm_dir) or not any(engines_local):
+        return "broadcast"
+    return "shared_memory" if all(engines_local) else "mixed"
 
 
 _BACKENDS: dict[str, tuple[str, str, str]] = {
     "object_store": ("rollout.transport.object_store", "ObjectStoreSender", "ObjectStoreReceiver"),
     "broadcast": ("rollout.transport.broadcast", "BroadcastSender", "BroadcastReceiver"),
     "shared_memory": ("rollout.transport.shared_memory", "SharedMemorySender", "SharedMemoryReceiver"),
+    "mixed": ("rollout.transport.mixed", "MixedSender", "MixedReceiver"),
 }
 
 
@@ -133,9 +136,13 @@ def _classes(name: str) -> tuple[type, type]:
     return getattr(mod, sender), getattr(mod, receiver)
 
 
-def build_sender(name: str, *, bucket_bytes: int, timeout_s: float = 600.0, backend: str = "auto") -> WeightSender:
-    """``backend`` (broadcast only): a torch.distributed backend, "auto" as ``resolve_backend`` says."""
+def build_sender(name: str, *, bucket_bytes: int, timeout_s: float = 600.0, backend: str = "auto",
+                 local: list[bool] | None = None) -> WeightSender:
+    """``backend`` (broadcast only): a torch.distributed backend, "auto" as ``resolve_backend`` says. ``local``
+    (mixed only): whether each receiver, in rank order, runs on the sender's node."""
     sender_cls, _ = _classes(name)
+    if name == "mixed":
+        return sender_cls(bucket_bytes=bucket_bytes, timeout_s=timeout_s, backend=backend, local=local)
     return sender_cls(bucket_bytes=bucket_bytes, timeout_s=timeout_s, backend=backend)
 
 
