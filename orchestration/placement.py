@@ -62,9 +62,12 @@ def start_ray(config: Config) -> None:
     if not cuda_build():
         env.update(_CPU_ENV)
     # Ray's metrics agent serves every process's ray.util.metrics (the selfplay_* series) on this port.
+    # No prestarted workers: every actor gets a worker of its own (its runtime_env sets its threads), so the ones Ray
+    # prestarts for the driver would only compete with the actors' start-up for the cores.
     ray.init(num_cpus=cluster_cpus(config), object_store_memory=int(config.ray.object_store_gib * 2**30),
              include_dashboard=False, runtime_env={"env_vars": env}, logging_level="WARNING",
-             _metrics_export_port=config.ray.metrics_export_port or None)
+             _metrics_export_port=config.ray.metrics_export_port or None,
+             _system_config={"prestart_worker_first_driver": False})
 
 
 def cluster_cpus(config: Config) -> int:

@@ -1,5 +1,6 @@
 """Resolve the policy model: a user's directory or hub id (checked before anything starts), or the embedded
-tiny model built offline into the run directory.
+tiny model built offline into the run directory (copied from a per-user cache of built models: the build is
+seeded, so a spec always gives the same files, and building costs a second or two of every start).
 
 A hub id is resolved once to its local snapshot directory (the hub cache, downloading it when the machine is
 online), and that directory is what every actor, checkpoint and export uses: they all need files on disk
@@ -8,6 +9,11 @@ online), and that directory is what every actor, checkpoint and export uses: the
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
+from importlib import metadata
 from pathlib import Path
 
 from orchestration.config import Config
@@ -17,9 +23,32 @@ from tasks.errors import InputError
 def resolve_policy_model(config: Config, run_dir: Path) -> str:
     path = config.policy.model_path
     if not path:
-        from tasks.tiny_model import build_tiny_model_dir
-        return str(build_tiny_model_dir(run_dir / "initial_model", embedded_model_spec(config)))
+        out = run_dir / "initial_model"
+        shutil.copytree(embedded_model_dir(embedded_model_spec(config)), out, dirs_exist_ok=True)
+        return str(out)
     return local_model_dir(path)
+
+
+def embedded_model_dir(spec, cache: Path | None = None) -> Path:
+    """The embedded model of ``spec``, built once into ``cache`` (``$SELFPLAY_CACHE/embedded``, default
+    ``~/.cache/selfplay/embedded``). The key holds what the bytes depend on: the spec, the builder's source and the
+    torch and transformers versions. A build lands under a temporary name and is renamed, so concurrent runs never
+    see half a model."""
+    import tasks.tiny_model as builder
+
+    cache = cache or Path(os.environ.get("SELFPLAY_CACHE", Path.home() / ".cache" / "selfplay")) / "embedded"
+    key = hashlib.sha256(repr((spec, Path(builder.__file__).read_bytes(), metadata.version("torch"),
+                               metadata.version("transformers"))).encode()).hexdigest()[:16]
+    final = cache / key
+    if not (final / "config.json").is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache))
+        builder.build_tiny_model_dir(building, spec)
+        try:
+            building.rename(final)
+        except OSError:  # another run built it first
+            shutil.rmtree(building, ignore_errors=True)
+    return final
 
 
 def embedded_model_spec(config: Config):

@@ -33,11 +33,15 @@ def check_shared_storage(node_ids: set[str], run_dir: Path, model_path: str, whe
     driver writes) and ``model_path``; ``where`` names what runs on each node, for the message."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    # The driver's own node sees what the driver wrote and resolved: only the other nodes are asked (a one-node
+    # run starts no task, so no worker process, for this check).
+    nodes = sorted(node_ids - {ray.get_runtime_context().get_node_id()})
+    if not nodes:
+        return
     marker = run_dir / MARKER
     token = secrets.token_hex(8)
     marker.write_text(token)
     try:
-        nodes = sorted(node_ids)
         answers = ray.get([_what_node_sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             node, soft=False)).remote([str(run_dir), model_path], str(marker), token) for node in nodes])
     finally:
