@@ -9,11 +9,34 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS.append(int(exitstatus))
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
-    """pytest's faulthandler is off by now; a crash while the interpreter exits (after the summary) still prints
-    every thread's stack."""
+    """Leave without the interpreter's teardown, with pytest's exit status, once every report is written.
+
+    Twice in CI, after every test had passed and the summary was printed, the process died of SIGSEGV while the
+    interpreter tore down (exit 139). faulthandler, enabled again here, printed no Python stack, so the crash is in
+    native code run at teardown: destructors of the native libraries the tests load (torch's gloo groups, Ray's core
+    worker, vLLM). It is intermittent and not reproduced locally. The tests' own clean-up (Ray shut down, actors and
+    /dev/shm files checked) has run by now, so skipping the teardown loses nothing the tests check."""
     faulthandler.enable(file=sys.__stderr__, all_threads=True)
+    if not _EXIT_STATUS or os.environ.get("SELFPLAY_TEST_TEARDOWN") == "1":  # opt back in to debug the crash
+        return
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[0])
 
 
 @pytest.fixture(scope="session")
