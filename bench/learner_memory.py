@@ -7,7 +7,7 @@ backward (no optimizer step: its state is the same for every variant). Variants,
 
     full      the old path: log_softmax over the [batch, tokens, vocab] float32 logits
     chunked   lm_head, logsumexp and the target logit on ``--chunk`` response positions at a time, each
-              chunk recomputed in the backward pass
+              of several chunks recomputed in the backward pass
     chunked+gc  the same with the model's gradient checkpointing on
 
 Each variant runs in a fresh process. What is measured: the growth of that process's peak resident set size

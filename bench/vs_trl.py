@@ -15,13 +15,15 @@ and learning rate 1e-4. Every run is a fresh process (``bench/selfplay_side.py``
 systems alternate which goes first from one repeat to the next. Printed per pair: completions/s of both (median
 over repeats), the ratio, the share of the machine's CPU time each kept busy, the start-up time (process start to
 the first step) and, for selfplay, the mean seconds per step of each phase. ``key=value`` arguments go to
-selfplay's config (e.g. ``rollout.engine=torch``).
+selfplay's config (e.g. ``rollout.engine=torch``). The TRL process runs with the malloc that selfplay preloads into
+its CPU actors (``ray.host_allocator``: tcmalloc where installed), so that neither side wins by its allocator.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -32,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.trl_envs import NASH_MD_VERSION, ONLINE_DPO_VERSION, trl_python
+from orchestration.host_allocator import host_allocator_env, resolve_host_allocator
 
 BENCH = Path(__file__).resolve().parent
 TRL_TRAINER = {"dpo": ("online_dpo", ONLINE_DPO_VERSION), "nash_md": ("nash_md", NASH_MD_VERSION)}
@@ -49,10 +52,10 @@ def build_model(size: str, root: Path) -> Path:
         vocab_size=32000)
 
 
-def spawn(command: list[str], out: Path) -> dict:
-    """Run one side in a fresh process; its JSON result."""
+def spawn(command: list[str], out: Path, env: dict[str, str]) -> dict:
+    """Run one side in a fresh process with ``env`` added to this one's; its JSON result."""
     done = subprocess.run([*command, "--spawned-at", repr(time.time()), "--json", str(out)], cwd=BENCH.parent,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env={**os.environ, **env})
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command[:3])} failed ({done.returncode}):\n{done.stderr[-4000:]}")
     print("   ", done.stdout.strip().splitlines()[-1], flush=True)
@@ -68,6 +71,12 @@ def side_commands(algorithm: str, model: Path, size: str, overrides: list[str]) 
                          *overrides],
             "trl": [str(trl_python(version)), str(BENCH / "trl_side.py"), "--trainer", trainer,
                     "--completions", "2", *common]}
+
+
+def host_allocator(overrides: list[str]) -> str | None:
+    """The library selfplay's CPU actors preload with these overrides (None: the system's malloc)."""
+    setting = next((o.split("=", 1)[1] for o in overrides if o.startswith("ray.host_allocator=")), "auto")
+    return resolve_host_allocator(setting)
 
 
 def report(size: str, algorithm: str, runs: dict[str, list[dict]]) -> None:
@@ -101,6 +110,8 @@ def main() -> None:
                          f"{', '.join(TRL_TRAINER)})")
     for algorithm in algorithms:
         trl_python(TRL_TRAINER[algorithm][1])  # build the venvs before anything is timed
+    allocator = host_allocator(args.overrides)
+    print(f"malloc of selfplay's CPU actors and of TRL's process: {allocator or 'the system default'}", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="vs-trl-") as tmp:
         root = Path(tmp)
@@ -113,9 +124,12 @@ def main() -> None:
                     order = ["selfplay", "trl"] if repeat % 2 == 0 else ["trl", "selfplay"]
                     for side in order:
                         print(f"{size} {algorithm} repeat {repeat + 1}/{args.repeats}: {side}", flush=True)
-                        runs[side].append(spawn(commands[side], root / f"{size}-{algorithm}-{side}-{repeat}.json"))
+                        env = host_allocator_env(allocator) if side == "trl" else {}
+                        runs[side].append(spawn(commands[side], root / f"{size}-{algorithm}-{side}-{repeat}.json",
+                                                env))
                 results.append((size, algorithm, runs))
-    print("\nselfplay vs TRL (2 completions per prompt, 16 prompts per step, sync mode, medians):")
+    print(f"\nselfplay vs TRL (2 completions per prompt, 16 prompts per step, sync mode, medians; malloc "
+          f"{allocator or 'system'}):")
     for size, algorithm, runs in results:
         report(size, algorithm, runs)
 

@@ -3,7 +3,7 @@
 log pi(y_t | x, y_<t) = z[y_t] - logsumexp(z), z = lm_head(h_t), h_t the final hidden state at position t.
 The full [batch, tokens, vocab] float32 logits are gigabytes per micro-batch for a 150k vocabulary, so the
 head runs only on the positions that predict a response token, ``chunk_tokens`` of them at a time; under
-autograd each chunk is recomputed in the backward pass, so at most one chunk's logits exist at any time.
+autograd each chunk of several is recomputed in the backward pass, so at most one chunk's logits exist at any time.
 Models whose logits are not a plain linear head on the last hidden state (soft-capped, scaled) take the
 full-logits path, which is also the reference the tests compare with.
 """
@@ -98,7 +98,10 @@ def _chunked_token_logprobs(model, input_ids, attention, response_mask, chunk_to
     states = hidden.reshape(batch * width, -1).index_select(0, source)
     next_tokens = input_ids.reshape(-1).index_select(0, source + 1)
     head = partial(_head_logprobs, hf.get_output_embeddings())
-    pieces = [checkpoint(head, h, y, use_reentrant=False) if torch.is_grad_enabled() else head(h, y)
+    # One chunk: its logits would be alive at the start of the backward pass with or without recomputation (the
+    # head's backward comes first, beside every activation of the body), so recomputing it saves no peak memory.
+    recompute = torch.is_grad_enabled() and chunks > 1
+    pieces = [checkpoint(head, h, y, use_reentrant=False) if recompute else head(h, y)
               for h, y in zip(states.tensor_split(chunks), next_tokens.tensor_split(chunks))]
     flat = states.new_zeros(batch * (width - 1) + 1, dtype=torch.float32).index_add(0, target, torch.cat(pieces))
     return flat[:-1].view(batch, width - 1)

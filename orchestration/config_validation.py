@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasks.errors import ConfigError
@@ -144,4 +145,7 @@ def validate(config: Config) -> None:
         need(section.num_cpus >= 0, f"{role}.num_cpus", "must be >= 0")
         need(section.num_gpus == "auto" or section.num_gpus >= 0, f"{role}.num_gpus", "must be >= 0 or auto")
     need(config.ray.object_store_gib > 0, "ray.object_store_gib", "must be > 0")
+    allocator = config.ray.host_allocator
+    need(allocator in ("auto", "system") or (bool(allocator) and ("/" not in allocator or Path(allocator).is_file())),
+         "ray.host_allocator", f"must be auto, system, a library soname or an existing library file, got {allocator!r}")
     need(config.metrics.samples >= 0, "metrics.samples", "must be >= 0")

@@ -18,6 +18,7 @@ import ray
 
 from orchestration.reaper import start_reaper
 from orchestration.config import Config
+from orchestration.host_allocator import host_allocator_env, resolve_host_allocator
 from orchestration.thread_budget import ROLES, machine_cores, parse_cores, thread_counts, thread_env
 from tasks.errors import SelfplayError
 
@@ -139,14 +140,17 @@ def role_counts(config: Config) -> dict[str, int]:
             "preference": config.preference.num_replicas}
 
 
-def actor_options(resources: RoleResources, cpu_threads_bind: str = "auto", threads: int | None = None) -> dict:
+def actor_options(resources: RoleResources, cpu_threads_bind: str = "auto", threads: int | None = None,
+                  host_allocator: str | None = None) -> dict:
     """Ray options of one actor holding ``resources`` (its whole bundle), computing with ``threads`` (None: Ray's
     default). ``cpu_threads_bind``: a rollout worker's core list on CPU; it runs on those cores (the worker sets
-    its affinity, and vLLM's multiprocess engines read ``VLLM_CPU_OMP_THREADS_BIND``), one thread each."""
+    its affinity, and vLLM's multiprocess engines read ``VLLM_CPU_OMP_THREADS_BIND``), one thread each.
+    ``host_allocator``: the library preloaded into an actor without GPUs (``orchestration/host_allocator.py``)."""
     env = dict(_COMMON_ENV)
     env.update(thread_env(threads))
     if not resources.num_gpus:
         env.update(_CPU_ENV)
+        env.update(host_allocator_env(host_allocator))
         if cpu_threads_bind != "auto":
             cores = parse_cores(cpu_threads_bind)
             env.update(thread_env(len(cores)))
@@ -168,7 +172,8 @@ class Placement:
         """Ray options of actor ``index`` of ``role``: its resources, in its bundle."""
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        return {**actor_options(role_resources(config, role), cpu_threads_bind, role_threads(config)[role]),
+        return {**actor_options(role_resources(config, role), cpu_threads_bind, role_threads(config)[role],
+                                resolve_host_allocator(config.ray.host_allocator)),
                 "scheduling_strategy": PlacementGroupSchedulingStrategy(
                     self.groups[role], placement_group_bundle_index=index)}
 

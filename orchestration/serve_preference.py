@@ -19,6 +19,7 @@ import threading
 import time
 
 from orchestration.config import Config
+from orchestration.host_allocator import resolve_host_allocator
 from orchestration.placement import actor_options, role_resources, start_ray
 from orchestration.preference_options import preference_options
 from orchestration.run_inputs import check_preference_inputs
@@ -63,7 +64,8 @@ def start_service(config: Config, model_path: str | None, token: str, host: str,
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     serve.start(http_options={"host": host, "port": port}, logging_config=quiet)
     deployment = PreferenceServer.options(
-        num_replicas=p.serve.replicas, ray_actor_options=actor_options(role_resources(config, "preference")))
+        num_replicas=p.serve.replicas, ray_actor_options=actor_options(role_resources(config, "preference"),
+                                        host_allocator=resolve_host_allocator(config.ray.host_allocator)))
     serve.run(deployment.bind(p.kind, preference_options(config, model_path), token_digest(token),
                               p.serve.max_batch_size, p.serve.batch_wait_s),
               name="preference", route_prefix="/", logging_config=quiet)

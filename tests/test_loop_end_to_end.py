@@ -58,6 +58,18 @@ def test_rollout_engine_holds_the_learners_weights(vllm_run):
         assert max(abs(a - b) for a, b in zip(e, i)) > 1e-2
 
 
+def test_cpu_actors_run_on_the_resolved_malloc(vllm_run):
+    from pathlib import Path
+
+    from orchestration.host_allocator import resolve_host_allocator
+
+    controller = vllm_run[0]
+    library = resolve_host_allocator(controller.config.ray.host_allocator)  # tcmalloc where installed (CI has it)
+    for role, pid in controller.actor_processes().items():
+        mapped = Path(f"/proc/{pid}/maps").read_text()
+        assert ("libtcmalloc" in mapped) == (library is not None), role
+
+
 def test_win_rate_rose(vllm_run):
     controller, summary, _, _ = vllm_run
     assert summary["win_rate_vs_initial"] > 0.6
