@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ray
 
+from actors.startup_gc import collector_paused
 from learner.batch import TrainingBatch
 from learner.spec import LearnerSpec
 
@@ -26,14 +27,15 @@ class LearnerWorker:
         return endpoint
 
     def start(self, endpoint: dict) -> None:
-        from learner.policy_learner import PolicyLearner
-        from learner.process_group import join_process_group
+        with collector_paused():
+            from learner.policy_learner import PolicyLearner
+            from learner.process_group import join_process_group
 
-        spec = self._spec
-        join_process_group(self._rank, self._world_size, endpoint, spec.backend, self._store,
-                           spec.collective_timeout_s)
-        self._learner = PolicyLearner(self._model_path, spec.algorithm, sequences_per_step=self._sequences,
-                                      seed=spec.seed + self._rank, **spec.options)
+            spec = self._spec
+            join_process_group(self._rank, self._world_size, endpoint, spec.backend, self._store,
+                               spec.collective_timeout_s)
+            self._learner = PolicyLearner(self._model_path, spec.algorithm, sequences_per_step=self._sequences,
+                                          seed=spec.seed + self._rank, **spec.options)
 
     def pid(self) -> int:
         import os

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import ray
 
+from actors.startup_gc import collector_paused
 from preference.stats import PreferenceStats
 from rollout.records import Completion
 
@@ -14,7 +15,8 @@ class PreferenceService:
     def __init__(self, kind: str, options: dict, truncated: str = "keep") -> None:
         from preference.model import build_preference_model
 
-        self._model = build_preference_model(kind, **options)
+        with collector_paused():  # a reward model or judge imports transformers or vLLM
+            self._model = build_preference_model(kind, **options)
         self._truncated = truncated  # preference.truncated: keep, or lose (a cut response loses to a finished one)
         self._calls = 0  # model calls this replica answered (the controller checks the load is spread)
         self._sharpness = getattr(self._model, "sharpness", None)

@@ -50,10 +50,11 @@ class RolloutFleet:
     # -- sampling -----------------------------------------------------------------------------------
 
     def generate(self, indices: list[int], token_ids: list[list[int]], prompts: list, spec: SamplingSpec,
-                 mixture_beta: float | None = None) -> list[list[Completion]]:
+                 mixture_beta: float | None = None, policy_n: int = 0) -> list[list[Completion]]:
         """Contiguous shards of the prompts (token ids, and the records they were rendered from), one per worker,
         in prompt order; from the policy, or from the token-level geometric mixture with the reference when
-        ``mixture_beta`` is given. A shard whose worker died is sampled again once the worker is back."""
+        ``mixture_beta`` is given (each group then starting with ``policy_n`` responses from the policy, drawn in
+        the same decoding loop). A shard whose worker died is sampled again once the worker is back."""
         calls = []
         for worker, shard in zip(self.workers, contiguous_shards(len(token_ids), len(self.workers))):
             # A shard's seed depends on where it starts, not on the worker: a retry samples the same way.
@@ -62,7 +63,7 @@ class RolloutFleet:
             args = ([token_ids[i] for i in shard], [indices[i] for i in shard], shard_spec)
             records = [prompts[i] for i in shard]
             calls.append(lambda w=worker, a=args, r=records: w.generate.remote(*a, r) if mixture_beta is None
-                         else w.generate_mixture.remote(*a, mixture_beta, r))
+                         else w.generate_mixture.remote(*a, mixture_beta, r, policy_n))
         results: list = [None] * len(calls)
         pending = {i: call() for i, call in enumerate(calls)}
         for _ in range(self.max_restarts + 1):

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import ray
 
 from actors.actor_failures import exit_for_restart
+from actors.startup_gc import collector_paused
 
 from rollout.records import Completion, SamplingSpec
 
@@ -25,7 +26,8 @@ class RolloutWorker:
             os.sched_setaffinity(0, [int(c) for c in cores.split(",")])
         export = metrics_tags is not None and engine == "vllm"
         options = {**vllm_options, "log_stats": True} if export else vllm_options
-        self._engine = build_engine(engine, model_path, dtype, seed, options, reference_path)
+        with collector_paused():
+            self._engine = build_engine(engine, model_path, dtype, seed, options, reference_path)
         self._digest = ""
         if export:
             from actors.ray_metrics import EngineStatsExporter
@@ -63,9 +65,9 @@ class RolloutWorker:
         return self._engine.sequence_logprobs(token_ids)
 
     def generate_mixture(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,
-                         beta: float, prompts: list | None = None) -> list[list[Completion]]:
+                         beta: float, prompts: list | None = None, policy_n: int = 0) -> list[list[Completion]]:
         with engine_alive():
-            return self._engine.generate_mixture(prompt_token_ids, prompt_indices, spec, beta, prompts)
+            return self._engine.generate_mixture(prompt_token_ids, prompt_indices, spec, beta, prompts, policy_n)
 
     def next_token_logprobs(self, prefixes: list[list[int]], token_ids: list[int]) -> list[list[float]]:
         return self._engine.next_token_logprobs(prefixes, token_ids)

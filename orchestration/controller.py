@@ -200,8 +200,8 @@ class Controller:
     # -- phases -------------------------------------------------------------------------------------
 
     def rollout(self, indices: list[int], token_ids: list[list[int]], prompts: list, spec: SamplingSpec,
-                mixture_beta: float | None = None) -> list[list[Completion]]:
-        return self.fleet.generate(indices, token_ids, prompts, spec, mixture_beta)
+                mixture_beta: float | None = None, policy_n: int = 0) -> list[list[Completion]]:
+        return self.fleet.generate(indices, token_ids, prompts, spec, mixture_beta, policy_n)
 
     def push_weights(self) -> dict:
         """Send the learner's weights to every rollout worker as version ``policy_version + 1`` (verified, see

@@ -87,6 +87,13 @@ class Experience:
             groups.append(chosen)
         return groups, {"mixture/ess": float(np.mean(ess)), "mixture/candidates": self.candidates}
 
+    def fused_policy_and_mixture(self) -> bool:
+        """Whether the K policy samples and the mixture opponent come from one decoding loop of the torch engine
+        (Nash-MD's token sampler): the policy's rows are drawn as the mixture's are, from the whole softmax at the
+        temperature (so not with top-p), EOS and stop strings cut afterwards."""
+        return self.needs.sample_from == "policy" and self.needs.opponent == "mixture" \
+            and self.sampler == "token" and self.config.rollout.top_p == 1.0
+
     # -- the phase ----------------------------------------------------------------------------------
 
     def prompts(self, indices: list[int]) -> tuple[list[list[int]], list]:
@@ -112,13 +119,17 @@ class Experience:
         metrics: dict = {}
         times: dict = {}
         with self.timed(times, "generate"):  # with the mixture samplers' learner log-probs
-            if self.needs.sample_from == "mixture":
-                groups, metrics = self.from_mixture(indices, k, step)
+            if self.fused_policy_and_mixture():  # K policy samples, then the opponent, in each group
+                groups = self.c.rollout(indices, *self.prompts(indices), self.spec(1, step + 500_000),
+                                        mixture_beta=self.needs.mixture_beta, policy_n=k)
             else:
-                groups = self.c.rollout(indices, *self.prompts(indices), self.spec(k, step))
-            if self.needs.opponent == "mixture":
-                opponents, metrics = self.from_mixture(indices, 1, step)
-                groups = [g + o for g, o in zip(groups, opponents)]
+                if self.needs.sample_from == "mixture":
+                    groups, metrics = self.from_mixture(indices, k, step)
+                else:
+                    groups = self.c.rollout(indices, *self.prompts(indices), self.spec(k, step))
+                if self.needs.opponent == "mixture":
+                    opponents, metrics = self.from_mixture(indices, 1, step)
+                    groups = [g + o for g, o in zip(groups, opponents)]
         metrics.update(self.response_metrics(groups))
         judge_examples = None
         with self.timed(times, "score"):

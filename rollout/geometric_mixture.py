@@ -16,6 +16,7 @@ Logit functions map ids [B, T] to next-token logits [B, V], so HF models can be 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -47,8 +48,23 @@ def sample_token_mixture_cached(policy, reference, prompts: list[list[int]], len
     """What ``sample_token_mixture`` draws, for Hugging Face causal LMs: ``n`` responses of exactly ``length``
     tokens after each prompt, every prompt's rows in one left-padded batch, each model decoding one new token
     per step over its own KV cache (instead of the whole sequence again). Returns ids [len(prompts), n, length]."""
+    return sample_policy_and_mixture_cached(policy, reference, prompts, length, beta, n, 0, pad_id, temperature,
+                                            generator, device)[1]
+
+
+@torch.no_grad()
+def sample_policy_and_mixture_cached(policy, reference, prompts: list[list[int]], length: int, beta: float,
+                                     n_mixture: int, n_policy: int, pad_id: int, temperature: float = 1.0,
+                                     generator: torch.Generator | None = None, device: str | torch.device = "cpu"
+                                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_policy`` responses per prompt from the policy alone and ``n_mixture`` from the token-level mixture, in
+    one decoding loop: the policy decodes every row, the reference only the mixture rows. Decoding a small batch
+    reads every weight once per step whatever the rows, so the policy's samples ride along with the mixture's
+    nearly free (Nash-MD's policy sample and mixture opponent: two model passes per token instead of three).
+    Returns ids ([len(prompts), n_policy, length], [len(prompts), n_mixture, length])."""
     width = max(len(p) for p in prompts)
-    rows = [p for p in prompts for _ in range(n)]
+    rows = [p for p in prompts for _ in range(n_mixture)] + [p for p in prompts for _ in range(n_policy)]
+    mixed = len(prompts) * n_mixture  # the first rows sample the mixture, the rest the policy
     ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in rows], device=device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in rows], device=device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -56,18 +72,28 @@ def sample_token_mixture_cached(policy, reference, prompts: list[list[int]], len
     drawn = []
     for _ in range(length):
         logits = []
-        for i, model in enumerate((policy, reference)):
-            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=caches[i],
-                        use_cache=True)
+        for i, (model, take) in enumerate(((policy, len(rows)), (reference, mixed))):
+            if take == 0:
+                continue
+            out = model(input_ids=ids[:take], attention_mask=mask[:take], position_ids=positions[:take],
+                        past_key_values=caches[i], use_cache=True, **_last_logits_only(model))
             caches[i] = out.past_key_values
             logits.append(out.logits[:, -1].float().cpu() / temperature)
-        probs = torch.softmax(mix_logits(logits[0], logits[1], beta), dim=-1)
-        token = torch.multinomial(probs, 1, generator=generator)
+        scores = logits[0] if mixed == 0 else torch.cat([mix_logits(logits[0][:mixed], logits[1], beta),
+                                                         logits[0][mixed:]])
+        token = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)
         drawn.append(token)
         ids = token.to(device)
         mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
         positions = positions[:, -1:] + 1
-    return torch.cat(drawn, dim=1).reshape(len(prompts), n, length)
+    out = torch.cat(drawn, dim=1)
+    return (out[mixed:].reshape(len(prompts), n_policy, length),
+            out[:mixed].reshape(len(prompts), n_mixture, length))
+
+
+def _last_logits_only(model) -> dict:
+    """The prompt's pass computes the head only at the last position, where the model takes ``logits_to_keep``."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
 
 
 def mixture_weights(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float,

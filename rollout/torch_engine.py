@@ -87,19 +87,23 @@ class TorchEngine:
 
     @torch.no_grad()
     def generate_mixture(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,
-                         beta: float, prompts: list | None = None) -> list[list[Completion]]:
+                         beta: float, prompts: list | None = None, policy_n: int = 0) -> list[list[Completion]]:
         """``spec.n`` responses per prompt from the token-level geometric mixture of the policy and the
-        reference: softmax((1 - beta) logits_pi + beta logits_mu) at every step (temperature applied after)."""
-        from rollout.geometric_mixture import sample_token_mixture_cached
+        reference: softmax((1 - beta) logits_pi + beta logits_mu) at every step (temperature applied after).
+        With ``policy_n``, each prompt's group starts with that many responses from the policy alone, drawn in the
+        same decoding loop (``sample_policy_and_mixture_cached``)."""
+        from rollout.geometric_mixture import sample_policy_and_mixture_cached
 
         if self._reference is None:
             raise RuntimeError("token-level mixture sampling needs the torch engine built with a reference model")
         generator = torch.Generator(device="cpu").manual_seed(spec.seed if spec.seed is not None else 0)
-        out = sample_token_mixture_cached(self._model, self._reference, prompt_token_ids, spec.max_tokens, beta,
-                                          spec.n, self._pad_id, spec.temperature, generator, self._device)
+        from_policy, from_mixture = sample_policy_and_mixture_cached(
+            self._model, self._reference, prompt_token_ids, spec.max_tokens, beta, spec.n, policy_n, self._pad_id,
+            spec.temperature, generator, self._device)
         prompts = prompts if prompts is not None else [None] * len(prompt_token_ids)
         groups = []
-        for prompt, index, ids, rows in zip(prompts, prompt_indices, prompt_token_ids, out.tolist()):
+        for prompt, index, ids, rows in zip(prompts, prompt_indices, prompt_token_ids,
+                                            torch.cat([from_policy, from_mixture], dim=1).tolist()):
             group = []
             for row in rows:
                 response, reason = self._cut(row, spec)

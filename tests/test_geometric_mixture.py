@@ -139,3 +139,35 @@ def test_cached_batched_sampler_on_real_models_matches_exact_token_mixture(tmp_p
         print(f"\nTV(cached sampler 20k, exact token mixture), prompt {prompt}: {tv:.4f}; "
               f"TV(same, the policy alone): {_tv(hist, policy_only):.4f}")
         assert tv < 0.05 and _tv(hist, policy_only) > 0.1
+
+
+def test_policy_rows_decoded_beside_the_mixture_rows_follow_the_policy(tmp_path):
+    """Nash-MD's policy sample and mixture opponent from one decoding loop: the policy's rows are the policy's
+    token-level distribution, the mixture's rows the mixture's, each within 0.05 of enumeration."""
+    from transformers import AutoModelForCausalLM
+
+    from rollout.geometric_mixture import sample_policy_and_mixture_cached
+    from tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
+
+    models = [AutoModelForCausalLM.from_pretrained(build_tiny_model_dir(tmp_path / str(seed), TinyModelSpec(
+        seed=seed, alphabet_size=4))).eval() for seed in (3, 4)]
+    with torch.no_grad():
+        for model in models:
+            model.lm_head.weight.mul_(5.0)
+    vocab = models[0].config.vocab_size
+    prompts, length, n, beta = [[1, 5, 6], [1, 7]], 2, 20_000, 0.5
+    from_policy, from_mixture = sample_policy_and_mixture_cached(*models, prompts, length, beta, n, n, pad_id=0,
+                                                                 generator=torch.Generator().manual_seed(1))
+    assert from_policy.shape == from_mixture.shape == (2, n, length)
+
+    def logits_fn(model):
+        return lambda ids: model(input_ids=ids).logits[:, -1].double()
+
+    for prompt, policy_rows, mixture_rows in zip(prompts, from_policy, from_mixture):
+        _, policy = exact_token_mixture(logits_fn(models[0]), logits_fn(models[1]), torch.tensor(prompt), length, 0.0)
+        _, mixture = exact_token_mixture(logits_fn(models[0]), logits_fn(models[1]), torch.tensor(prompt), length,
+                                         beta)
+        hists = [torch.bincount(rows[:, 0] * vocab + rows[:, 1], minlength=vocab ** length).double() / n
+                 for rows in (policy_rows, mixture_rows)]
+        assert _tv(hists[0], policy) < 0.05 and _tv(hists[1], mixture) < 0.05
+        assert _tv(hists[0], mixture) > 0.1  # the two kinds of rows are told apart
