@@ -104,20 +104,27 @@ def test_proposal_logps_correct_for_a_different_sampler():
     assert torch.allclose(w, expected)
 
 
-def test_cached_batched_sampler_on_real_models_matches_exact_token_mixture(tmp_path):
-    """The torch engine's sampler (HF models, KV caches, left-padded prompts of two lengths in one batch) draws
-    the token-level mixture that enumeration gives for each prompt."""
+def _two_sharp_models(tmp_path):
+    """Two tiny HF models (a policy and a reference), sharper than the random init so that the mixture is far
+    from either model."""
     from transformers import AutoModelForCausalLM
 
-    from rollout.geometric_mixture import sample_token_mixture_cached
     from tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
 
     models = [AutoModelForCausalLM.from_pretrained(build_tiny_model_dir(tmp_path / str(seed), TinyModelSpec(
         seed=seed, alphabet_size=4))).eval() for seed in (3, 4)]
-    # Sharper than the random init, so that the mixture is far from either model (see the last assert).
     with torch.no_grad():
         for model in models:
             model.lm_head.weight.mul_(5.0)
+    return models
+
+
+def test_cached_batched_sampler_on_real_models_matches_exact_token_mixture(tmp_path):
+    """The torch engine's sampler (HF models, KV caches, left-padded prompts of two lengths in one batch) draws
+    the token-level mixture that enumeration gives for each prompt."""
+    from rollout.geometric_mixture import sample_token_mixture_cached
+
+    models = _two_sharp_models(tmp_path)
     vocab = models[0].config.vocab_size
     prompts, length, n, beta, temperature = [[1, 5, 6], [1, 7]], 2, 20_000, 0.3, 0.8
     g = torch.Generator().manual_seed(0)
@@ -144,16 +151,9 @@ def test_cached_batched_sampler_on_real_models_matches_exact_token_mixture(tmp_p
 def test_policy_rows_decoded_beside_the_mixture_rows_follow_the_policy(tmp_path):
     """Nash-MD's policy sample and mixture opponent from one decoding loop: the policy's rows are the policy's
     token-level distribution, the mixture's rows the mixture's, each within 0.05 of enumeration."""
-    from transformers import AutoModelForCausalLM
-
     from rollout.geometric_mixture import sample_policy_and_mixture_cached
-    from tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
 
-    models = [AutoModelForCausalLM.from_pretrained(build_tiny_model_dir(tmp_path / str(seed), TinyModelSpec(
-        seed=seed, alphabet_size=4))).eval() for seed in (3, 4)]
-    with torch.no_grad():
-        for model in models:
-            model.lm_head.weight.mul_(5.0)
+    models = _two_sharp_models(tmp_path)
     vocab = models[0].config.vocab_size
     prompts, length, n, beta = [[1, 5, 6], [1, 7]], 2, 20_000, 0.5
     from_policy, from_mixture = sample_policy_and_mixture_cached(*models, prompts, length, beta, n, n, pad_id=0,
