@@ -58,9 +58,9 @@ def sample_policy_and_mixture_cached(policy, reference, prompts: list[list[int]]
                                      generator: torch.Generator | None = None, device: str | torch.device = "cpu"
                                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n_policy`` responses per prompt from the policy alone and ``n_mixture`` from the token-level mixture, in
-    one decoding loop: the policy decodes every row, the reference only the mixture rows. Decoding a small batch
-    reads every weight once per step whatever the rows, so the policy's samples ride along with the mixture's
-    nearly free (Nash-MD's policy sample and mixture opponent: two model passes per token instead of three).
+    one decoding loop: the policy decodes every row, the reference only the mixture rows. A small batch's decode
+    step is mostly reading the weights, so the policy's rows cost less inside the mixture's pass than in a pass of
+    their own (Nash-MD at ~66M on 2 cores: 16 + 16 rows in 3.8 s, against 5.2 s in two calls).
     Returns ids ([len(prompts), n_policy, length], [len(prompts), n_mixture, length])."""
     width = max(len(p) for p in prompts)
     rows = [p for p in prompts for _ in range(n_mixture)] + [p for p in prompts for _ in range(n_policy)]
@@ -69,14 +69,15 @@ def sample_policy_and_mixture_cached(policy, reference, prompts: list[list[int]]
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in rows], device=device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     caches = [None, None]
+    passes = [(policy, len(rows), _last_logits_only(policy)), (reference, mixed, _last_logits_only(reference))]
     drawn = []
     for _ in range(length):
         logits = []
-        for i, (model, take) in enumerate(((policy, len(rows)), (reference, mixed))):
+        for i, (model, take, keep) in enumerate(passes):
             if take == 0:
                 continue
             out = model(input_ids=ids[:take], attention_mask=mask[:take], position_ids=positions[:take],
-                        past_key_values=caches[i], use_cache=True, **_last_logits_only(model))
+                        past_key_values=caches[i], use_cache=True, **keep)
             caches[i] = out.past_key_values
             logits.append(out.logits[:, -1].float().cpu() / temperature)
         scores = logits[0] if mixed == 0 else torch.cat([mix_logits(logits[0][:mixed], logits[1], beta),
