@@ -21,6 +21,8 @@ from collections.abc import Callable
 
 import torch
 
+from rollout.categorical import sample_categorical
+
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -36,8 +38,8 @@ def sample_token_mixture(policy_fn: LogitsFn, ref_fn: LogitsFn, prefix_ids: torc
     sampled token by token from the mixed logits; returns the response ids [n, length]."""
     ids = prefix_ids.reshape(1, -1).repeat(n, 1)
     for _ in range(length):
-        probs = torch.softmax(mix_logits(policy_fn(ids), ref_fn(ids), beta), dim=-1)
-        ids = torch.cat([ids, torch.multinomial(probs, 1, generator=generator)], dim=1)
+        scores = mix_logits(policy_fn(ids), ref_fn(ids), beta)
+        ids = torch.cat([ids, sample_categorical(scores, generator)], dim=1)
     return ids[:, prefix_ids.numel():]
 
 
@@ -82,7 +84,7 @@ def sample_policy_and_mixture_cached(policy, reference, prompts: list[list[int]]
             logits.append(out.logits[:, -1].float().cpu() / temperature)
         scores = logits[0] if mixed == 0 else torch.cat([mix_logits(logits[0][:mixed], logits[1], beta),
                                                          logits[0][mixed:]])
-        token = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)
+        token = sample_categorical(scores, generator)
         drawn.append(token)
         ids = token.to(device)
         mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
