@@ -60,14 +60,14 @@ class PreferenceGroup:
 @dataclass
 class WeightBucket:
     """Bucket ``index`` of ``count`` of a versioned weight push, as bytes (the object-store transport):
-    ``payload`` is the flat buffer and ``meta`` its metadata (``rollout.transport.buckets``), ``sha256`` covers
-    both."""
+    ``payload`` is the flat buffer and ``meta`` its metadata (``rollout.transport.buckets``), ``checksum``
+    (xxh3-128) covers both."""
     version: int
     index: int
     count: int
     payload: bytes
     meta: bytes
-    sha256: str = ""
+    checksum: str = ""
 
 
 _RECORD_TYPES = {cls.__name__: cls for cls in (SamplingSpec, Completion, PreferenceGroup, WeightBucket)}

@@ -8,7 +8,7 @@ def test_round_trip_of_records_and_arrays():
     group = PreferenceGroup([Completion(3, "sort: b a", [1, 5, 7, 6], [6, 7], "a b", 4, finish_reason="length"),
                              Completion(3, chat, [1, 5], [6, 2], "a", 4)],
                             np.array([[0.5, 0.2], [0.8, 0.5]], dtype=np.float64))
-    bucket = WeightBucket(version=2, index=0, count=1, payload=b"\x00\x01", meta=b"\x80", sha256="ab")
+    bucket = WeightBucket(version=2, index=0, count=1, payload=b"\x00\x01", meta=b"\x80", checksum="ab")
     back = decode(encode({"groups": [group], "bucket": bucket, "step": 9}))
     assert back["step"] == 9
     assert back["bucket"] == bucket

@@ -1,7 +1,7 @@
 """Object-store backend: the flat buckets (``rollout.transport.buckets``) as bytes through Ray's object store.
 
 The learner ``ray.put``s each bucket (a ``rollout.records.WeightBucket``: the buffer's bytes, its metadata and
-their sha256) and returns the ObjectRefs in ``PushStats.handle``; each rollout actor fetches them (``fetch``:
+their checksum) and returns the ObjectRefs in ``PushStats.handle``; each rollout actor fetches them (``fetch``:
 the bytes, in its own process) and its engine loads them (``receive``). No group and no collective: the send
 returns as soon as the buckets are in the learner's object store, and receivers may run later. Works wherever
 Ray does, across nodes, with any number of receivers.
@@ -9,12 +9,12 @@ Ray does, across nodes, with any number of receivers.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 import torch
+import xxhash
 
 from rollout.records import WeightBucket
 from rollout.transport.base import PushStats
@@ -22,8 +22,10 @@ from rollout.transport.buckets import (bytes_to_tensor, decode_meta, encode_meta
                                        tensor_to_bytes, unflatten)
 
 
-def _sha256(meta: bytes, payload: bytes) -> str:
-    h = hashlib.sha256(meta)
+def _checksum(meta: bytes, payload: bytes) -> str:
+    """xxh3-128 of a bucket's metadata and bytes: a check against corruption in transit, as fast as a memcpy
+    (``rollout/weights_digest.py`` says why not sha256)."""
+    h = xxhash.xxh3_128(meta)
     h.update(payload)
     return h.hexdigest()
 
@@ -36,7 +38,7 @@ def pack_records(named_tensors: Iterable[tuple[str, torch.Tensor]], version: int
     for bucket in iter_flat_buckets(named_tensors, version, bucket_bytes, reuse_buffers=2):
         packed.append((encode_meta(bucket), tensor_to_bytes(bucket.buffer)))
     return [WeightBucket(version=version, index=index, count=len(packed), payload=payload, meta=meta,
-                         sha256=_sha256(meta, payload)) for index, (meta, payload) in enumerate(packed)]
+                         checksum=_checksum(meta, payload)) for index, (meta, payload) in enumerate(packed)]
 
 
 class ObjectStoreSender:
@@ -89,7 +91,7 @@ class ObjectStoreReceiver:
         if refs:  # (ray.get, even of nothing, would start a Ray session where none is wanted)
             for i, bucket in zip(refs, ray.get([items[i] for i in refs])):
                 items[i] = bucket
-        return [{"version": b.version, "index": b.index, "count": b.count, "sha256": b.sha256,
+        return [{"version": b.version, "index": b.index, "count": b.count, "checksum": b.checksum,
                  "meta": b.meta, "payload": b.payload} for b in sorted(items, key=lambda b: b.index)]
 
     def receive(self, version: int, fetched: list[dict]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -99,7 +101,7 @@ class ObjectStoreReceiver:
         if not fetched or [b["index"] for b in fetched] != list(range(fetched[0]["count"])):
             raise ValueError(f"weight push {version} is incomplete: buckets {[b['index'] for b in fetched]}")
         for b in fetched:
-            if b["sha256"] and _sha256(b["meta"], b["payload"]) != b["sha256"]:
+            if b["checksum"] and _checksum(b["meta"], b["payload"]) != b["checksum"]:
                 raise ValueError(f"weight bucket {b['index']} of version {version} is corrupt")
             _, _, _, entries = decode_meta(b["meta"])
             yield from unflatten(bytes_to_tensor(b["payload"]), entries)
