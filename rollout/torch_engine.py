@@ -41,6 +41,12 @@ class TorchEngine:
     @torch.no_grad()
     def generate(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,
                  prompts: list | None = None) -> list[list[Completion]]:
+        """``spec.n`` responses per prompt. Sampling from the whole softmax (temperature > 0, top_p 1) runs
+        selfplay's own decoding loop over the KV cache, which draws each token by inverse CDF: transformers'
+        ``generate`` draws with ``torch.multinomial``, 22 ms per token for 32 rows of a 32k vocabulary
+        (``rollout/categorical.py``). Greedy and nucleus sampling go through ``generate``."""
+        if spec.temperature > 0 and spec.top_p >= 1.0:
+            return self._sample(prompt_token_ids, prompt_indices, spec, prompts)
         if spec.seed is not None:
             torch.manual_seed(spec.seed)
         width = max(len(ids) for ids in prompt_token_ids)
@@ -57,11 +63,38 @@ class TorchEngine:
             # ignore_eos: forbid EOS until max_tokens, the closest transformers has to vLLM's flag.
             min_new_tokens=spec.max_tokens if spec.ignore_eos else 0, pad_token_id=self._pad_id,
             eos_token_id=self._eos_ids or None)
+        rows = out[:, width:].reshape(len(prompt_token_ids), spec.n, -1).tolist()
+        return self._completions(prompt_token_ids, prompt_indices, rows, spec, prompts)
+
+    def _sample(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,
+                prompts: list | None) -> list[list[Completion]]:
+        from rollout.geometric_mixture import sample_policy_and_mixture_cached
+
+        rows, _ = sample_policy_and_mixture_cached(
+            self._model, None, prompt_token_ids, spec.max_tokens, 0.0, 0, spec.n, self._pad_id, spec.temperature,
+            self._seeded(spec), self._device, stop_ids=self._stop_ids(spec))
+        return self._completions(prompt_token_ids, prompt_indices, rows.tolist(), spec, prompts)
+
+    def _stop_ids(self, spec: SamplingSpec) -> list[int]:
+        """Where selfplay's decoding loop may stop early: once every row has drawn an EOS. With ignore_eos, as in
+        vLLM, EOS may be drawn and decoding goes on past it (``generate``'s min_new_tokens, used for greedy and
+        nucleus sampling, forbids EOS instead)."""
+        return [] if spec.ignore_eos else list(self._eos_ids)
+
+    def _seeded(self, spec: SamplingSpec) -> torch.Generator:
+        """The request's own generator when it carries a seed, else the engine's (seeded when it was built)."""
+        if spec.seed is None:
+            return self._generator
+        return torch.Generator(device="cpu").manual_seed(spec.seed)
+
+    def _completions(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], rows: list[list[list[int]]],
+                     spec: SamplingSpec, prompts: list | None) -> list[list[Completion]]:
+        """Each prompt's group from its sampled rows (cut at the first EOS or stop string)."""
         prompts = prompts if prompts is not None else [None] * len(prompt_token_ids)
         groups = []
-        for p, (prompt, index, ids) in enumerate(zip(prompts, prompt_indices, prompt_token_ids)):
+        for prompt, index, ids, group_rows in zip(prompts, prompt_indices, prompt_token_ids, rows):
             group = []
-            for row in out[p * spec.n:(p + 1) * spec.n, width:].tolist():
+            for row in group_rows:
                 response, reason = self._cut(row, spec)
                 group.append(Completion(
                     prompt_index=index, prompt=prompt, prompt_token_ids=list(ids), response_token_ids=response,
@@ -96,23 +129,11 @@ class TorchEngine:
 
         if self._reference is None:
             raise RuntimeError("token-level mixture sampling needs the torch engine built with a reference model")
-        generator = torch.Generator(device="cpu").manual_seed(spec.seed if spec.seed is not None else 0)
         from_policy, from_mixture = sample_policy_and_mixture_cached(
             self._model, self._reference, prompt_token_ids, spec.max_tokens, beta, spec.n, policy_n, self._pad_id,
-            spec.temperature, generator, self._device)
-        prompts = prompts if prompts is not None else [None] * len(prompt_token_ids)
-        groups = []
-        for prompt, index, ids, rows in zip(prompts, prompt_indices, prompt_token_ids,
-                                            torch.cat([from_policy, from_mixture], dim=1).tolist()):
-            group = []
-            for row in rows:
-                response, reason = self._cut(row, spec)
-                group.append(Completion(prompt_index=index, prompt=prompt, prompt_token_ids=list(ids),
-                                        response_token_ids=response,
-                                        response_text=self._tokenizer.decode(response, skip_special_tokens=True),
-                                        policy_version=self.policy_version, finish_reason=reason))
-            groups.append(group)
-        return groups
+            spec.temperature, self._seeded(spec), self._device, stop_ids=self._stop_ids(spec))
+        rows = torch.cat([from_policy, from_mixture], dim=1).tolist()
+        return self._completions(prompt_token_ids, prompt_indices, rows, spec, prompts)
 
     @torch.no_grad()
     def next_token_logprobs(self, prefixes: list[list[int]], token_ids: list[int]) -> list[list[float]]:

@@ -171,3 +171,31 @@ def test_policy_rows_decoded_beside_the_mixture_rows_follow_the_policy(tmp_path)
                  for rows in (policy_rows, mixture_rows)]
         assert _tv(hists[0], policy) < 0.05 and _tv(hists[1], mixture) < 0.05
         assert _tv(hists[0], mixture) > 0.1  # the two kinds of rows are told apart
+
+
+def test_plain_policy_sampling_without_a_reference_and_the_early_stop(tmp_path):
+    """The torch engine's plain sampling: the same loop with no mixture rows and no reference model draws the
+    policy's tempered token-level distribution; it stops as soon as every row has drawn a stop id."""
+    from rollout.geometric_mixture import sample_policy_and_mixture_cached
+
+    policy = _two_sharp_models(tmp_path)[0]
+    vocab = policy.config.vocab_size
+    prompts, length, n, temperature = [[1, 5, 6], [1, 7]], 2, 20_000, 0.8
+    from_policy, from_mixture = sample_policy_and_mixture_cached(policy, None, prompts, length, 0.0, 0, n, pad_id=0,
+                                                                 temperature=temperature,
+                                                                 generator=torch.Generator().manual_seed(2))
+    assert from_policy.shape == (2, n, length) and from_mixture.shape == (2, 0, length)
+
+    def logits_fn(ids):
+        return policy(input_ids=ids).logits[:, -1].double() / temperature
+
+    for prompt, rows in zip(prompts, from_policy):
+        _, exact = exact_token_mixture(logits_fn, logits_fn, torch.tensor(prompt), length, 0.0)
+        hist = torch.bincount(rows[:, 0] * vocab + rows[:, 1], minlength=vocab ** length).double() / n
+        assert _tv(hist, exact) < 0.05
+
+    everything_stops, _ = sample_policy_and_mixture_cached(policy, None, prompts, 5, 0.0, 0, 3, pad_id=0,
+                                                           stop_ids=range(vocab))
+    assert everything_stops.shape == (2, 3, 1)  # every row drew a stop id at the first step
+    nothing_stops, _ = sample_policy_and_mixture_cached(policy, None, prompts, 5, 0.0, 0, 3, pad_id=0, stop_ids=[])
+    assert nothing_stops.shape == (2, 3, 5)
