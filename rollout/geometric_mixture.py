@@ -82,8 +82,6 @@ def sample_policy_and_mixture_cached(policy, reference, prompts: list[list[int]]
     for _ in range(length):
         logits = []
         for i, (model, take, keep) in enumerate(passes):
-            if take == 0:
-                continue
             out = model(input_ids=ids[:take], attention_mask=mask[:take], position_ids=positions[:take],
                         past_key_values=caches[i], use_cache=True, **keep)
             caches[i] = out.past_key_values
