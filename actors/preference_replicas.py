@@ -90,6 +90,15 @@ class PreferenceReplicas:
     def rejected_values(self) -> int:
         return sum(self._call(i, "rejected_values") for i in range(len(self.replicas)))
 
+    def rejection_report(self) -> tuple[str, list[str]]:
+        """The preference code's name and the first reasons any replica rejected its answers for."""
+        source, reasons = "", []
+        for i in range(len(self.replicas)):
+            name, theirs = self._call(i, "rejection_report")
+            source = source or name
+            reasons += [r for r in theirs if r not in reasons]
+        return source, reasons
+
     def scale_scores(self, spread: float) -> None:
         self._spread_of_scores = spread
         for i in range(len(self.replicas)):

@@ -66,5 +66,11 @@ class PreferenceService:
         """Answers of the model rejected so far (an exception, NaN, out of range): their groups were dropped."""
         return getattr(self._model, "rejected", 0)
 
+    def rejection_report(self) -> tuple[str, list[str]]:
+        """(how the user's code is named, the first reasons its answers were rejected); ("", []) for a model
+        that does not record them."""
+        rejections = getattr(self._model, "rejections", None)
+        return ("", []) if rejections is None else (rejections.source, list(rejections.reasons))
+
     def probabilities(self, prompts: list, first: list[str], second: list[str]) -> list[float]:
         return self._model.probabilities(prompts, first, second)

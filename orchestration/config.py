@@ -174,8 +174,11 @@ class PreferenceConfig:
         False, "score-based kinds (reward_model, function scores, a served score model): divide score differences "
                "by the spread (standard deviation) of the initial policy's evaluation scores, so temperature and "
                "sharpness are in units of that spread, whatever the reward model's scale")
-    max_bad_batches: int = _f(100, "stop the run after this many batches in a row without a usable preference "
-                                   "group")
+    max_bad_batches: int = _f(100, "stop the run after this many batches in a row whose share of rejected groups "
+                                   "(NaN or out-of-range preferences) is above max_rejected_share")
+    max_rejected_share: float = _f(0.5, "the share of a batch's groups the preference code may fail on (an "
+                                        "exception, NaN, out of range: the group is dropped) before the batch "
+                                        "counts towards max_bad_batches")
     max_restarts: int = _f(3, "times Ray restarts a preference replica that died; its share of a batch is "
                               "asked again")
     num_replicas: int = _f(1, "preference service replicas, each with its own copy of the model; a batch's groups "

@@ -81,6 +81,7 @@ def validate(config: Config) -> None:
     need(p.temperature > 0, "preference.temperature", "must be > 0")
     need(p.batch_size >= 1, "preference.batch_size", "must be >= 1")
     need(p.max_bad_batches >= 1, "preference.max_bad_batches", "must be >= 1")
+    need(0.0 <= p.max_rejected_share < 1.0, "preference.max_rejected_share", "must be in [0, 1)")
     need(p.num_replicas >= 1, "preference.num_replicas", "must be >= 1")
     need(p.num_cpus == "auto" or p.num_cpus >= 0, "preference.num_cpus", "must be >= 0 or auto")
     need(p.num_gpus == "auto" or p.num_gpus >= 0, "preference.num_gpus", "must be >= 0 or auto")

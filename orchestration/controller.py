@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from orchestration.run_inputs import RunInputs
 from orchestration.preference_options import preference_options
 from preference.remote_model import PreferenceServiceError
 from orchestration.faults import fault_point, hang, hang_requested
-from orchestration.step_watchdog import StepWatchdog
+from orchestration.step_watchdog import StepWatchdog, collective_timeout_s
 from orchestration.heartbeat import Heartbeat
 from orchestration.metrics import MetricsLog, push_row
 from orchestration.learner_spec import learner_spec
@@ -68,7 +69,7 @@ class RunState:
     score_spread: float | None = None  # preference.normalize_scores: the initial evaluation scores' std
     rejected_groups: int = 0
     rejected_batches: int = 0  # batches without a usable group, in all
-    bad_batches_in_a_row: int = 0  # the current streak of them; preference.max_bad_batches stops the run
+    bad_batches_in_a_row: int = 0  # batches in a row whose rejected share passed preference.max_rejected_share
     dropped_stale: int = 0
     next_tag: int = 1
     verified_pushes: int = 0  # pushes whose every engine loaded exactly the digest the learner sent
@@ -83,18 +84,34 @@ def score_spread(std: float | None) -> float | None:
     return float(std) if std is not None and np.isfinite(std) and std > 1e-8 else None
 
 
-def count_batch(state: RunState, usable: bool, max_bad_batches: int) -> None:
-    """Count a batch without a usable group (``rejected_batches``, in all); ``max_bad_batches`` of them in a row
-    stop the run, while one now and then is only counted."""
-    if usable:
+COUNTS = ("preference_calls", "rejected_groups", "sampled_responses", "truncated_responses", "sampled_tokens")
+
+
+def fold_counts(state: RunState, counts: dict[str, int]) -> None:
+    """Add what a batch (or an evaluation) counted to the run's totals; only the controller's thread does."""
+    for key in COUNTS:
+        setattr(state, key, getattr(state, key) + int(counts.get(key, 0)))
+
+
+def count_batch(state: RunState, kept: int, scored: int, max_rejected_share: float, max_bad_batches: int,
+                report=lambda: ("", [])) -> None:
+    """Count a batch without a usable group (``rejected_batches``, in all), and stop the run once the share of
+    rejected groups (NaN or out-of-range preferences) has been above ``max_rejected_share`` for
+    ``max_bad_batches`` batches in a row: the preference code fails too often for training to mean anything,
+    while a bad answer now and then only drops its group. ``report()``: (the preference code's name, the first
+    reasons for its rejections), for the error."""
+    state.rejected_batches += int(kept == 0)
+    share = (scored - kept) / scored if scored else 1.0
+    if share <= max_rejected_share:
         state.bad_batches_in_a_row = 0
         return
-    state.rejected_batches += 1
     state.bad_batches_in_a_row += 1
     if state.bad_batches_in_a_row >= max_bad_batches:
-        raise InputError(f"{max_bad_batches} batches in a row had no usable preference group (each had a NaN or "
-                         "out-of-range preference; the rejected answers are printed above): check the preference "
-                         "model, or raise preference.max_bad_batches")
+        source, reasons = report()
+        raise InputError(f"preference {source or 'model'}: more than {max_rejected_share:g} of the groups were "
+                         f"rejected (NaN or out-of-range preferences) in each of {max_bad_batches} batches in a row "
+                         f"(last: {share:.0%}); first reasons: {'; '.join(reasons[:3]) or 'not recorded'} - fix the "
+                         "preference code, or raise preference.max_rejected_share / preference.max_bad_batches")
 
 
 class Timer:
@@ -125,16 +142,21 @@ class Controller:
         self.heartbeat = Heartbeat(run_dir, config.run.total_steps, lambda: self.state.step).start()
         self.metrics = MetricsLog(run_dir, resume_after_step=metrics_from_step, sink_states=sink_states,
                                   config=config.metrics, run_config=to_dict(config), run_name=config.run.name)
+        # Start-up is watched like a step (run.step_timeout_s): each of its phases gets the whole timeout.
+        self.watchdog = StepWatchdog(config.run.step_timeout_s, run_dir, self.actor_processes, self.kill_actors)
+        self.watchdog.start()
         try:
             self._launch_actors()
-        except BaseException:
-            self.shutdown()  # nothing half-started outlives a failed start (the driver may go on: tests, resume)
-            self.metrics.close()
+            self.watchdog.refresh()
+        except BaseException as exc:
+            self.shutdown(failed=True)  # nothing half-started outlives a failed start (the driver may go on)
+            self.watchdog.check(exc)  # a wait ended by the watchdog is reported as the hang it was
             raise
         self.stream = PromptStream(len(self.train), config.run.seed)
         self.experience = Experience(self)
         self.pipeline: ExperiencePipeline | None = None
         self.restored_queue: list[ExperienceItem] = []
+        self.unlogged: Counter = Counter()  # counts folded since the last metrics row (its counted/* keys)
 
     # -- actors -------------------------------------------------------------------------------------
 
@@ -145,6 +167,7 @@ class Controller:
             raise ConfigError("config key 'rollout.vllm.tensor_parallel_size' > 1 needs GPUs (vLLM's CPU build "
                               "runs one engine per process here)")
         # Every role's resources are reserved before any model loads: a run that cannot be placed stops here.
+        self.phase("start-up: placement")
         self.placement = reserve(c, name=f"selfplay-{c.run.name}")
         self._check_nodes()
         vllm_options = {**to_dict(c)["rollout"]["vllm"], "max_model_len": self.inputs.max_model_len}
@@ -152,6 +175,7 @@ class Controller:
         needs = self.algorithm.needs
         mixing = needs.sample_from == "mixture" or needs.opponent == "mixture"
         reference = self.model_path if mixing and c.rollout.engine == "torch" else None
+        self.phase("start-up: actors")
         self.rollouts = [
             RolloutWorker.options(**self.placement.options(c, "rollout", i, _bind(c.rollout.cpu_threads_bind, i)),
                                   max_restarts=c.rollout.max_restarts)
@@ -169,11 +193,13 @@ class Controller:
             self.algorithm.sequences_per_step(c.rollout.prompts_per_step // c.learner.num_ranks),
             [self.placement.options(c, "learner", r) for r in range(c.learner.num_ranks)])
         # Surface start-up errors (bad model, engine refusal) before the loop starts.
+        self.phase("start-up: models")
         ray.get([w.weights_state.remote() for w in self.rollouts] + self.learner.submit("weights_digest"))
         self.fleet = RolloutFleet(self.rollouts, self.learner, TransportSpec(
-            self.transport, c.sync.bucket_mb * 2**20, timeout_s=c.run.step_timeout_s or 600.0,
+            self.transport, c.sync.bucket_mb * 2**20, timeout_s=collective_timeout_s(c.run.step_timeout_s),
             workers_per_engine=c.rollout.vllm.tensor_parallel_size if c.rollout.engine == "vllm" else 1,
             verify=c.sync.verify_digest, engines_local=self.engines_local), max_restarts=c.rollout.max_restarts)
+        self.phase("start-up: weight transport")
         self.fleet.open_transport()
 
     def _check_nodes(self) -> None:
@@ -233,7 +259,7 @@ class Controller:
         current = self.sample_eval()
         first, second = win_rate_pairs(current, initial)
         probabilities, stats = self.preference.compare(first, second)
-        self.state.preference_calls += stats.calls
+        self.fold({"preference_calls": stats.calls})
         self.metrics.write_samples(self.state.step, eval_samples(current, initial, probabilities,
                                                                  self.config.metrics.samples))
         result = {"win_rate_vs_initial": mean(probabilities)}
@@ -254,8 +280,7 @@ class Controller:
     def run(self) -> dict:
         c, s = self.config, self.state
         started = time.perf_counter() - s.wall_seconds
-        self.watchdog = StepWatchdog(c.run.step_timeout_s, self.run_dir, self.actor_processes, self.kill_actors)
-        self.watchdog.start().phase("eval")
+        self.phase("eval")
         progress = Progress(c.run.total_steps, c.run.log_every, first_step=s.step, run_dir=self.run_dir,
                             metrics_at=self.metrics.where())
         if not s.initial_eval:  # a fresh run; a resumed one restored the initial policy's samples
@@ -292,14 +317,32 @@ class Controller:
         return pids
 
     def kill_actors(self) -> None:
-        for actor in [*self.learner.ranks, *self.rollouts, *self.preference.replicas]:
+        """Every actor, so that the driver's wait on any of them fails at once (the step watchdog)."""
+        learner = getattr(self, "learner", None)
+        preference = getattr(self, "preference", None)
+        for actor in [*(learner.ranks if learner else []), *getattr(self, "rollouts", []),
+                      *(preference.replicas if preference else [])]:
             ray.kill(actor, no_restart=True)
+        if learner is None and getattr(self, "placement", None) is not None:
+            self.placement.remove()  # the learner ranks are still starting (no handles yet): Ray kills them too
 
     def produce(self, tag: int) -> ExperienceItem:
-        """One scored batch; ``tag`` seeds its sampling (the step in sync mode, a counter in async mode)."""
+        """One scored batch; ``tag`` seeds its sampling (the step in sync mode, a counter in async mode). It
+        touches no run state: its counts travel in the item (``fold``)."""
         indices = self.stream.take(self.config.rollout.prompts_per_step)
-        groups, metrics = self.experience.collect(indices, tag)
-        return ExperienceItem(tag, indices, groups, metrics)
+        groups, metrics, counts = self.experience.collect(indices, tag)
+        return ExperienceItem(tag, indices, groups, metrics, dict(counts))
+
+    def fold(self, counts: dict[str, int]) -> None:
+        """A batch's (or an evaluation's) counts into the run state and the next metrics row."""
+        fold_counts(self.state, counts)
+        self.unlogged.update({k: int(counts.get(k, 0)) for k in COUNTS})
+
+    def counted_row(self) -> dict[str, int]:
+        """``counted/<count>``: what was folded since the previous row (so the rows add up to the totals)."""
+        row = {f"counted/{k}": self.unlogged[k] for k in COUNTS}
+        self.unlogged.clear()
+        return row
 
     def within_lag(self, ahead: int) -> bool:
         """Would a batch sampled now be within ``max_policy_lag`` when trained? It is trained after the ``ahead``
@@ -335,7 +378,10 @@ class Controller:
                 with timer.phase("experience"), self.checkpointed_on(PreferenceServiceError):
                     item = self.pipeline.get() if self.pipeline else self.produce(step)  # async: the wait only
                 scored, experience_metrics = item.groups, item.metrics
-                count_batch(s, bool(scored), c.preference.max_bad_batches)
+                self.fold(item.counts)
+                count_batch(s, len(scored), item.counts.get("scored_groups", len(scored)),
+                            c.preference.max_rejected_share, c.preference.max_bad_batches,
+                            self.preference.rejection_report)
                 if not scored:  # every group's preferences were invalid: the batch is rejected, the run goes on
                     self._finished()
                     continue
@@ -361,8 +407,9 @@ class Controller:
                     fault_point("after_push", step)
                 self._finished()
                 row = {**train_metrics, **batch_metrics, **{f"time/{k}": v for k, v in timer.seconds.items()},
-                       "samples": s.samples, "policy_version": s.policy_version,
+                       "samples": s.samples, "policy_version": s.policy_version, **self.counted_row(),
                        "preference_calls": s.preference_calls, "rejected_batches": s.rejected_batches,
+                       "rejected_groups": s.rejected_groups,
                        "policy_lag": lag, "dropped_stale": s.dropped_stale, **push_row(s.last_push, step),
                        "wall_seconds": time.perf_counter() - started, "tokens": s.sampled_tokens,
                        "samples_per_second": batch.num_samples / max(sum(timer.seconds.values()), 1e-9),
@@ -393,7 +440,7 @@ class Controller:
         final = final_eval["win_rate_vs_initial"]
         if not s.win_rates or s.win_rates[-1][0] != s.step:
             s.win_rates.append([s.step, final])
-        self.metrics.write(s.step, final_eval)
+        self.metrics.write(s.step, {**final_eval, **self.counted_row()})
         s.wall_seconds = time.perf_counter() - started
         if c.checkpoint.at_end and s.checkpoint_step != s.step:
             self.checkpoint()
@@ -409,9 +456,10 @@ class Controller:
                    "last_push": s.last_push, "verified_pushes": s.verified_pushes,
                    "last_checkpoint_step": s.checkpoint_step, "rejected_groups": s.rejected_groups,
                    "truncated_responses": s.truncated_responses, "sampled_responses": s.sampled_responses,
+                   "sampled_tokens": s.sampled_tokens,
                    "preference_rejected_values": self.preference.rejected_values(),
                    "preference_calls_per_replica": self.preference.calls_per_replica(),
-                   "auto_resumes": getattr(self, "auto_resumes", 0),
+                   "auto_resumes": getattr(self, "auto_resumes", 0), "metrics_sink_errors": dict(self.metrics.errors),
                    "restarts": {"rollout": self.fleet.restarts, "rollout_retries": self.fleet.retries,
                                 "preference": self.preference.restarts},
                    "prompts": self.inputs.summary()}
@@ -439,8 +487,8 @@ class Controller:
         """The phase entered: on the heartbeat and for the step watchdog."""
         self.heartbeat.phase(name)
         if getattr(self, "watchdog", None) is not None:
-            if name in ("eval", "checkpoint"):  # long phases of their own: each gets the whole timeout
-                self.watchdog.step(self.state.step)
+            if name in ("eval", "checkpoint") or name.startswith("start-up"):  # long phases of their own: each
+                self.watchdog.step(self.state.step)                            # gets the whole timeout
             self.watchdog.phase(name)
 
     def checkpoint(self) -> None:
@@ -449,8 +497,13 @@ class Controller:
         save_checkpoint(self)
         redraw_plots(self.run_dir)
 
-    def shutdown(self) -> None:
-        """Stop every actor and release the placement groups; safe after a start that failed half-way."""
+    def shutdown(self, failed: bool = False) -> None:
+        """Stop every actor, release the placement groups and close the metrics sinks (``failed``: with the
+        failed status where a tracker has one); safe after a start that failed half-way, and twice."""
+        if getattr(self, "watchdog", None) is not None:
+            self.watchdog.stop()
+        if getattr(self, "metrics", None) is not None:
+            self.metrics.close(failed=failed)
         if getattr(self, "heartbeat", None) is not None:
             self.heartbeat.stop()
         if getattr(self, "fleet", None) is not None:

@@ -6,11 +6,16 @@
 - ask the preference service for each group's matrix and the batch's preference/* stats, let the policy judge
   its own responses (OSP), or build DRIFT's (positive, dissatisfying reply) pairs;
 - drop groups whose preferences are NaN or outside [0, 1], and count them.
+
+What a batch counts (preference calls, rejected groups, sampled responses and tokens) is returned with it, never
+written into the run state here: in ``mode=async`` this runs in the producer thread, and only the controller's
+thread folds a batch's counts into the run state, when it takes the batch.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from contextlib import contextmanager
 
 import numpy as np
@@ -112,9 +117,11 @@ class Experience:
         key = f"time/{phase}"
         metrics[key] = metrics.get(key, 0.0) + time.perf_counter() - start
 
-    def collect(self, indices: list[int], step: int) -> tuple[list[PreferenceGroup], dict]:
+    def collect(self, indices: list[int], step: int) -> tuple[list[PreferenceGroup], dict, Counter]:
+        """(the usable groups, the batch's metrics, the batch's counts)."""
+        counts: Counter = Counter()
         if self.needs.preferences == "dsat":
-            return self.collect_dsat(indices, step)
+            return self.collect_dsat(indices, step, counts)
         k = self.needs.responses_per_prompt
         metrics: dict = {}
         times: dict = {}
@@ -130,38 +137,41 @@ class Experience:
                 if self.needs.opponent == "mixture":
                     opponents, metrics = self.from_mixture(indices, 1, step)
                     groups = [g + o for g, o in zip(groups, opponents)]
-        metrics.update(self.response_metrics(groups))
+        metrics.update(self.response_metrics(groups, counts))
         judge_examples = None
         with self.timed(times, "score"):
             if self.needs.preferences == "self_judge":
-                matrices, judge_metrics, judge_examples = self.self_judge(groups, step)
+                matrices, judge_metrics, judge_examples = self.self_judge(groups, step, counts)
                 metrics.update(judge_metrics)
             else:
                 matrices, stats = self.c.preference.matrices(groups)
-                self.c.state.preference_calls += stats.calls
+                counts["preference_calls"] += stats.calls
                 metrics.update(stats.metrics())
-        return self.keep_valid(groups, matrices, metrics | times, judge_examples)
+        return self.keep_valid(groups, matrices, metrics | times, counts, judge_examples)
 
-    def response_metrics(self, groups: list[list[Completion]]) -> dict:
-        """How long responses are and how many were cut at ``rollout.max_tokens`` (this step and the run)."""
+    @staticmethod
+    def response_metrics(groups: list[list[Completion]], counts: Counter) -> dict:
+        """How long responses are and how many were cut at ``rollout.max_tokens``; adds them to ``counts``."""
         flat = [c for g in groups for c in g if c.policy_version >= 0]
         cut = sum(not c.finished for c in flat)
         tokens = sum(len(c.response_token_ids) for c in flat)
-        self.c.state.sampled_responses += len(flat)
-        self.c.state.truncated_responses += cut
-        self.c.state.sampled_tokens += tokens
+        counts["sampled_responses"] += len(flat)
+        counts["truncated_responses"] += cut
+        counts["sampled_tokens"] += tokens
         return {"rollout/truncated_share": cut / max(len(flat), 1), "rollout/response_tokens": tokens,
                 "rollout/response_tokens_mean": float(np.mean([len(c.response_token_ids) for c in flat])) if flat
                 else 0.0}
 
-    def keep_valid(self, groups, matrices, metrics, judge_examples=None) -> tuple[list[PreferenceGroup], dict]:
+    @staticmethod
+    def keep_valid(groups, matrices, metrics, counts: Counter, judge_examples=None
+                   ) -> tuple[list[PreferenceGroup], dict, Counter]:
         judge_examples = judge_examples or [[] for _ in groups]
         kept = [PreferenceGroup(g, m, j) for g, m, j in zip(groups, matrices, judge_examples)
                 if valid_matrix(np.asarray(m, dtype=float))]
-        rejected = len(groups) - len(kept)
-        self.c.state.rejected_groups += rejected
-        metrics["rejected_groups"] = self.c.state.rejected_groups
-        return kept, metrics
+        counts["scored_groups"] += len(groups)
+        counts["rejected_groups"] += len(groups) - len(kept)
+        metrics["preference/rejected_share"] = (len(groups) - len(kept)) / len(groups) if groups else 0.0
+        return kept, metrics, counts
 
     # -- OSP: the policy judges its own responses ---------------------------------------------------
 
@@ -176,7 +186,8 @@ class Experience:
             ids.append(tokens[0])
         return ids
 
-    def self_judge(self, groups: list[list[Completion]], step: int) -> tuple[list[np.ndarray], dict, list[list]]:
+    def self_judge(self, groups: list[list[Completion]], step: int, counts: Counter
+                   ) -> tuple[list[np.ndarray], dict, list[list]]:
         """The policy's judgements of every pair, its agreement with the preference model, and during the
         judge warm-up the judged presentations labelled by the preference model, per group:
         [judge prompt ids, verdict_a id, verdict_b id, P(the first shown is better)]."""
@@ -189,7 +200,7 @@ class Experience:
         matrices = judge_matrix(groups, where, logprobs)
         # How often the self-judge agrees with the preference model (the tiny model starts as a poor judge).
         reference, stats = self.c.preference.matrices(groups)
-        self.c.state.preference_calls += stats.calls
+        counts["preference_calls"] += stats.calls
         agree = [np.sign(m[i, j] - 0.5) == np.sign(r[i, j] - 0.5)
                  for m, r in zip(matrices, reference) for i in range(len(m)) for j in range(i + 1, len(m))
                  if r[i, j] != 0.5]
@@ -204,13 +215,14 @@ class Experience:
 
     # -- DRIFT: improved answers to dissatisfying replies -------------------------------------------
 
-    def collect_dsat(self, indices: list[int], step: int) -> tuple[list[PreferenceGroup], dict]:
+    def collect_dsat(self, indices: list[int], step: int, counts: Counter
+                     ) -> tuple[list[PreferenceGroup], dict, Counter]:
         dsat = self.c.inputs.dsat
         prompt_ids, records = self.prompts(indices)
         times: dict = {}
         with self.timed(times, "generate"):
             positives = self.c.rollout(indices, [dsat.repair_ids[i] for i in indices], records, self.spec(1, step))
-        metrics = self.response_metrics(positives) | times
+        metrics = self.response_metrics(positives, counts) | times
         groups = []
         for n, (group, i) in enumerate(zip(positives, indices)):
             # The positive keeps its repair prompt; the algorithm trains both replies on x, the rejected's prompt.
@@ -223,7 +235,7 @@ class Experience:
             # Asked like every comparison: preference.truncated and identical-response ties apply.
             with self.timed(metrics, "score"):
                 probabilities, stats = self.c.preference.compare([g[0] for g in groups], [g[1] for g in groups])
-            self.c.state.preference_calls += stats.calls
+            counts["preference_calls"] += stats.calls
             keep = [p > threshold for p in probabilities]
             metrics["drift/kept_fraction"] = float(np.mean(keep))
             groups = [g for g, k in zip(groups, keep) if k]
@@ -231,4 +243,4 @@ class Experience:
         else:
             probabilities = [1.0] * len(groups)
         matrices = [np.array([[0.5, p], [1.0 - p, 0.5]]) for p in probabilities]
-        return self.keep_valid(groups, matrices, metrics)
+        return self.keep_valid(groups, matrices, metrics, counts)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -27,6 +27,7 @@ class ExperienceItem:
     indices: list[int]
     groups: list             # list[PreferenceGroup]
     metrics: dict
+    counts: dict[str, int] = field(default_factory=dict)  # what producing it cost (RunState counters' increments)
 
 
 class ExperiencePipeline:

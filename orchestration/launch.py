@@ -17,7 +17,7 @@ from orchestration.placement import start_ray
 from orchestration.policy_model import resolve_policy_model
 from orchestration.metrics import check_trackers_installed
 from orchestration.run_checkpoint import restore_checkpoint, sink_states
-from orchestration.run_dir import create_run_dir
+from orchestration.run_dir import archive_attempt, create_run_dir
 from orchestration.run_inputs import RunInputs, load_run_inputs
 
 
@@ -34,13 +34,14 @@ def prepare(config: Config) -> Controller:
         found = ckpt.find_resumable(run_dir, warn=_warn)
         if found is not None:
             return prepare_resume(run_dir, config)
-        _warn(f"resume=auto: {run_dir} has no complete checkpoint; starting it afresh")
-        config.run.overwrite = True
+        kept = archive_attempt(run_dir)
+        _warn(f"resume=auto: {run_dir} has no complete checkpoint; starting it afresh (what the earlier attempt "
+              f"left is in {kept})")
     inputs = load_run_inputs(config)
     run_dir = create_run_dir(config)
     inputs.model_path = inputs.model_path or resolve_policy_model(config, run_dir)
     _report_inputs(inputs)
-    start_ray(config)
+    start_ray(config, reaper_log=run_dir / "reaper.log")
     with recording_errors(run_dir):  # the run directory is ours from here on: a failed start is recorded
         return Controller(config, run_dir, inputs)
 
@@ -92,14 +93,16 @@ def prepare_resume(run_dir: Path, config: Config | None = None, overrides: list[
     inputs.model_path = model_path
     (run_dir / "config.yaml").write_text(to_yaml(new), encoding="utf-8")
     _report_inputs(inputs)
-    start_ray(new)
+    start_ray(new, reaper_log=run_dir / "reaper.log")
     with recording_errors(run_dir):
         controller = Controller(new, run_dir, inputs, metrics_from_step=ref.step,
                                 sink_states=sink_states(ref))
         try:
+            controller.phase("start-up: restore")
             restore_checkpoint(controller, ref)
-        except BaseException:
-            controller.shutdown()
+        except BaseException as exc:
+            controller.shutdown(failed=True)
+            controller.watchdog.check(exc)
             raise
     return controller
 
@@ -107,11 +110,14 @@ def prepare_resume(run_dir: Path, config: Config | None = None, overrides: list[
 def run_to_end(controller: Controller) -> dict:
     """Run, then stop every actor; an error the run dies of is written to ``error.json`` (a stop by SIGTERM or
     Ctrl-C, which checkpoints, is not one)."""
+    failed = True
     try:
         with recording_errors(controller.run_dir):
-            return controller.run()
+            summary = controller.run()
+        failed = False
+        return summary
     finally:
-        controller.shutdown()
+        controller.shutdown(failed=failed)
 
 
 def train(config: Config) -> dict:
@@ -149,7 +155,8 @@ def run_with_auto_resume(controller: Controller) -> dict:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             _warn(f"the run failed ({type(exc).__name__}: {reason}); auto-resume {attempt + 1} of "
                   f"{config.run.auto_resume}: restarting it from its last complete checkpoint")
-            config = dataclasses.replace(config, resume="auto")
+            # The next attempt resumes, or starts afresh beside this one's evidence: never over it.
+            config = dataclasses.replace(config, resume="auto", run=dataclasses.replace(config.run, overwrite=False))
             controller = prepare(config)
     raise AssertionError("unreachable")
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 from learner.algorithms.registry import build_algorithm
 from learner.spec import LearnerSpec
 from orchestration.config import Config
+from orchestration.step_watchdog import collective_timeout_s
 
 
 def learner_spec(config: Config) -> LearnerSpec:
     lc = config.learner
     return LearnerSpec(
         algorithm=build_algorithm(config), backend=lc.backend, seed=config.run.seed,
-        collective_timeout_s=config.run.step_timeout_s or 600.0,
+        collective_timeout_s=collective_timeout_s(config.run.step_timeout_s),
         options={"lr": lc.lr, "weight_decay": lc.weight_decay, "grad_clip": lc.grad_clip,
                  "micro_batch_size": lc.micro_batch_size, "zero_stage": lc.zero_stage, "dtype": config.policy.dtype,
                  "reduction": config.algorithm.logprob_reduction, "logprob_chunk_tokens": lc.logprob_chunk_tokens,

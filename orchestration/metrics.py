@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Protocol
 
@@ -40,7 +41,8 @@ class MetricsSink(Protocol):
         """Where a person looks at what this sink writes (for the console's start line), if anywhere."""
         ...
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """The run ended (``failed``: of an error; a tracker with a run status records it)."""
         ...
 
 
@@ -80,7 +82,7 @@ class JsonlSink(StatelessSink):
         with self._files["samples"].open("a", encoding="utf-8") as f:
             f.write("".join(json.dumps({"step": step, **sample}) + "\n" for sample in samples))
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         self._file.close()
 
 
@@ -109,7 +111,7 @@ class TensorBoardSink(StatelessSink):
     def where(self) -> str:
         return f"TensorBoard: tensorboard --logdir {self._dir}"
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         self._writer.close()
 
 
@@ -137,26 +139,46 @@ class MetricsLog:
             from orchestration.prometheus_sink import PrometheusSink
             self.sinks.append(PrometheusSink(run_name or run_dir.name))
 
+        self.errors: dict[str, int] = {}  # sink name -> calls that raised (each warned about once)
+        self._closed = False
+
+    def _each(self, call: str, *args) -> None:
+        """``call`` on every sink; a sink that raises (a tracker's network, a full disk) is warned about and
+        counted, never ends the run."""
+        for sink in self.sinks:
+            try:
+                getattr(sink, call)(*args)
+            except Exception as exc:  # noqa: BLE001 - a metrics sink never stops training
+                count = self.errors[sink.name] = self.errors.get(sink.name, 0) + 1
+                if count == 1:
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    print(f"selfplay: warning: metrics sink {sink.name} failed in {call} "
+                          f"({type(exc).__name__}: {first}); training goes on, its errors are counted "
+                          "(metrics/sink_errors)", file=sys.stderr, flush=True)
+
     def write(self, step: int, values: dict[str, float]) -> None:
         row = {k: v for k, v in values.items() if k != "step" and _finite(v)}
-        for sink in self.sinks:
-            sink.write(step, row)
+        if self.errors:
+            row["metrics/sink_errors"] = sum(self.errors.values())
+        self._each("write", step, row)
 
     def where(self) -> list[str]:
         """Where each sink's output is looked at (TensorBoard, Prometheus, W&B, MLflow)."""
         return [w for w in (sink.where() for sink in self.sinks) if w]
 
     def write_samples(self, step: int, samples: list[dict]) -> None:
-        for sink in self.sinks:
-            sink.write_samples(step, samples)
+        self._each("write_samples", step, samples)
 
     def state(self) -> dict:
         """Every sink's state, for a checkpoint."""
         return {sink.name: sink.state() for sink in self.sinks if sink.state()}
 
-    def close(self) -> None:
-        for sink in self.sinks:
-            sink.close()
+    def close(self, failed: bool = False) -> None:
+        """Once, on every exit: a failed run closes its trackers with their failed status."""
+        if self._closed:
+            return
+        self._closed = True
+        self._each("close", failed)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -66,5 +66,5 @@ class MlflowSink:
     def state(self) -> dict:
         return {"run_id": self.run_id}
 
-    def close(self) -> None:
-        self._client.set_terminated(self.run_id)
+    def close(self, failed: bool = False) -> None:
+        self._client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")

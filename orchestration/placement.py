@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import ray
 
+from orchestration.cluster_probe import check_cluster_answers
 from orchestration.reaper import start_reaper
 from orchestration.config import Config
 from orchestration.host_allocator import host_allocator_env, resolve_host_allocator
@@ -45,18 +49,22 @@ def cluster_address(config: Config) -> str | None:
     return config.ray.address or os.environ.get("RAY_ADDRESS") or None
 
 
-def start_ray(config: Config) -> None:
+def start_ray(config: Config, reaper_log: Path | None = None) -> None:
+    """Join the configured cluster, or start the in-process one (with a reaper, logging into ``reaper_log``:
+    the run directory's ``reaper.log``; a temporary file when there is no run directory)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return
     address = cluster_address(config)
     if address:
+        source = "ray.address" if config.ray.address else "RAY_ADDRESS"
+        check_cluster_answers(address, source)  # ray.init would retry a silent address for minutes
         # Joining: the cluster's own resources count, so no num_cpus / object store size (Ray refuses them), and no
         # runtime_env (a job's driver would have to agree with the job's own; every actor gets its env vars).
         ray.init(address=address, logging_level="WARNING")
         return
     # Ray's daemons and the actors are this process's descendants: if it is killed outright, the reaper kills them.
-    start_reaper()
+    reaper = start_reaper(reaper_log or Path(tempfile.gettempdir()) / f"selfplay-reaper-{os.getpid()}.log")
     # The in-process cluster listens on this machine only; token auth protects shared clusters.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     env = dict(_COMMON_ENV)
@@ -69,6 +77,9 @@ def start_ray(config: Config) -> None:
              include_dashboard=False, runtime_env={"env_vars": env}, logging_level="WARNING",
              _metrics_export_port=config.ray.metrics_export_port or None,
              _system_config={"prestart_worker_first_driver": False})
+    if not reaper.running():  # checked once Ray is up: the reaper started meanwhile
+        print(f"selfplay: warning: nothing will clean up after this run if its driver is killed: {reaper.problem()}",
+              file=sys.stderr, flush=True)
 
 
 def cluster_cpus(config: Config) -> int:

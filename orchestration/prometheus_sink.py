@@ -58,7 +58,7 @@ class PrometheusSink:
     def where(self) -> str | None:
         return f"Prometheus: {self._endpoint} (Ray's metrics agent)" if self._endpoint else None
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         pass  # the gauges stay on Ray's endpoint while the driver is connected (RayMetrics keep_gauges)
 
 

@@ -35,7 +35,8 @@ def save_checkpoint(controller) -> None:
     # Field by field, not dataclasses.asdict: that would turn the Completion records into plain dicts.
     run_state = {f.name: getattr(s, f.name) for f in fields(s)} | {"checkpoint_step": s.step}
     state = {"run_state": run_state, "stream": controller.stream.state(), "metrics": controller.metrics.state(),
-             "queued": [{"tag": q.tag, "indices": q.indices, "groups": q.groups, "metrics": q.metrics}
+             "queued": [{"tag": q.tag, "indices": q.indices, "groups": q.groups, "metrics": q.metrics,
+                         "counts": dict(q.counts)}
                         for q in queued]}
     (directory / CONTROLLER_FILE).write_bytes(encode(state))
     fault_point("checkpoint_before_manifest", s.step)

@@ -18,6 +18,15 @@ from typing import Callable
 from tasks.errors import SelfplayError
 
 
+NO_LIMIT_S = 365 * 24 * 3600.0  # torch.distributed needs a finite timeout: a year stands for none
+
+
+def collective_timeout_s(step_timeout_s: float) -> float:
+    """How long one collective (the learner's group, the weight transport) may wait: ``run.step_timeout_s``,
+    where 0 means no limit, as it does for the watchdog."""
+    return step_timeout_s if step_timeout_s > 0 else NO_LIMIT_S
+
+
 class StepHung(RuntimeError):
     """A step ran past ``run.step_timeout_s``."""
 
@@ -38,13 +47,15 @@ class StepWatchdog:
         self._thread = threading.Thread(target=self._watch, name="step-watchdog", daemon=True)
 
     def start(self) -> StepWatchdog:
+        """Watch from now on: start-up too (its processes are asked for with ``refresh`` once they answer; until
+        then a hang's stacks are those of every ``ray::`` process this driver started)."""
         if self.timeout_s > 0:
-            self._pids = self._processes()
             self._thread.start()
         return self
 
     def refresh(self) -> None:
-        """Ask for the processes again (an actor restarted by Ray has a new one)."""
+        """Ask for the processes (once the actors have started; again when an actor restarted by Ray has a new
+        one)."""
         if self.timeout_s > 0:
             self._pids = self._processes()
 
@@ -72,12 +83,29 @@ class StepWatchdog:
 
     def _fire(self, elapsed: float) -> None:
         step, phase = self._step, self._phase
-        path = dump_stacks(self.run_dir / "stacks" / f"step-{step}-{phase}.txt", self._pids,
-                           f"step {step} hung in phase '{phase}' for {elapsed:.0f} s "
-                           f"(run.step_timeout_s={self.timeout_s:g})")
-        self.hung = (f"step {step} hung in phase '{phase}': no progress for {elapsed:.0f} s "
+        what = f"step {step}" if step else "start-up"
+        path = dump_stacks(self.run_dir / "stacks" / f"{what.replace(' ', '-')}-{phase}.txt",
+                           self._pids or ray_processes(),
+                           f"{what} hung in phase '{phase}' for {elapsed:.0f} s (run.step_timeout_s={self.timeout_s:g})")
+        self.hung = (f"{what} hung in phase '{phase}': no progress for {elapsed:.0f} s "
                      f"(run.step_timeout_s={self.timeout_s:g}); every process's stacks are in {path}")
         self._stop_actors()
+
+
+def ray_processes() -> dict[str, int]:
+    """This driver's descendant processes titled ``ray::<class>[.<method>]`` (its actors on the in-process
+    cluster), by title: the stacks to dump when the actors could not be asked for their own ids."""
+    import psutil
+
+    found = {}
+    for process in psutil.Process().children(recursive=True):
+        try:
+            title = (process.cmdline() or [""])[0]
+        except psutil.Error:
+            continue
+        if title.startswith("ray::") and not title.startswith(("ray::IDLE", "ray::core")):
+            found[f"{title} {process.pid}"] = process.pid
+    return found
 
 
 def dump_stacks(path: Path, pids: dict[str, int], header: str) -> Path:

@@ -54,5 +54,5 @@ class WandbSink:
             return f"W&B (offline): wandb sync {Path(self._run.dir).parent}"
         return f"W&B: {self._run.url}"
 
-    def close(self) -> None:
-        self._run.finish()
+    def close(self, failed: bool = False) -> None:
+        self._run.finish(exit_code=1 if failed else 0)

@@ -108,17 +108,35 @@ def test_order_averaged_models_report_swap_inconsistency():
 
 def test_max_bad_batches_counts_a_streak_and_the_total():
     state = RunState()
-    for usable in (False, False, True, False, False, True, False, False):
-        count_batch(state, usable, max_bad_batches=3)
+    for kept in (0, 0, 8, 0, 0, 8, 0, 0):
+        count_batch(state, kept, 8, max_rejected_share=0.5, max_bad_batches=3)
     assert state.rejected_batches == 6 and state.bad_batches_in_a_row == 2
-    with pytest.raises(InputError, match=r"^3 batches in a row had no usable preference group .* raise "
-                                         r"preference.max_bad_batches$"):
-        count_batch(state, False, max_bad_batches=3)
+    with pytest.raises(InputError, match=r"^preference model: more than 0.5 of the groups were rejected .* in each "
+                                         r"of 3 batches in a row \(last: 100%\)"):
+        count_batch(state, 0, 8, max_rejected_share=0.5, max_bad_batches=3)
+
+
+def test_a_high_rejected_share_stops_the_run_naming_the_function_and_its_reasons():
+    """Groups dropped often, though every batch still has usable ones: the run stops once the share stays above
+    preference.max_rejected_share, naming the code and the first reasons; a share at the bound does not count."""
+    state = RunState()
+    report = lambda: ("function my_rewards:score", ["raised KeyError: 'x'", "returned nan"])  # noqa: E731
+    count_batch(state, 4, 8, max_rejected_share=0.5, max_bad_batches=2, report=report)  # 50%: at the bound
+    assert state.bad_batches_in_a_row == 0 and state.rejected_batches == 0
+    count_batch(state, 3, 8, max_rejected_share=0.5, max_bad_batches=2, report=report)  # 62%
+    assert state.bad_batches_in_a_row == 1
+    with pytest.raises(InputError, match=r"^preference function my_rewards:score: more than 0.5 .* 2 batches in a "
+                                         r"row \(last: 75%\); first reasons: raised KeyError: 'x'; returned nan"):
+        count_batch(state, 2, 8, max_rejected_share=0.5, max_bad_batches=2, report=report)
+    assert state.rejected_batches == 0  # every batch had usable groups
 
 
 def test_new_keys_are_validated():
     assert load_config(None, []).preference.truncated == "keep"
     assert load_config(None, []).preference.max_bad_batches == 100
+    assert load_config(None, []).preference.max_rejected_share == 0.5
+    with pytest.raises(ConfigError, match="'preference.max_rejected_share' must be in"):
+        load_config(None, ["preference.max_rejected_share=1.5"])
     with pytest.raises(ConfigError, match="preference.truncated"):
         load_config(None, ["preference.truncated=drop"])
     with pytest.raises(ConfigError, match="'preference.max_bad_batches' must be >= 1"):

@@ -165,13 +165,13 @@ def test_plot_writes_pngs_that_follow_the_data(tmp_path, capsys):
 
 class _FailingController:
     def __init__(self, run_dir, error):
-        self.run_dir, self.error, self.shut = run_dir, error, False
+        self.run_dir, self.error, self.shut = run_dir, error, None
 
     def run(self):
         raise self.error
 
-    def shutdown(self):
-        self.shut = True
+    def shutdown(self, failed=False):
+        self.shut = "failed" if failed else "ok"
 
 
 def test_a_run_that_raises_writes_error_json_and_a_stop_does_not(tmp_path):
@@ -181,7 +181,7 @@ def test_a_run_that_raises_writes_error_json_and_a_stop_does_not(tmp_path):
     with pytest.raises(ValueError):
         run_to_end(controller)
     error = json.loads((tmp_path / ERROR_FILE).read_text())
-    assert controller.shut and error["type"] == "ValueError" and error["message"] == "bad batch"
+    assert controller.shut == "failed" and error["type"] == "ValueError" and error["message"] == "bad batch"
     assert any("ValueError: bad batch" in line for line in error["traceback_tail"]) and error["time"] > 0
     (tmp_path / ERROR_FILE).unlink()
     with pytest.raises(KeyboardInterrupt), recording_errors(tmp_path):
