@@ -38,13 +38,14 @@ def rows(step):
     return {"loss": 1.0 / step, "samples": 16.0 * step, "time/train": 0.5 + step}
 
 
-def wandb_history(run_folder: Path) -> tuple[str, list[dict], bool]:
-    """(run id, history rows) of one W&B offline run folder, read from its ``.wandb`` transaction log: a W&B
+def wandb_history(run_folder: Path, exit_codes: list | None = None) -> tuple[str, list[dict], bool]:
+    """(run id, history rows, finished) of one W&B offline run folder, read from its ``.wandb`` transaction log: a W&B
     header, then LevelDB log records (32 KiB blocks; each chunk: crc32, length, type) of protobuf Records."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     (path,) = run_folder.glob("run-*.wandb")
     data, pos, pending, run_id, history, finished = path.read_bytes(), 7, b"", None, [], False
+    exit_codes = [] if exit_codes is None else exit_codes  # the exit records' codes, appended
     while pos + 7 <= len(data):
         if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
             pos += 32768 - pos % 32768
@@ -62,7 +63,9 @@ def wandb_history(run_folder: Path) -> tuple[str, list[dict], bool]:
             items = {item.key or "/".join(item.nested_key): json.loads(item.value_json)
                      for item in record.history.item}
             history.append({k: v for k, v in items.items() if not k.startswith("_") or k == "_step"})
-        finished = finished or record.WhichOneof("record_type") == "exit"
+        if record.WhichOneof("record_type") == "exit":
+            finished = True
+            exit_codes.append(record.exit.exit_code)
     return run_id, history, finished
 
 
@@ -144,6 +147,48 @@ def test_wandb_offline_resume_keeps_the_run_id(tmp_path, offline_wandb):
     assert steps == [1, 2, 3, 4, 5]
     first = histories[0][1]
     assert first[2]["eval/samples/_type"] == "table-file" and first[0]["loss"] == 1.0
+
+
+def test_a_failed_run_closes_its_trackers_as_failed_and_a_failing_sink_never_stops_it(tmp_path, offline_wandb,
+                                                                                       capsys):
+    from mlflow.tracking import MlflowClient
+
+    class BrokenTracker:  # a tracker whose service is gone: every call raises
+        name = "broken"
+
+        def write(self, step, row):
+            raise ConnectionError("tracker unreachable\nretry later")
+
+        write_samples = close = write
+
+        def state(self):
+            return {}
+
+        def where(self):
+            return None
+
+    config = metrics_config("metrics.mlflow.enabled=true", "metrics.wandb.enabled=true")
+    log = MetricsLog(tmp_path, config=config, run_config={})
+    log.sinks.append(BrokenTracker())
+    for step in range(1, 4):
+        log.write(step, rows(step))
+    log.close(failed=True)
+    log.close(failed=True)  # every exit path may call it: once is what happens
+    assert log.errors == {"broken": 4}  # three writes and the close; warned about once
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "metrics sink broken failed" in line]
+    assert len(warnings) == 1 and "ConnectionError: tracker unreachable" in warnings[0]
+    jsonl = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("metrics/sink_errors") for r in jsonl] == [None, 1, 2]
+    client = MlflowClient(f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("selfplay").experiment_id])
+    assert run.info.status == "FAILED"
+    (folder,) = (offline_wandb / "wandb").glob("offline-run-*")
+    deadline, codes = time.time() + 30, []
+    while not codes and time.time() < deadline:
+        codes.clear()
+        wandb_history(folder, codes)
+        time.sleep(0.2)
+    assert codes == [1]
 
 
 def test_an_enabled_tracker_that_is_not_installed_is_one_clear_error(monkeypatch):
