@@ -7,7 +7,7 @@ vLLM's ``collective_rpc``, which blocks) returns only once the learner has sent 
   2. never pass the learner's ObjectRef to a worker as a top-level argument (Ray would wait for it to resolve
      before starting the worker's call: a deadlock); wrap it in a list, ``[send_ref]``, which Ray passes as is;
   3. calls queued earlier on those actors (a ``generate``) delay the collective; the broadcast waits for them up
-     to the transport's timeout (default 600 s), so push between rollout phases, as the controller does.
+     to the transport's timeout, so push between generate calls (``RolloutFleet`` orders them).
 The object store needs no such care (its send does not wait for receivers, they read the buckets through
 ``[send_ref]``), but the same calls in the same order work for both, so the controller has one code path.
 """
@@ -17,6 +17,8 @@ from __future__ import annotations
 import time
 
 import ray
+
+from rollout.transport.broadcast import abort_transport
 
 
 def receiver_ranks(num_engines: int, workers_per_engine: int) -> list[int]:
@@ -41,13 +43,35 @@ def open_weight_transport(learner, rollouts: list, kind: str, bucket_bytes: int,
     return endpoint
 
 
-def push_weights(learner, rollouts: list, version: int, verify: bool = True) -> dict:
+def push_weights(learner, rollouts: list, version: int, verify: bool = True, endpoint: dict | None = None,
+                 settle_s: float = 60.0) -> dict:
     """One push of the learner's current weights as ``version``; returns the learner's stats (``bytes``,
     ``buckets``, ``seconds`` on the learner, ``digest`` of what it sent) plus ``wall_seconds`` and every
-    worker's (version, digest of what it loaded); with ``verify`` off both digests are ""."""
+    worker's (version, digest of what it loaded); with ``verify`` off both digests are "".
+
+    Every call of the push is watched, not only the learner's: the first that fails (a worker died, or its
+    receive raised) aborts the push for everyone through ``endpoint``'s group (``abort_transport``), so no member
+    waits out the collective timeout for a peer that is gone. The others then end within ``settle_s`` and the
+    first error is raised."""
     start = time.perf_counter()
     sends = learner.submit("send_weights", version, verify)
     receives = [w.receive_weights.remote(version, [sends[0]], verify) for w in rollouts]
+    pending, failure = [*sends, *receives], None
+    settle_by = None
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+        for future in ready:
+            try:
+                ray.get(future)
+            except Exception as exc:  # noqa: BLE001 - raised below, once the push has ended everywhere
+                if failure is None:
+                    failure = exc
+                    abort_transport(endpoint)
+                    settle_by = time.monotonic() + settle_s
+        if failure is not None and pending and time.monotonic() > settle_by:
+            break  # a member that does not end after the abort: the caller rebuilds the transport anyway
+    if failure is not None:
+        raise failure
     stats = ray.get(sends)[0]
     loaded = ray.get(receives)
     return {**stats.as_dict(), "wall_seconds": time.perf_counter() - start, "loaded": loaded}

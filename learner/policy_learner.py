@@ -214,7 +214,15 @@ class PolicyLearner:
                     digest.add(name, tensor)
                 yield name, tensor
 
-        stats = sender.send(version, tapped(self.device_parameters() if sender.streaming else self.full_parameters()))
+        source = iter(self.device_parameters() if sender.streaming else self.full_parameters())
+        try:
+            stats = sender.send(version, tapped(source))
+        except BaseException:
+            # An aborted push (a receiver died): the other ranks are still gathering under ZeRO-3, collectives of
+            # every rank, so this rank takes its part in the rest of them before it reports the error.
+            for _ in source:
+                pass
+            raise
         stats.digest = digest.hexdigest() if verify else ""
         return stats
 

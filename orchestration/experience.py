@@ -19,7 +19,6 @@ from collections import Counter
 from contextlib import contextmanager
 
 import numpy as np
-import ray
 import torch
 
 from tasks.errors import ConfigError
@@ -196,7 +195,7 @@ class Experience:
         # to what the engine accepts with the verdict token after them.
         renderer, room = self.c.inputs.renderer, self.c.inputs.max_model_len - 1
         ids = [fit_prompt(renderer.render(t), room, "truncate", renderer.tokenizer.bos_token_id) for t in texts]
-        logprobs = ray.get(self.c.rollouts[0].next_token_logprobs.remote(ids, self.verdict_ids))
+        logprobs = self.c.fleet.next_token_logprobs(ids, self.verdict_ids)
         matrices = judge_matrix(groups, where, logprobs)
         # How often the self-judge agrees with the preference model (the tiny model starts as a poor judge).
         reference, stats = self.c.preference.matrices(groups)

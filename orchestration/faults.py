@@ -5,7 +5,11 @@ one dictionary lookup):
   Points: checkpoint_after_engine, checkpoint_before_manifest, checkpoint_before_latest, after_checkpoint,
   after_train_step, after_push.
 - ``hang@<phase>:<step>`` makes the actor that serves ``phase`` (generate, score, train, push) block forever at
-  that step, as a collective that never returns would; once per process, so an auto-resumed run goes past it."""
+  that step, as a collective that never returns would; once per process, so an auto-resumed run goes past it.
+- ``kill@receive:<version>[,...]`` kills rollout worker 0 in the middle of those weight pushes
+  (rollout/transport/fault_injection.py).
+
+Both variables (and ``SELFPLAY_FAULT_DIR``) reach the actors (orchestration/placement.py)."""
 
 from __future__ import annotations
 

@@ -230,10 +230,12 @@ def _truncate_after(path: Path, step: int) -> None:
 
 
 def push_row(last_push: dict | None, step: int) -> dict[str, float]:
-    """``push/bytes`` and ``push/seconds`` (wall time, learner to every engine) of the push made at ``step``."""
+    """``push/bytes``, ``push/seconds`` (wall time, learner to every engine, waiting for the engines' turn
+    included) and ``push/learner_seconds`` (the learner's send alone) of the push made at ``step``."""
     if not last_push or last_push.get("step") != step:
         return {}
-    return {"push/bytes": float(last_push["bytes"]), "push/seconds": float(last_push["wall_seconds"])}
+    return {"push/bytes": float(last_push["bytes"]), "push/seconds": float(last_push["wall_seconds"]),
+            "push/learner_seconds": float(last_push["seconds"])}  # inside the transport's collectives
 
 
 def _step_of(line: str) -> int | None:

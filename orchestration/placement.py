@@ -32,6 +32,7 @@ _CPU_ENV = {"DS_ACCELERATOR": "cpu"}
 # readable (set VLLM_LOGGING_LEVEL to see more).
 _COMMON_ENV = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "ERROR"),
                "TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"}
+FAULT_ENV = ("SELFPLAY_FAULT", "SELFPLAY_FAULT_DIR")  # orchestration/faults.py, rollout/transport/fault_injection.py
 CORES_ENV = "SELFPLAY_CPU_CORES"  # a rollout worker's cores, comma-separated (rollout.cpu_threads_bind)
 # Preference kinds that run a neural model of their own: a whole CPU, and a GPU with the CUDA build.
 _MODEL_KINDS = ("reward_model", "pairwise", "judge")
@@ -167,6 +168,8 @@ def actor_options(resources: RoleResources, cpu_threads_bind: str = "auto", thre
             env.update(thread_env(len(cores)))
             env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
             env[CORES_ENV] = ",".join(map(str, cores))
+    # Fault injection (tests): what the driver was started with reaches the actors made now.
+    env.update({key: os.environ[key] for key in FAULT_ENV if key in os.environ})
     options = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus, "runtime_env": {"env_vars": env}}
     if resources.custom:
         options["resources"] = dict(resources.custom)

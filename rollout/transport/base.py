@@ -148,4 +148,9 @@ def build_sender(name: str, *, bucket_bytes: int, timeout_s: float = 600.0, back
 
 def build_receiver(name: str) -> WeightReceiver:
     _, receiver_cls = _classes(name)
-    return receiver_cls()
+    receiver = receiver_cls()
+    if os.environ.get("SELFPLAY_FAULT", "").startswith("kill@receive:"):  # tests only: a death mid-push
+        from rollout.transport.fault_injection import KillingReceiver, requested_versions
+
+        return KillingReceiver(receiver, requested_versions())
+    return receiver

@@ -13,6 +13,12 @@ Wire format of one push, every message a broadcast from rank 0:
 The sender packs bucket k+1 while bucket k is in flight (two reused buffers); a receiver's thread receives the
 next buckets while its consumer loads one. A receiver whose consumer stops early still drains the push, so the
 group stays in step; a push of the wrong version is drained, then refused.
+
+Aborting a push. A member that dies mid-push fails only the collectives that talk to it directly; the others
+(the learner waiting on a live receiver that waits on the dead one) would wait out the group's timeout. So every
+wait of a member also watches the group's abort key in the store (``abort_transport`` sets it: the controller,
+once it sees any member's call fail), and raises ``PushAborted`` within ``ABORT_POLL_S`` of it; the group is then
+broken and rebuilt.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from rollout.transport.buckets import (bytes_to_tensor, decode_meta, encode_meta
 
 
 PREFETCH = 2  # buckets a receiver may hold ahead of its consumer
+ABORT_POLL_S = 0.1  # how often a waiting member looks at the group's abort key
 _ABORT = -1  # metadata length of the header that ends a push the sender could not finish
 
 
@@ -45,6 +52,32 @@ def _device(backend: str) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
 
 
+class PushAborted(RuntimeError):
+    """The group's abort key was set (or its store is gone): a member died, the push will not complete."""
+
+
+def abort_key(group: str) -> str:
+    return f"selfplay/weights/abort/{group}"
+
+
+def abort_transport(endpoint: dict | None, timeout_s: float = 5.0) -> None:
+    """Tell every member of the group(s) behind ``endpoint`` to give up the push under way: each one's next wait
+    raises ``PushAborted``. Best effort: a store that does not answer (its learner died) aborts the members by
+    itself. An endpoint without a group (the object store) has nothing to abort."""
+    if not endpoint:
+        return
+    for part in (endpoint.get("parts") or {}).values():  # the mixed transport: one group per part
+        abort_transport(part, timeout_s)
+    if "port" not in endpoint:
+        return
+    try:
+        store = dist.TCPStore(endpoint["host"], endpoint["port"], is_master=False,
+                              timeout=timedelta(seconds=timeout_s))
+        store.set(abort_key(endpoint["group"]), "1")
+    except Exception:  # noqa: BLE001 - the learner's store is gone: its members fail on their own
+        pass
+
+
 class BroadcastGroup:
     """One rank of an independent group (broadcasts from rank 0), also the shared-memory backend's
     control channel."""
@@ -54,6 +87,7 @@ class BroadcastGroup:
         self.backend = backend
         self.device = _device(backend)
         self.broken = False
+        self._store, self._abort_key = store, abort_key(group)
         prefix = dist.PrefixStore(f"selfplay/weights/{group}/", store)
         if backend == "gloo":
             self._pg = dist.ProcessGroupGloo(prefix, rank, world_size, timeout)
@@ -85,7 +119,7 @@ class BroadcastGroup:
             work = start()
             if async_op:
                 return work
-            work.wait()
+            self._await(work)
         except BaseException:
             self.broken = True
             raise
@@ -93,14 +127,47 @@ class BroadcastGroup:
 
     def wait(self, work) -> None:
         try:
-            work.wait()
+            self._await(work)
         except BaseException:
             self.broken = True
             raise
 
+    def _await(self, work) -> None:
+        """``work.wait()``, looking at the abort key every ``ABORT_POLL_S`` meanwhile. gloo's work waits on a
+        condition with a timeout (no added latency); NCCL's blocking wait with a timeout would abort the
+        communicator, so there the work's completion is polled instead."""
+        while True:
+            if self.backend == "gloo":
+                try:
+                    work.wait(timedelta(seconds=ABORT_POLL_S))
+                    return
+                except RuntimeError:
+                    if work.is_completed():  # the collective's own error (its peer gone, gloo's timeout)
+                        raise
+            else:
+                until = time.monotonic() + ABORT_POLL_S
+                while time.monotonic() < until:
+                    if work.is_completed():
+                        work.wait()  # raises the collective's own error, if it had one
+                        return
+                    time.sleep(0.0005)
+            self._check_abort()
+
+    def _check_abort(self) -> None:
+        try:
+            aborted = self._store.check([self._abort_key])
+        except Exception as exc:  # noqa: BLE001 - the store lives in the learner: gone with it
+            raise PushAborted(f"the weight transport's store is gone ({type(exc).__name__}): its learner "
+                              "died") from exc
+        if aborted:
+            raise PushAborted("weight push aborted: a member of the transport group died (its peers would wait "
+                              "out the collective timeout)")
+
     def shutdown(self) -> None:
         pg, self._pg = self._pg, None
-        if pg is not None and hasattr(pg, "shutdown"):
+        if pg is not None and self.broken and self.backend == "nccl" and hasattr(pg, "abort"):
+            pg.abort()  # an aborted push left NCCL work pending: a clean shutdown would wait for it
+        elif pg is not None and hasattr(pg, "shutdown"):
             try:
                 pg.shutdown()
             except Exception:  # noqa: BLE001 - best effort when the peers are gone
