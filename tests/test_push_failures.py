@@ -76,7 +76,8 @@ def test_a_worker_killed_mid_push_costs_seconds_and_the_run_ends_bitwise_equal(t
     slowest = max(sum(v for k, v in r.items() if k.startswith("time/")) for r in steps)
     assert slowest < BOUND_S, f"a step took {slowest:.0f} s"
     pushes = {r["step"]: r["time/push"] for r in steps}  # the push phase: the aborted push, recovery, the retry
-    assert pushes[3] > 10 * pushes[2] and pushes[8] > 10 * pushes[7], pushes
+    usual = sorted(pushes.values())[len(pushes) // 2]  # the median: the random kill may land on any other push
+    assert pushes[3] > 10 * usual and pushes[8] > 10 * usual, pushes
     assert_nothing_left("RolloutWorker", "PreferenceService", "LearnerWorker")
 
 
