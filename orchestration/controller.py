@@ -87,12 +87,6 @@ def score_spread(std: float | None) -> float | None:
 COUNTS = ("preference_calls", "rejected_groups", "sampled_responses", "truncated_responses", "sampled_tokens")
 
 
-def fold_counts(state: RunState, counts: dict[str, int]) -> None:
-    """Add what a batch (or an evaluation) counted to the run's totals; only the controller's thread does."""
-    for key in COUNTS:
-        setattr(state, key, getattr(state, key) + int(counts.get(key, 0)))
-
-
 def count_batch(state: RunState, kept: int, scored: int, max_rejected_share: float, max_bad_batches: int,
                 report=lambda: ("", [])) -> None:
     """Count a batch without a usable group (``rejected_batches``, in all), and stop the run once the share of
@@ -334,9 +328,12 @@ class Controller:
         return ExperienceItem(tag, indices, groups, metrics, dict(counts))
 
     def fold(self, counts: dict[str, int]) -> None:
-        """A batch's (or an evaluation's) counts into the run state and the next metrics row."""
-        fold_counts(self.state, counts)
-        self.unlogged.update({k: int(counts.get(k, 0)) for k in COUNTS})
+        """A batch's (or an evaluation's) counts into the run's totals and the next metrics row; only the
+        controller's thread does this."""
+        for key in COUNTS:
+            value = int(counts.get(key, 0))
+            setattr(self.state, key, getattr(self.state, key) + value)
+            self.unlogged[key] += value
 
     def counted_row(self) -> dict[str, int]:
         """``counted/<count>``: what was folded since the previous row (so the rows add up to the totals)."""

@@ -25,17 +25,10 @@ BASE = [f"run.total_steps={STEPS}", "rollout.prompts_per_step=32", "run.log_ever
 def pids_of(actor_class: str) -> list[int]:
     """This test's actor processes (descendants of this process, which started Ray) whose title is Ray's
     ``ray::<class>`` (idle) or ``ray::<class>.<method>`` (busy)."""
-    import psutil
+    from orchestration.step_watchdog import ray_processes
 
-    found = []
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            title = proc.cmdline()[0] if proc.cmdline() else ""
-        except psutil.Error:
-            continue
-        if title == f"ray::{actor_class}" or title.startswith(f"ray::{actor_class}."):
-            found.append(proc.pid)
-    return found
+    return [pid for label, pid in ray_processes().items()
+            if label.split(" ")[0] == f"ray::{actor_class}" or label.startswith(f"ray::{actor_class}.")]
 
 
 def assert_nothing_left(*classes: str, within_s: float = 30.0) -> None:
