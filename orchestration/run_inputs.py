@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from orchestration.config import Config
 from tasks.errors import ConfigError, InputError
 from orchestration.policy_model import embedded_model_spec, local_model_dir
-from rollout.chat_rendering import PromptRenderer, fit_prompt, prompt_text
+from rollout.chat_rendering import PromptRenderer, eos_token_ids, fit_prompt, prompt_text
 from tasks.dsat import load_wildfeedback_jsonl, synthetic_sorting_dsat
 from tasks.prompts import train_and_eval_prompts
 
@@ -92,7 +92,8 @@ def load_run_inputs(config: Config) -> RunInputs:
         else ("task.prompts_path", c.task.prompts_path)
     dsat = None
     if dsat_examples is not None:
-        dsat = _render_dsat(c, renderer, dsat_examples, budget, f"{train_key} {train_source or '(built-in)'}")
+        dsat = _render_dsat(c, renderer, dsat_examples, budget, f"{train_key} {train_source or '(built-in)'}",
+                            model_path)
         train = dsat.prompts
     else:
         train = render_prompt_set(train_records, renderer, budget, c.task.overlong,
@@ -288,8 +289,13 @@ def _drift_examples(config: Config, train_records: list, eval_records: list) -> 
             [examples[i].prompt for i in sorted(held)])
 
 
-def _render_dsat(config: Config, renderer: PromptRenderer, examples: list, budget: int, source: str) -> DSATSet:
-    """Render each conversation and its repair prompt; an example is dropped when either is over budget."""
+def _render_dsat(config: Config, renderer: PromptRenderer, examples: list, budget: int, source: str,
+                 model_path: str | None) -> DSATSet:
+    """Render each conversation and its repair prompt; an example is dropped when either is over budget.
+
+    The logged rejected reply ends with the EOS id the engines end a finished reply with (unless
+    ``rollout.ignore_eos``): the chosen reply is sampled and keeps its EOS, so without it the pair's margin
+    could be won on the EOS token alone."""
     template, overlong = config.algorithm.drift.condition_template, config.task.overlong
     bos, tokenizer = renderer.tokenizer.bos_token_id, renderer.tokenizer
     prompts, repairs, kept, dropped, truncated = [], [], [], 0, 0
@@ -307,6 +313,7 @@ def _render_dsat(config: Config, renderer: PromptRenderer, examples: list, budge
     if not kept:
         raise InputError(f"{source}: none of its {len(examples)} conversations and repair prompts fits in {budget} "
                          "tokens; raise rollout.max_prompt_tokens or set task.overlong=truncate")
+    ending = [] if config.rollout.ignore_eos else eos_token_ids(tokenizer, model_path)[:1]
     return DSATSet(PromptSet([e.prompt for e in kept], prompts, dropped, truncated), repairs,
                    [e.rejected for e in kept],
-                   [list(tokenizer(e.rejected, add_special_tokens=False).input_ids) for e in kept])
+                   [list(tokenizer(e.rejected, add_special_tokens=False).input_ids) + ending for e in kept])

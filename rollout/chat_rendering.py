@@ -75,14 +75,14 @@ def fit_prompt(ids: list[int], budget: int, overlong: str, bos_id: int | None) -
     return ([bos_id] if keep_bos else []) + ids[len(ids) - tail:]
 
 
-def eos_token_ids(tokenizer, model_path: str) -> list[int]:
+def eos_token_ids(tokenizer, model_path: str | None) -> list[int]:
     """Every id that ends a response: the tokenizer's EOS and each of ``generation_config.json``'s (chat
-    models often list several, e.g. Llama 3's <|eot_id|> and <|end_of_text|>)."""
+    models often list several, e.g. Llama 3's <|eot_id|> and <|end_of_text|>); no model path: the tokenizer's."""
     ids = []
     if tokenizer.eos_token_id is not None:
         ids.append(int(tokenizer.eos_token_id))
-    path = Path(model_path) / "generation_config.json"
-    if path.is_file():
+    path = Path(model_path) / "generation_config.json" if model_path else None
+    if path is not None and path.is_file():
         value = json.loads(path.read_text()).get("eos_token_id")
         for token in value if isinstance(value, list) else [value]:
             if token is not None and int(token) not in ids:

@@ -142,7 +142,7 @@ def test_engines_get_the_rendered_ids_stop_at_either_eos_and_match_the_learner(c
         eos_ids = set(eos_token_ids(tokenizer, str(chat_files["eos_model"])))
         # Sampled before training: the scoring function gives an empty response 0, so a few steps teach the
         # policy to avoid EOS altogether.
-        groups, metrics = controller.experience.collect(list(range(16)), 99)
+        groups, metrics, _ = controller.experience.collect(list(range(16)), 99)
         completions = [c for g in groups for c in g.completions]
         for c in completions:
             assert c.prompt_token_ids == tokenizer.apply_chat_template(

@@ -125,4 +125,12 @@ def test_drift_evaluates_on_held_out_conversations_of_its_own_data(chat_model, t
     # the repair prompt is a user turn holding the conversation, the rejected reply and the complaint
     repair = inputs.renderer.tokenizer.decode(inputs.dsat.repair_ids[0])
     assert "A carrot." in repair and "That is a vegetable." in repair and repair.count("<|begin_of_text|>") == 1
-    assert inputs.dsat.rejected_ids[0] == inputs.renderer.tokenizer("A carrot.", add_special_tokens=False).input_ids
+    # The logged reply ends as the engines end a sampled one, with an EOS id; with ignore_eos neither does.
+    tokenizer = inputs.renderer.tokenizer
+    text_ids = tokenizer("A carrot.", add_special_tokens=False).input_ids
+    assert inputs.dsat.rejected_ids[0] == text_ids + [tokenizer.eos_token_id]
+    assert tokenizer.eos_token_id in eos_token_ids(tokenizer, chat_model)
+    config = load_config(None, [f"policy.model_path={chat_model}", "algorithm.name=drift",
+                                f"algorithm.drift.data_path={data}", "preference.kind=function",
+                                "preference.function=json:dumps", "task.num_eval_prompts=3", "rollout.ignore_eos=true"])
+    assert load_run_inputs(config).dsat.rejected_ids[0] == text_ids
