@@ -67,6 +67,12 @@ class TaskConfig:
         "auto", "render prompts with the policy tokenizer's chat template: auto when it has one, always (an "
                 "error if it has none), never (the prompt text as is)")
     system_prompt: str | None = _f(None, "a system message put before every prompt that has none")
+    system_prompt_in_user_turn: bool = _f(
+        False, "put task.system_prompt (and a chat's own system message) at the start of the first user turn, "
+               "for chat templates without a system role (Gemma's)")
+    trailing_assistant_turns: Literal["drop", "keep"] = _f(
+        "drop", "a chat prompt that ends with assistant turns (SFT data's reference answer): drop them, so the "
+                "policy answers the last user turn, or keep them (the policy then continues the conversation)")
     overlong: Literal["drop", "truncate"] = _f(
         "drop", "prompts longer than rollout.max_prompt_tokens: drop them, or keep their last tokens")
     num_train_prompts: int = _f(4096, "built-in task: training prompts drawn from the seed")

@@ -52,8 +52,11 @@ def _report_inputs(inputs: RunInputs) -> None:
             f"{s['truncated_overlong']} truncated" if s["truncated_overlong"] else ""]
     over_text = f" ({', '.join(o for o in over if o)} as longer than {s['prompt_budget_tokens']} tokens)" \
         if any(over) else ""
+    answers = s["trailing_answers_dropped"]
+    answers_text = f"; {answers} chats ended with an assistant turn, dropped (task.trailing_assistant_turns)" \
+        if answers else ""
     print(f"prompts: {s['train_prompts']} for training, {s['eval_prompts']} for evaluation{over_text}; "
-          f"engine context {s['max_model_len']} tokens", flush=True)
+          f"engine context {s['max_model_len']} tokens{answers_text}", flush=True)
 
 
 def load_run_config(run_dir: Path, overrides: list[str]) -> tuple[Config, Config]:

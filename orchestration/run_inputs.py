@@ -16,6 +16,7 @@ from tasks.errors import ConfigError, InputError
 from orchestration.policy_model import embedded_model_spec, local_model_dir
 from rollout.chat_rendering import PromptRenderer, eos_token_ids, fit_prompt, prompt_text
 from tasks.dsat import load_wildfeedback_jsonl, synthetic_sorting_dsat
+from tasks.prompt_data import drop_trailing_answers
 from tasks.prompts import train_and_eval_prompts
 
 # Extra room in an OSP judge prompt beyond the prompt, two responses and the template: re-tokenizing response
@@ -60,11 +61,13 @@ class RunInputs:
     max_model_len: int
     prompt_budget: int
     preference_model_path: str | None = None  # reward_model, pairwise, judge: the model's local directory
+    trailing_answers_dropped: int = 0  # chats whose final assistant turn(s) were removed (both splits)
 
     def summary(self) -> dict:
         return {"train_prompts": len(self.train), "eval_prompts": len(self.eval),
                 "dropped_overlong": self.train.dropped + self.eval.dropped,
                 "truncated_overlong": self.train.truncated + self.eval.truncated,
+                "trailing_answers_dropped": self.trailing_answers_dropped,
                 "prompt_budget_tokens": self.prompt_budget, "max_model_len": self.max_model_len}
 
 
@@ -72,6 +75,10 @@ def load_run_inputs(config: Config) -> RunInputs:
     """Read, check and render the run's inputs (the embedded model's tokenizer is built in memory)."""
     c = config
     train_records, eval_records = train_and_eval_prompts(c.task, c.run.seed, c.preference.strategies)
+    answers = 0
+    if c.task.trailing_assistant_turns == "drop":
+        (train_records, in_train), (eval_records, in_eval) = map(drop_trailing_answers, (train_records, eval_records))
+        answers = in_train + in_eval
     dsat_examples = None
     if c.algorithm.name == "drift":
         dsat_examples, eval_records = _drift_examples(c, train_records, eval_records)
@@ -79,7 +86,8 @@ def load_run_inputs(config: Config) -> RunInputs:
     preference_model_path = check_preference_inputs(c)
     tokenizer, context = policy_tokenizer(c, model_path)
     renderer = PromptRenderer(tokenizer, c.task.chat_template, c.task.system_prompt,
-                              source=f"the tokenizer of {model_path or 'the embedded model'}")
+                              source=f"the tokenizer of {model_path or 'the embedded model'}",
+                              system_in_user_turn=c.task.system_prompt_in_user_turn)
     budget = c.rollout.max_prompt_tokens
     if context is not None:
         if context - c.rollout.max_tokens < 1:
@@ -104,7 +112,8 @@ def load_run_inputs(config: Config) -> RunInputs:
                                    f"{eval_source or '(built-in task)'} (evaluation prompts)")
     longest = max(train.longest, evaluation.longest, max(map(len, dsat.repair_ids)) if dsat else 0)
     max_model_len = engine_context(c, renderer, longest, context)
-    return RunInputs(model_path, renderer, train, evaluation, dsat, max_model_len, budget, preference_model_path)
+    return RunInputs(model_path, renderer, train, evaluation, dsat, max_model_len, budget, preference_model_path,
+                     answers)
 
 
 def policy_tokenizer(config: Config, model_path: str | None):
@@ -134,9 +143,15 @@ def render_prompt_set(records: list, renderer: PromptRenderer, budget: int, over
 
     bos = renderer.tokenizer.bos_token_id
     kept, ids, dropped, truncated, shortest = [], [], 0, 0, None
-    for record in tqdm(records, desc="rendering prompts", unit="prompt", disable=len(records) < 20_000,
-                       file=sys.stderr):
-        rendered = renderer.render(record)
+    for number, record in enumerate(tqdm(records, desc="rendering prompts", unit="prompt",
+                                         disable=len(records) < 20_000, file=sys.stderr)):
+        try:
+            rendered = renderer.render(record)
+        except Exception as exc:  # the chat template's own raise_exception (jinja TemplateError) and the like
+            hint = "; set task.system_prompt_in_user_turn=true" if "system" in str(exc).lower() else ""
+            raise InputError(f"{source}: prompt {number} cannot be rendered with the chat template of "
+                             f"{renderer.source} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                             f"{hint}") from None
         shortest = len(rendered) if shortest is None else min(shortest, len(rendered))
         fitted = fit_prompt(rendered, budget, overlong, bos)
         if fitted is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, InputError
 
 
 def prompt_text(record) -> str:
@@ -31,21 +31,39 @@ class PromptRenderer:
     message. Without a template a chat's contents are joined by newlines."""
 
     def __init__(self, tokenizer, chat_template: str = "auto", system_prompt: str | None = None,
-                 source: str = "the policy tokenizer") -> None:
+                 source: str = "the policy tokenizer", system_in_user_turn: bool = False) -> None:
         has_template = bool(getattr(tokenizer, "chat_template", None))
         if chat_template == "always" and not has_template:
             raise ConfigError(f"task.chat_template=always, but {source} has no chat template "
                              "(use auto or never, or a tokenizer with a template)")
         self.tokenizer = tokenizer
+        self.source = source
         # The prompt budget is enforced here (fit_prompt), so the tokenizer's own length warning is only noise.
         tokenizer.model_max_length = int(1e30)
         self.uses_template = has_template and chat_template != "never"
         self.system_prompt = system_prompt
+        self.system_in_user_turn = system_in_user_turn
+        if self.uses_template and system_prompt and not system_in_user_turn:
+            self._check_system_role(source)
+
+    def _check_system_role(self, source: str) -> None:
+        """Templates without a system role (Gemma's) raise on one; say so before any prompt is rendered."""
+        try:
+            self.tokenizer.apply_chat_template(
+                [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": "Hi"}],
+                add_generation_prompt=True, tokenize=False)
+        except Exception as exc:  # jinja's TemplateError, raised by the template's own raise_exception
+            raise InputError(f"task.system_prompt is set, but the chat template of {source} takes no system "
+                             f"message ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); set "
+                             "task.system_prompt_in_user_turn=true to put it at the start of the first user "
+                             "turn, or unset task.system_prompt") from None
 
     def messages(self, record) -> list[dict]:
         chat = [{"role": "user", "content": record}] if isinstance(record, str) else list(record)
         if self.system_prompt and not any(m["role"] == "system" for m in chat):
             chat = [{"role": "system", "content": self.system_prompt}] + chat
+        if self.system_in_user_turn:
+            chat = system_into_first_user_turn(chat)
         return chat
 
     def render(self, record) -> list[int]:
@@ -61,6 +79,18 @@ class PromptRenderer:
 
     def render_all(self, records: list) -> list[list[int]]:
         return [self.render(r) for r in records]
+
+
+def system_into_first_user_turn(chat: list[dict]) -> list[dict]:
+    """The chat with its system messages' text put before the first user turn's, separated by a blank line (what
+    Gemma's own template does with a system message it is allowed to see)."""
+    system = [m["content"] for m in chat if m["role"] == "system" and m["content"]]
+    rest = [m for m in chat if m["role"] != "system"]
+    if not system:
+        return rest
+    first = next(i for i, m in enumerate(rest) if m["role"] == "user")
+    rest[first] = {"role": "user", "content": "\n\n".join(system + [rest[first]["content"]])}
+    return rest
 
 
 def fit_prompt(ids: list[int], budget: int, overlong: str, bos_id: int | None) -> list[int] | None:

@@ -8,7 +8,12 @@ A record is what the data holds under the prompt key, checked and returned as pl
   of system/user/assistant/tool; content is a string. Only user messages must say something: an empty system,
   assistant or tool message is legal in chat data (an assistant turn that only called a tool), while a chat
   without a non-empty user message gives the policy nothing to answer. Datasets' columnar form of a chat,
-  ``{"role": [...], "content": [...]}``, is read as the same list.
+  ``{"role": [...], "content": [...]}``, is read as the same list, and so is a ShareGPT-style chat,
+  ``[{"from": "human"|"gpt"|"system"|..., "value": ...}]`` (``SHAREGPT_ROLES`` maps its speakers).
+
+Chat data made for SFT usually ends with the reference answer (ultrachat's and ultrafeedback's ``messages``): the
+policy must answer the last user turn, not continue after the answer, so ``drop_trailing_answers`` removes the
+final assistant turn(s) (``task.trailing_assistant_turns``).
 
 Errors are one line naming the source: ``file:LINE`` for JSONL (lines count from 1), ``file: row N`` for columnar
 data (rows count from 0, as ``dataset[N]`` does), and ``message N`` within a chat (counting from 1).
@@ -27,6 +32,10 @@ from tasks.jsonl import read_jsonl_objects
 Prompt = str | list[dict]
 
 ROLES = ("system", "user", "assistant", "tool")
+# ShareGPT's speakers (``from``) as chat roles: the names FastChat, Axolotl and LLaMA-Factory read.
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+                  "system": "system", "function_call": "assistant", "observation": "tool", "tool": "tool",
+                  "function_response": "tool"}
 FORMATS = "a .jsonl or .parquet file, a directory written by datasets' save_to_disk, or a hub dataset name"
 # Suffixes that say "a local file" even when no such file exists: such a path is a typo, not a hub name.
 _FILE_SUFFIXES = {".jsonl", ".json", ".parquet", ".csv", ".tsv", ".txt", ".arrow", ".gz", ".zst"}
@@ -48,9 +57,41 @@ def prompt_record(value, key: str) -> Prompt:
             raise _Bad(f"'{key}' has {len(value['role'])} roles but {len(value['content'])} contents")
         value = [{"role": r, "content": c} for r, c in zip(value["role"], value["content"])]
     if isinstance(value, list):
-        return _chat(value, key)
+        return _chat(_from_sharegpt(value, key) if _is_sharegpt(value) else value, key)
     kind = "null" if value is None else f"a {type(value).__name__}"
     raise _Bad(f"'{key}' is {kind}; expected a non-empty string or a chat [{{role, content}}, ...]")
+
+
+def _is_sharegpt(messages: list) -> bool:
+    return any(isinstance(m, dict) and "from" in m and "role" not in m for m in messages)
+
+
+def _from_sharegpt(messages: list, key: str) -> list:
+    chat = []
+    for number, message in enumerate(messages, start=1):
+        if not isinstance(message, dict) or "from" not in message:
+            raise _Bad(f"'{key}' message {number} is not a ShareGPT turn {{from, value}} like the others")
+        speaker = message["from"]
+        if speaker not in SHAREGPT_ROLES:
+            raise _Bad(f"'{key}' message {number} is from {speaker!r}, a ShareGPT speaker selfplay does not know "
+                       f"(known: {', '.join(SHAREGPT_ROLES)}); map it to one of {', '.join(ROLES)} as "
+                       f"{{role, content}} messages")
+        chat.append({"role": SHAREGPT_ROLES[speaker], "content": message.get("value")})
+    return chat
+
+
+def drop_trailing_answers(records: list[Prompt]) -> tuple[list[Prompt], int]:
+    """(the records with each chat's final assistant turns removed, how many chats had some): the policy
+    answers the last user turn. A chat left with no user message after it cannot happen: every chat has one."""
+    kept, count = [], 0
+    for record in records:
+        if isinstance(record, list) and record[-1]["role"] == "assistant":
+            end = len(record)
+            while record[end - 1]["role"] == "assistant":
+                end -= 1
+            record, count = record[:end], count + 1
+        kept.append(record)
+    return kept, count
 
 
 def _chat(messages: list, key: str) -> list[dict]:

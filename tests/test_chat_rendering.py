@@ -134,3 +134,80 @@ def test_drift_evaluates_on_held_out_conversations_of_its_own_data(chat_model, t
                                 f"algorithm.drift.data_path={data}", "preference.kind=function",
                                 "preference.function=json:dumps", "task.num_eval_prompts=3", "rollout.ignore_eos=true"])
     assert load_run_inputs(config).dsat.rejected_ids[0] == text_ids
+
+
+def test_chats_that_end_with_an_answer_lose_it_by_default_and_are_counted(chat_model, tokenizer, tmp_path):
+    """SFT-style chats (ultrachat's `messages`) end with the reference answer: the policy answers the last user
+    turn; `task.trailing_assistant_turns=keep` keeps the answer in the prompt."""
+    sft = [[{"role": "user", "content": f"Say hi {i}"}, {"role": "assistant", "content": "Hi there."}]
+           for i in range(5)]
+    plain = [[{"role": "user", "content": "Say bye"}]]
+    path = _write_prompts(tmp_path / "sft.jsonl", sft + plain)
+    inputs = load_run_inputs(_config(chat_model, path))
+    assert inputs.trailing_answers_dropped == 5 and inputs.summary()["trailing_answers_dropped"] == 5
+    for record, ids in zip(inputs.train.records + inputs.eval.records, inputs.train.token_ids + inputs.eval.token_ids):
+        assert record[-1]["role"] == "user"
+        assert "Hi there." not in tokenizer.decode(ids)
+        assert ids == tokenizer.apply_chat_template(record, add_generation_prompt=True, tokenize=True,
+                                                    return_dict=False)
+    kept = load_run_inputs(_config(chat_model, path, "task.trailing_assistant_turns=keep"))
+    assert kept.trailing_answers_dropped == 0
+    assert sum("Hi there." in tokenizer.decode(ids) for ids in kept.train.token_ids + kept.eval.token_ids) == 5
+
+
+def test_sharegpt_records_are_read_as_chats(chat_model, tokenizer, tmp_path):
+    rows = [[{"from": "system", "value": "Be kind."}, {"from": "human", "value": f"Name a colour ({i})."},
+             {"from": "gpt", "value": "Blue."}] for i in range(4)]
+    path = tmp_path / "sharegpt.jsonl"
+    path.write_text("".join(json.dumps({"conversations": r}) + "\n" for r in rows))
+    inputs = load_run_inputs(_config(chat_model, path, "task.prompt_key=conversations"))
+    assert inputs.trailing_answers_dropped == 4
+    assert all(r == [{"role": "system", "content": "Be kind."}, {"role": "user", "content": r[1]["content"]}]
+               and r[1]["content"].startswith("Name a colour") for r in inputs.train.records + inputs.eval.records)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"conversations": [{"from": "narrator", "value": "Once"}]}) + "\n")
+    with pytest.raises(InputError, match=r"bad.jsonl:1: 'conversations' message 1 is from 'narrator', a ShareGPT "
+                                         r"speaker .*map it to one of system, user, assistant, tool"):
+        load_run_inputs(_config(chat_model, bad, "task.prompt_key=conversations"))
+
+
+NO_SYSTEM_TEMPLATE = (  # Gemma's rule, as its template states it
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def no_system_model(chat_model, tmp_path_factory):
+    import shutil
+    out = tmp_path_factory.mktemp("gemma-like") / "model"
+    shutil.copytree(chat_model, out)
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    config["chat_template"] = NO_SYSTEM_TEMPLATE
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    (out / "chat_template.jinja").unlink(missing_ok=True)
+    return str(out)
+
+
+def test_a_template_without_a_system_role_names_the_key_or_takes_it_in_the_user_turn(no_system_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    path = _write_prompts(tmp_path / "p.jsonl", [[{"role": "user", "content": f"Hi {i}"}] for i in range(5)])
+    with pytest.raises(InputError, match=r"task.system_prompt is set, but the chat template of the tokenizer of "
+                                         rf"{no_system_model} takes no system message \(System role not supported\)"
+                                         r".*task.system_prompt_in_user_turn=true"):
+        load_run_inputs(_config(no_system_model, path, "task.system_prompt=Be brief."))
+    inputs = load_run_inputs(_config(no_system_model, path, "task.system_prompt=Be brief.",
+                                     "task.system_prompt_in_user_turn=true"))
+    text = AutoTokenizer.from_pretrained(no_system_model).decode(inputs.train.token_ids[0])
+    assert "<start_of_turn>user\nBe brief.\n\nHi " in text and text.endswith("<start_of_turn>model\n")
+    # the data's own system message, too
+    own = _write_prompts(tmp_path / "own.jsonl", [[{"role": "system", "content": "Mine."},
+                                                   {"role": "user", "content": f"Hi {i}"}] for i in range(5)])
+    with pytest.raises(InputError, match=r"prompt \d+ cannot be rendered .*System role not supported.*"
+                                         r"task.system_prompt_in_user_turn=true"):
+        load_run_inputs(_config(no_system_model, own))
+    merged = load_run_inputs(_config(no_system_model, own, "task.system_prompt_in_user_turn=true"))
+    assert "<start_of_turn>user\nMine.\n\nHi " in AutoTokenizer.from_pretrained(no_system_model).decode(
+        merged.train.token_ids[0])
