@@ -85,7 +85,7 @@ def main() -> None:
         f"policy.model_path={args.model}", f"algorithm.name={args.algorithm}", f"run.total_steps={args.steps}",
         f"run.seed={args.seed}", f"rollout.prompts_per_step={args.prompts_per_step}", "rollout.k=2",
         "rollout.temperature=1.0", f"rollout.max_tokens={args.max_new_tokens}", "rollout.ignore_eos=true",
-        "learner.lr=1e-4", "mode=sync", *overrides], on_start=lambda: (loop_started.append(time.time()),
+        "learner.lr=1e-4", "learner.micro_batch_size=64", "mode=sync", *overrides], on_start=lambda: (loop_started.append(time.time()),
                                                                         watcher.start()))
     watcher.join(timeout=10)
     rows = [r for r in rows if "wall_seconds" in r]  # step rows (the final evaluation writes one of its own)

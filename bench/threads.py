@@ -24,7 +24,7 @@ def mid_model() -> list[str]:
 
     path = build_tiny_model_dir(tempfile.mkdtemp(prefix="bench-threads-"), TinyModelSpec(
         hidden_size=512, intermediate_size=2048, num_layers=8, num_heads=8, head_dim=64, max_positions=128))
-    return [f"policy.model_path={path}", "rollout.max_tokens=24"]
+    return [f"policy.model_path={path}", "rollout.max_tokens=24", "learner.micro_batch_size=64"]
 
 
 def run(name: str, steps: int, extra: list[str]) -> tuple[float, dict[str, float]]:

@@ -208,10 +208,13 @@ class PreferenceConfig:
 
 @dataclass
 class SPPOConfig:
-    eta: float = _f(10.0, "step size eta of the multiplicative-weights update (paper: 1000)")
+    eta: float = _f(1000.0, "step size eta of the multiplicative-weights update (the paper's 1000 = 1/beta, with "
+                            "summed log-probs; the embedded tiny model: 10)")
     form: Literal["all_k", "best_worst"] = _f(
         "all_k", "train on all K responses, or on the best and worst as the reference scripts do")
-    iteration_steps: int = _f(10, "learner steps per SPPO iteration; the reference resets after each")
+    iteration_steps: int = _f(
+        1250, "learner steps per SPPO iteration; the reference resets after each (the paper: one pass over ~20k "
+              "prompts, 1250 steps of 16; the embedded tiny model: 10)")
 
 
 @dataclass
@@ -286,13 +289,15 @@ class AlgorithmConfig:
 
 @dataclass
 class LearnerConfig:
-    lr: float = _f(1e-3, "AdamW learning rate")
+    lr: float = _f(5e-7, "AdamW learning rate (SPPO's and TRL's online DPO / Nash-MD default for a pretrained "
+                         "chat model; the embedded tiny model: 1e-3)")
     lr_schedule: Literal["constant", "linear", "cosine"] = _f(
         "constant", "learning rate after the warm-up: constant, or a linear or cosine decay to 0 at run.total_steps")
     warmup_steps: int = _f(0, "steps of linear learning-rate warm-up")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     grad_clip: float = _f(1.0, "gradient norm clip (0 disables)")
-    micro_batch_size: int = _f(64, "sequences per forward/backward; gradients accumulate to the step")
+    micro_batch_size: int = _f(8, "sequences per forward/backward; gradients accumulate to the step (TRL's and "
+                                  "OpenRLHF's 8; the embedded tiny model: 64)")
     zero_stage: int = _f(0, "DeepSpeed ZeRO stage 0-3")
     num_ranks: int = _f(1, "data-parallel DeepSpeed ranks, one Ray actor (and one GPU, if any) each")
     num_cpus: float = _f(1.0, "CPUs per learner rank")
@@ -554,13 +559,26 @@ def to_yaml(config: Config) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
-# Keys a resumed run may change: they alter how long it runs and what it reports, not what it learns.
-# A remote preference service may move (a new host or port) or be slower than planned between a run and its resume.
+# Keys a resumed run may change: they alter how long it runs, what it reports and what it runs on, not what it
+# learns. A remote preference service may move (a new host or port) or be slower than planned between a run and its
+# resume; a pre-empted job comes back with other resources, or after running out of memory with a smaller
+# micro-batch (the same sums in another order: equal to the uninterrupted run to ~1e-5, not bitwise) or with
+# gradient checkpointing. ``*.name`` matches that key in any section.
 RESUMABLE_OVERRIDES = ("run.total_steps", "run.log_every", "run.auto_resume", "run.step_timeout_s",
                        "rollout.max_restarts", "preference.max_restarts", "checkpoint.", "eval.every_steps", "ray.", "resume",
                        "run.overwrite", "run.output_dir", "run.name", "sync.transport", "sync.bucket_mb", "mode",
                        "pipeline.", "preference.url", "preference.token_env", "preference.timeout_s",
-                       "preference.retry_seconds", "preference.serve.", "metrics.")
+                       "preference.retry_seconds", "preference.serve.", "metrics.",
+                       "learner.micro_batch_size", "learner.gradient_checkpointing", "learner.logprob_chunk_tokens",
+                       "rollout.num_workers", "rollout.cpu_threads_bind", "rollout.vllm.",
+                       "preference.num_replicas", "preference.batch_size", "sync.verify_digest",
+                       "*.num_gpus", "*.num_cpus", "*.num_threads", "*.resources")
+
+
+def _resumable(key: str) -> bool:
+    parts = key.split(".")
+    return any(key == p or (p.endswith(".") and key.startswith(p)) or (p.startswith("*.") and p[2:] in parts[1:])
+               for p in RESUMABLE_OVERRIDES)
 
 
 def structural_differences(saved: Config, new: Config) -> list[str]:
@@ -569,9 +587,8 @@ def structural_differences(saved: Config, new: Config) -> list[str]:
         out = {}
         for k, v in d.items():
             key = f"{prefix}{k}"
-            out.update(flat(v, key + ".") if isinstance(v, dict) else {key: v})
+            out.update(flat(v, key + ".") if isinstance(v, dict) and v else {key: v})
         return out
 
     a, b = flat(to_dict(saved)), flat(to_dict(new))
-    return sorted(k for k in a if a[k] != b.get(k) and not any(
-        k == p or (p.endswith(".") and k.startswith(p)) for p in RESUMABLE_OVERRIDES))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and not _resumable(k))

@@ -9,7 +9,13 @@ from __future__ import annotations
 # algorithms' own defaults stay the papers'.
 EMBEDDED_PRESET = {
     "rollout": {"max_tokens": 6, "ignore_eos": True},
-    "algorithm": {"osp": {"labels": "hard", "judge_warmup_steps": 120},
+    # A random 2-layer model learns at 1e-3 in minutes, where a pretrained one is wrecked by it; SPPO's step
+    # size is sized to 6-token responses and short iterations. The code defaults are a real chat model's.
+    "learner": {"lr": 1e-3, "micro_batch_size": 64},
+    "algorithm": {"sppo": {"eta": 10.0, "iteration_steps": 10},
+                  # the judge's own words, which the embedded vocabulary then holds (policy_model.py)
+                  "osp": {"labels": "hard", "judge_warmup_steps": 120, "verdict_a": "first", "verdict_b": "second",
+                          "judge_template": "{prompt} first: {a} second: {b} better:"},
                   "drift": {"filter_threshold": 0.5, "alpha": 1.0}},
 }
 

@@ -58,7 +58,22 @@ def embedded_model_spec(config: Config):
     from tasks.tiny_model import TinyModelSpec
 
     words = (game.PROMPT_PREFIX, *config.preference.strategies) if config.task.name == "game" else ()
+    if config.task.name != "game" and config.algorithm.name == "osp":
+        words = sorting_words_with_the_judges(config)
     return TinyModelSpec(alphabet_size=config.task.alphabet_size, seed=config.run.seed, words=words)
+
+
+def sorting_words_with_the_judges(config: Config) -> tuple[str, ...]:
+    """The sorting task's words plus the words of OSP's judge template and verdicts that are not among them: a
+    chat model judges with words that are not its answers' (the tiny model's letters would be both)."""
+    from tasks import sorting
+
+    words = [sorting.PROMPT_PREFIX, *sorting.alphabet(config.task.alphabet_size)]
+    o = config.algorithm.osp
+    for word in [*o.judge_template.format(prompt="", a="", b="").split(), o.verdict_a, o.verdict_b]:
+        if word not in words:
+            words.append(word)
+    return tuple(words)
 
 
 def looks_like_hub_id(path: str) -> bool:

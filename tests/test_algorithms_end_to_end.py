@@ -47,9 +47,12 @@ def test_osp_with_a_judge_warm_up_raises_win_rate(tmp_path_factory):
     assert summary["steps"] == 120 and summary["samples"] == 120 * 16 * 4  # judge examples are not samples
     rows = [r for r in _rows(run_dir) if "loss" in r]
     agreement = [r["osp/judge_agreement"] for r in rows]
-    assert np.mean(agreement[:5]) < 0.6 and np.mean(agreement[30:]) > 0.6  # it learnt to judge
+    # It learnt to judge: the second half's agreement with the task's preference was 0.74/0.81/0.75 at seeds
+    # 0/1/2, above the first five steps' (0.40/0.61/0.66).
+    assert np.mean(agreement[60:]) > max(0.65, np.mean(agreement[:5]))
     assert all(r["osp/judge_examples"] == 16 * 6 * 2 for r in rows)  # 6 pairs per prompt, both orders
-    assert summary["win_rate_vs_initial"] > 0.58, summary
+    # Seeds 0/1/2 reach 0.93/0.95/0.93 (README); judging with the letters it answers in, 0.53/0.67/0.75.
+    assert summary["win_rate_vs_initial"] > 0.8, summary
     assert summary["final_eval_score"] > summary["initial_eval_score"]
 
 

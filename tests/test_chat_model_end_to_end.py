@@ -24,6 +24,10 @@ def plain_english(prompt, response):
     assert isinstance(prompt, (str, list))
     return sum(c.islower() and c.isascii() or c == " " for c in response) / len(response) if response else 0.0
 '''
+# The code defaults are a pretrained chat model's (lr 5e-7, SPPO eta 1000): a random tiny one needs the
+# embedded preset's values to learn in a few dozen steps.
+TINY_MODEL = ["learner.lr=1e-3", "learner.micro_batch_size=64", "algorithm.sppo.eta=10",
+              "algorithm.sppo.iteration_steps=10"]
 LEARN = ["preference.kind=function", "preference.function=user_rewards:plain_english", "rollout.max_tokens=16",
          "policy.dtype=float32"]
 
@@ -71,7 +75,7 @@ def chat_files(tmp_path_factory):
 
 def start(files, name, *overrides):
     config = load_config(None, [f"run.output_dir={files['root'] / 'runs'}", f"run.name={name}", "ray.num_cpus=4",
-                                "checkpoint.every_steps=0", *overrides])
+                                "checkpoint.every_steps=0", *TINY_MODEL, *overrides])
     return prepare(config)
 
 
@@ -89,7 +93,7 @@ def test_cli_sppo_learns_the_users_function_on_jsonl_chats(chat_files, selfplay_
            "HF_HUB_CACHE": make_hub_cache(root / "hub", "acme/tiny-chat", chat_files["model"])}
     result = subprocess.run(
         [cli, "train", "policy.model_path=acme/tiny-chat", f"task.prompts_path={chat_files['jsonl']}",
-         "task.prompt_key=messages", *LEARN, "run.total_steps=80", "eval.every_steps=40", "run.name=cli-sppo",
+         "task.prompt_key=messages", *TINY_MODEL, *LEARN, "run.total_steps=80", "eval.every_steps=40", "run.name=cli-sppo",
          "run.output_dir=runs"], capture_output=True, text=True, cwd=root, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "prompts: 168 for training, 32 for evaluation" in result.stdout

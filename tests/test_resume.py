@@ -198,6 +198,26 @@ def test_structural_change_is_refused(selfplay_cli, tmp_path, straight, override
     assert len(err.strip().splitlines()) == 1
 
 
+def test_resume_on_other_resources_and_a_smaller_micro_batch_continues_the_run(selfplay_cli, tmp_path, straight):
+    """What a user changes after running out of memory or being given other nodes is accepted on resume; the
+    smaller micro-batch sums the same gradients in another order, so the next steps equal the uninterrupted run's
+    to float rounding, not bitwise."""
+    rc, _, _ = train(selfplay_cli, tmp_path, "r", fault="after_train_step@14")
+    assert rc == -signal.SIGKILL
+    run_dir = tmp_path / "r"
+    assert ckpt.find_resumable(run_dir)[0].step == 12
+    rc, out, err = run_cli(selfplay_cli, [
+        "resume", str(run_dir), "learner.micro_batch_size=8", "learner.gradient_checkpointing=true",
+        "rollout.vllm.gpu_memory_utilization=0.3", "sync.verify_digest=false", "preference.num_cpus=0.5",
+        "learner.num_cpus=1.5", "rollout.resources={}", "rollout.num_workers=1"], tmp_path)
+    assert rc == 0, err[-2000:]
+    assert "resuming at step 12/16" in out
+    resumed, (_, straight_losses, _) = losses(run_dir), straight
+    assert sorted(resumed) == list(range(1, STEPS + 1))
+    for step in range(13, STEPS + 1):
+        assert resumed[step] == pytest.approx(straight_losses[step], rel=1e-4, abs=1e-5), step
+
+
 def test_resume_can_extend_a_finished_run(selfplay_cli, tmp_path, straight):
     run_dir = tmp_path / "r"
     shutil.copytree(straight[0], run_dir)
