@@ -101,8 +101,8 @@ class LearnerWorker:
     def save_checkpoint(self, directory: str) -> None:
         self._learner.save_checkpoint(directory, self._rank)
 
-    def load_checkpoint(self, directory: str) -> None:
-        self._learner.load_checkpoint(directory, self._rank)
+    def load_checkpoint(self, directory: str, universal_dir: str | None = None) -> None:
+        self._learner.load_checkpoint(directory, self._rank, universal_dir)
 
     def sequence_logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:
         return self._learner.sequence_logprobs(token_ids)

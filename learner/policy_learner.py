@@ -268,8 +268,14 @@ class PolicyLearner:
         """Engine state (model, optimizer, ZeRO shards) through DeepSpeed and each rank's RNG; on rank 0 also
         the reference policy and the full policy as a Hugging Face directory (what ``selfplay export`` copies).
         A collective: every rank calls it (ZeRO-3 gathers the policy for rank 0 to write)."""
+        from deepspeed.checkpoint.constants import (UNIVERSAL_CHECKPOINT_INFO, UNIVERSAL_CHECKPOINT_VERSION_KEY,
+                                                    UNIVERSAL_CHECKPOINT_VERSION_VALUE)
+
         out = Path(directory)
-        self.engine.save_checkpoint(str(out / "engine"), tag="state", save_latest=False)
+        # The universal-checkpoint version is what ds_to_universal needs to reshape it for another number of ranks.
+        self.engine.save_checkpoint(str(out / "engine"), tag="state", save_latest=False,
+                                    client_state={UNIVERSAL_CHECKPOINT_INFO: {
+                                        UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE}})
         (out / f"learner_rank{rank}.msgpack").write_bytes(msgpack.packb({
             "steps": self.steps, "torch_rng": bytes(torch.get_rng_state().numpy().tobytes())}))
         reference = self.reference_state()
@@ -280,12 +286,22 @@ class PolicyLearner:
         st_save_file({k: v.contiguous() for k, v in reference.items()}, str(out / "reference.safetensors"))
         self.save_hf_policy(out / "policy")
 
-    def load_checkpoint(self, directory: str, rank: int) -> None:
+    def load_checkpoint(self, directory: str, rank: int, universal_dir: str | None = None) -> None:
+        """The state ``save_checkpoint`` wrote; ``universal_dir``: its engine state reshaped for another number
+        of ranks (``learner/checkpoint_reshape.py``), loaded instead of the per-rank files."""
         path = Path(directory)
-        loaded, _ = self.engine.load_checkpoint(str(path / "engine"), tag="state", load_optimizer_states=True,
-                                                load_lr_scheduler_states=True)
+        engine_dir, tag = (Path(universal_dir).parent, Path(universal_dir).name) if universal_dir \
+            else (path / "engine", "state")
+        # DeepSpeed reads this flag only while loading; the engine was built before the checkpoint's layout was
+        # known, so it is set for this load alone.
+        self.engine._config.load_universal_checkpoint = bool(universal_dir)
+        try:
+            loaded, _ = self.engine.load_checkpoint(str(engine_dir), tag=tag, load_optimizer_states=True,
+                                                    load_lr_scheduler_states=True)
+        finally:
+            self.engine._config.load_universal_checkpoint = False
         if loaded is None:
-            raise RuntimeError(f"DeepSpeed could not load the engine state under {path / 'engine'}")
+            raise RuntimeError(f"DeepSpeed could not load the engine state under {engine_dir / tag}")
         reference = st_load_file(str(path / "reference.safetensors"))
         params = dict(self.reference.named_parameters())
         if reference.keys() != params.keys():
@@ -296,7 +312,8 @@ class PolicyLearner:
             for name, param in params.items():
                 with self._gathered_reference(param, modify=True):
                     param.data.copy_(reference[name].to(param.device))
-        state = msgpack.unpackb((path / f"learner_rank{rank}.msgpack").read_bytes())
+        own = path / f"learner_rank{rank}.msgpack"  # a rank the checkpoint did not have takes rank 0's
+        state = msgpack.unpackb((own if own.is_file() else path / "learner_rank0.msgpack").read_bytes())
         self.steps = state["steps"]
         torch.set_rng_state(torch.frombuffer(bytearray(state["torch_rng"]), dtype=torch.uint8))
 

@@ -570,7 +570,7 @@ RESUMABLE_OVERRIDES = ("run.total_steps", "run.log_every", "run.auto_resume", "r
                        "pipeline.", "preference.url", "preference.token_env", "preference.timeout_s",
                        "preference.retry_seconds", "preference.serve.", "metrics.",
                        "learner.micro_batch_size", "learner.gradient_checkpointing", "learner.logprob_chunk_tokens",
-                       "rollout.num_workers", "rollout.cpu_threads_bind", "rollout.vllm.",
+                       "learner.num_ranks", "rollout.num_workers", "rollout.cpu_threads_bind", "rollout.vllm.",
                        "preference.num_replicas", "preference.batch_size", "sync.verify_digest",
                        "*.num_gpus", "*.num_cpus", "*.num_threads", "*.resources")
 

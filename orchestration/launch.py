@@ -84,11 +84,10 @@ def prepare_resume(run_dir: Path, config: Config | None = None, overrides: list[
         raise InputError(f"{run_dir} has no complete checkpoint to resume from")
     ref, manifest = found
     meta = manifest["meta"]
-    if meta.get("zero_stage") != new.learner.zero_stage or meta.get("world_size") != new.learner.num_ranks:
-        raise ConfigError(f"checkpoint {ref.path} was written with learner.zero_stage={meta.get('zero_stage')} and "
-                          f"learner.num_ranks={meta.get('world_size')}; this run asks for "
-                          f"learner.zero_stage={new.learner.zero_stage} and learner.num_ranks={new.learner.num_ranks} "
-                          "(DeepSpeed's engine state is saved per rank)")
+    if meta.get("zero_stage") != new.learner.zero_stage:
+        raise ConfigError(f"checkpoint {ref.path} was written with learner.zero_stage={meta.get('zero_stage')}; this "
+                          f"run asks for learner.zero_stage={new.learner.zero_stage} (DeepSpeed's engine state is "
+                          "laid out per stage)")
     model_path = meta["model_path"]
     if not Path(model_path).exists() and (run_dir / "initial_model").is_dir():
         model_path = str(run_dir / "initial_model")  # the run directory was moved
@@ -102,7 +101,7 @@ def prepare_resume(run_dir: Path, config: Config | None = None, overrides: list[
                                 sink_states=sink_states(ref))
         try:
             controller.phase("start-up: restore")
-            restore_checkpoint(controller, ref)
+            restore_checkpoint(controller, ref, saved_ranks=meta.get("world_size"))
         except BaseException as exc:
             controller.shutdown(failed=True)
             controller.watchdog.check(exc)

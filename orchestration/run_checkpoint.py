@@ -9,6 +9,7 @@ import time
 from dataclasses import fields
 
 
+from learner.checkpoint_reshape import to_universal
 from orchestration import checkpoint as ckpt
 from orchestration.experience_pipeline import ExperienceItem
 from orchestration.faults import fault_point
@@ -45,6 +46,7 @@ def save_checkpoint(controller) -> None:
         "policy_version": s.policy_version, "model_path": controller.model_path})
     fault_point("checkpoint_before_latest", s.step)
     ckpt.point_latest(controller.run_dir, s.step)
+    shutil.rmtree(controller.run_dir / "universal", ignore_errors=True)  # a reshaped older checkpoint
     s.checkpoint_step = s.step
     ckpt.apply_retention(controller.run_dir, c.checkpoint.keep_last, c.checkpoint.keep_every)
     controller.metrics.write(s.step, {"time/checkpoint": time.perf_counter() - started})
@@ -53,16 +55,27 @@ def save_checkpoint(controller) -> None:
     fault_point("after_checkpoint", s.step)
 
 
+def universal_dir(run_dir, step: int):
+    return run_dir / "universal" / f"step-{step}"
+
+
 def sink_states(ref: ckpt.CheckpointRef) -> dict:
     """The metrics sinks' states a checkpoint kept (tracking run ids), needed before the controller builds
     its sinks."""
     return decode((ref.path / CONTROLLER_FILE).read_bytes()).get("metrics", {})
 
 
-def restore_checkpoint(controller, ref: ckpt.CheckpointRef) -> None:
+def restore_checkpoint(controller, ref: ckpt.CheckpointRef, saved_ranks: int | None = None) -> None:
     """Learner state from the checkpoint, controller state likewise, then the weights pushed to every
-    rollout engine before anything is sampled."""
-    controller.learner.call("load_checkpoint", str(ref.path))
+    rollout engine before anything is sampled. A ZeRO checkpoint of another number of ranks (``saved_ranks``)
+    is first reshaped into DeepSpeed's universal form, under ``<run>/universal/`` until the next checkpoint."""
+    learner = controller.config.learner
+    universal = None
+    if saved_ranks is not None and saved_ranks != learner.num_ranks and learner.zero_stage > 0:
+        print(f"checkpoint step-{ref.step} was written by {saved_ranks} learner ranks; reshaping its ZeRO-"
+              f"{learner.zero_stage} state for {learner.num_ranks} (DeepSpeed universal checkpoint)", flush=True)
+        universal = str(to_universal(ref.path / "engine" / "state", universal_dir(controller.run_dir, ref.step)))
+    controller.learner.call("load_checkpoint", str(ref.path), universal)
     state = decode((ref.path / CONTROLLER_FILE).read_bytes())
     known = {f.name for f in fields(controller.state)}
     for key, value in state["run_state"].items():

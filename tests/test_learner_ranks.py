@@ -102,3 +102,42 @@ def test_two_ranks_step_like_one_rank_on_the_whole_batch(setup, one_rank, zero, 
         assert (tmp_path / "ckpt" / "learner_rank1.msgpack").exists()
         np.testing.assert_array_equal(restored, got[1])  # the checkpoint's weights, exactly
         np.testing.assert_allclose(again, one_rank[2], atol=2e-5)  # and its optimizer state
+
+
+def _save_after_one_step(model: str, ranks: int, zero: int, directory) -> None:
+    group = _group(model, ranks, zero)
+    try:
+        group.train_step(_pairs(8, seed=1))
+        group.call("reset_reference")
+        group.call("save_checkpoint", str(directory))
+    finally:
+        group.shutdown()
+
+
+def _group(model: str, ranks: int, zero: int) -> LearnerGroup:
+    config = load_config(None, ["algorithm.name=dpo", "learner.lr=0.01", "learner.micro_batch_size=64",
+                                f"learner.num_ranks={ranks}", f"learner.zero_stage={zero}"])
+    return LearnerGroup(learner_spec(config), model, 16 // ranks,
+                        [actor_options(role_resources(config, "learner"))] * ranks)
+
+
+@pytest.mark.parametrize("zero, saved_ranks, ranks", [(2, 2, 1), (3, 2, 1), (2, 1, 2), (0, 2, 1)])
+def test_a_checkpoint_resumes_onto_another_number_of_ranks(setup, one_rank, tmp_path, zero, saved_ranks, ranks):
+    """A pre-empted job that comes back on fewer or more devices: the checkpoint of `saved_ranks` ranks is
+    reshaped through DeepSpeed's universal checkpoint (ZeRO 1-3; stage 0 loads as it is), optimizer state
+    kept: the next step equals the uninterrupted one-rank run's."""
+    from learner.checkpoint_reshape import saved_data_parallel_size, to_universal
+
+    directory = tmp_path / "ckpt"
+    _save_after_one_step(setup, saved_ranks, zero, directory)
+    state = directory / "engine" / "state"
+    assert saved_data_parallel_size(state) == (saved_ranks if zero else None)
+    universal = str(to_universal(state, tmp_path / "universal")) if zero else None
+    group = _group(setup, ranks, zero)
+    try:
+        group.call("load_checkpoint", str(directory), universal)
+        np.testing.assert_allclose(_logprobs(group), one_rank[1], atol=2e-5)  # the checkpoint's weights
+        group.train_step(_pairs(3, seed=2))
+        np.testing.assert_allclose(_logprobs(group), one_rank[2], atol=2e-5)  # and its Adam moments
+    finally:
+        group.shutdown()

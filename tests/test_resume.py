@@ -188,7 +188,6 @@ def test_corrupted_latest_checkpoint_falls_back(selfplay_cli, tmp_path, straight
 
 
 @pytest.mark.parametrize("override, key", [("learner.zero_stage=2", "learner.zero_stage"),
-                                           ("learner.num_ranks=2", "learner.num_ranks"),
                                            ("rollout.k=8", "rollout.k"),
                                            ("policy.model_path=/elsewhere", "policy.model_path")])
 def test_structural_change_is_refused(selfplay_cli, tmp_path, straight, override, key):
@@ -215,6 +214,26 @@ def test_resume_on_other_resources_and_a_smaller_micro_batch_continues_the_run(s
     resumed, (_, straight_losses, _) = losses(run_dir), straight
     assert sorted(resumed) == list(range(1, STEPS + 1))
     for step in range(13, STEPS + 1):
+        assert resumed[step] == pytest.approx(straight_losses[step], rel=1e-4, abs=1e-5), step
+
+
+def test_a_two_rank_zero2_run_resumes_on_one_rank(selfplay_cli, tmp_path):
+    """A pre-empted job that comes back on fewer devices: `selfplay resume ... learner.num_ranks=1` reshapes the
+    two ranks' ZeRO-2 state through DeepSpeed's universal checkpoint, optimizer state kept, and the next steps'
+    losses equal the uninterrupted two-rank run's."""
+    two = ["learner.num_ranks=2", "learner.zero_stage=2", "ray.num_cpus=4"]
+    rc, _, err = train(selfplay_cli, tmp_path, "straight2", *two)
+    assert rc == 0, err[-2000:]
+    rc, _, _ = train(selfplay_cli, tmp_path, "r", *two, fault="after_train_step@10")
+    assert rc == -signal.SIGKILL
+    run_dir = tmp_path / "r"
+    rc, out, err = run_cli(selfplay_cli, ["resume", str(run_dir), "learner.num_ranks=1"], tmp_path)
+    assert rc == 0, err[-2000:]
+    assert "resuming at step 8/16" in out and "written by 2 learner ranks; reshaping its ZeRO-2 state for 1" in out
+    assert not (run_dir / "universal").exists()  # gone once the resumed run wrote a checkpoint of its own
+    resumed, straight_losses = losses(run_dir), losses(tmp_path / "straight2")
+    assert sorted(resumed) == list(range(1, STEPS + 1))
+    for step in range(9, STEPS + 1):
         assert resumed[step] == pytest.approx(straight_losses[step], rel=1e-4, abs=1e-5), step
 
 
