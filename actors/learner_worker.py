@@ -98,8 +98,8 @@ class LearnerWorker:
                                       ) -> tuple[list[float], list[float]]:
         return self._learner.policy_and_reference_logprobs(prompts, responses)
 
-    def save_checkpoint(self, directory: str) -> None:
-        self._learner.save_checkpoint(directory, self._rank)
+    def save_checkpoint(self, directory: str) -> dict[str, str]:
+        return self._learner.save_checkpoint(directory, self._rank)
 
     def load_checkpoint(self, directory: str, universal_dir: str | None = None) -> None:
         self._learner.load_checkpoint(directory, self._rank, universal_dir)

@@ -18,9 +18,10 @@ from pathlib import Path
 import msgpack
 import torch
 from safetensors.torch import load_file as st_load_file
-from safetensors.torch import save_file as st_save_file
 
 from learner.algorithms.base import Algorithm
+from learner.checkpoint_files import digests, engine_files_of
+from learner.sharded_safetensors import INDEX, read_sharded, write_sharded
 from learner.batch import TrainingBatch
 from learner.logprobs import pad_sequences, response_logprobs, token_logprobs
 from rollout.engine import resolve_dtype
@@ -179,16 +180,17 @@ class PolicyLearner:
 
     # -- parameters ---------------------------------------------------------------------------------
 
-    def full_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """(HF name, full tensor) one at a time; under ZeRO-3 each is gathered, then released."""
+    def full_parameters(self, keep: bool = True) -> Iterator[tuple[str, torch.Tensor | None]]:
+        """(HF name, full tensor) one at a time; under ZeRO-3 each is gathered, then released. With ``keep``
+        False this rank only takes part in the gathers and gets None, no copy."""
         import deepspeed
 
         for name, param in self.engine.module.named_parameters():
             if self.zero_stage == 3:
                 with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
-                    yield name, param.detach().to("cpu").clone()
+                    yield name, param.detach().to("cpu").clone() if keep else None
             else:
-                yield name, param.detach().to("cpu")
+                yield name, param.detach().to("cpu") if keep else None
 
     def device_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
         """(HF name, full tensor on the learner's device) one at a time, without a copy; each tensor is valid
@@ -248,13 +250,12 @@ class PolicyLearner:
             return contextlib.nullcontext()
         return deepspeed.zero.GatheredParameters([param], modifier_rank=0 if modify else None)
 
-    def reference_state(self) -> dict[str, torch.Tensor]:
-        """The reference's full parameters on the CPU (a collective under ZeRO-3)."""
-        state = {}
+    def reference_tensors(self, keep: bool = True) -> Iterator[tuple[str, torch.Tensor | None]]:
+        """(name, the reference's full parameter on the CPU) one at a time (a collective under ZeRO-3); with
+        ``keep`` False this rank only takes part in the gathers and gets None, no copy."""
         for name, param in self.reference.named_parameters():
             with self._gathered_reference(param):
-                state[name] = param.detach().to("cpu").clone()
-        return state
+                yield name, param.detach().to("cpu").clone() if keep else None
 
     def local_parameter_counts(self) -> dict[str, int]:
         """Elements of the policy and of the reference this rank holds (ZeRO-3: its partitions)."""
@@ -264,10 +265,12 @@ class PolicyLearner:
 
     # -- checkpoints --------------------------------------------------------------------------------
 
-    def save_checkpoint(self, directory: str, rank: int) -> None:
+    def save_checkpoint(self, directory: str, rank: int) -> dict[str, str]:
         """Engine state (model, optimizer, ZeRO shards) through DeepSpeed and each rank's RNG; on rank 0 also
-        the reference policy and the full policy as a Hugging Face directory (what ``selfplay export`` copies).
-        A collective: every rank calls it (ZeRO-3 gathers the policy for rank 0 to write)."""
+        the reference policy and the full policy as Hugging Face directories (``policy/`` is what ``selfplay
+        export`` copies), streamed into shards. A collective: every rank calls it (ZeRO-3 gathers each tensor for
+        rank 0 to write; the other ranks keep no copy). Returns the digests of the files this rank wrote, by path
+        relative to ``directory``."""
         from deepspeed.checkpoint.constants import (UNIVERSAL_CHECKPOINT_INFO, UNIVERSAL_CHECKPOINT_VERSION_KEY,
                                                     UNIVERSAL_CHECKPOINT_VERSION_VALUE)
 
@@ -276,15 +279,19 @@ class PolicyLearner:
         self.engine.save_checkpoint(str(out / "engine"), tag="state", save_latest=False,
                                     client_state={UNIVERSAL_CHECKPOINT_INFO: {
                                         UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE}})
-        (out / f"learner_rank{rank}.msgpack").write_bytes(msgpack.packb({
-            "steps": self.steps, "torch_rng": bytes(torch.get_rng_state().numpy().tobytes())}))
-        reference = self.reference_state()
+        own = out / f"learner_rank{rank}.msgpack"
+        own.write_bytes(msgpack.packb({"steps": self.steps,
+                                       "torch_rng": bytes(torch.get_rng_state().numpy().tobytes())}))
+        written = [own, *engine_files_of(rank, out / "engine")]
         if rank != 0:
-            for _ in self.full_parameters():
+            for _ in self.reference_tensors(keep=False):
                 pass
-            return
-        st_save_file({k: v.contiguous() for k, v in reference.items()}, str(out / "reference.safetensors"))
-        self.save_hf_policy(out / "policy")
+            for _ in self.full_parameters(keep=False):
+                pass
+            return digests(out, written)
+        written += [out / "reference" / f for f in write_sharded(self.reference_tensors(), out / "reference")]
+        written += self.save_hf_policy(out / "policy")
+        return digests(out, written)
 
     def load_checkpoint(self, directory: str, rank: int, universal_dir: str | None = None) -> None:
         """The state ``save_checkpoint`` wrote; ``universal_dir``: its engine state reshaped for another number
@@ -302,7 +309,8 @@ class PolicyLearner:
             self.engine._config.load_universal_checkpoint = False
         if loaded is None:
             raise RuntimeError(f"DeepSpeed could not load the engine state under {engine_dir / tag}")
-        reference = st_load_file(str(path / "reference.safetensors"))
+        reference = st_load_file(str(path / "reference.safetensors")) if (path / "reference.safetensors").is_file() \
+            else read_sharded(path / "reference")  # checkpoints of earlier versions: one file
         params = dict(self.reference.named_parameters())
         if reference.keys() != params.keys():
             raise RuntimeError(f"reference weights do not fit the model: missing "
@@ -317,16 +325,18 @@ class PolicyLearner:
         self.steps = state["steps"]
         torch.set_rng_state(torch.frombuffer(bytearray(state["torch_rng"]), dtype=torch.uint8))
 
-    def save_hf_policy(self, out: Path) -> None:
+    def save_hf_policy(self, out: Path) -> list[Path]:
         """The current policy as a Hugging Face model directory: config and tokenizer from the initial model,
-        weights gathered from the engine."""
+        weights gathered from the engine one tensor at a time into safetensors shards (with an index when there
+        are several, as ``save_pretrained`` writes them). Returns the files written."""
         out.mkdir(parents=True, exist_ok=True)
+        written = []
         for item in Path(self.model_path).iterdir():
             if item.is_file() and not item.name.endswith((".safetensors", ".bin", ".pt")) \
-                    and item.name != "model.safetensors.index.json":
+                    and item.name != INDEX:
                 shutil.copy2(item, out / item.name)
-        st_save_file({name: t.contiguous() for name, t in self.full_parameters()}, str(out / "model.safetensors"),
-                     metadata={"format": "pt"})
+                written.append(out / item.name)
+        return written + [out / name for name in write_sharded(self.full_parameters(), out)]
 
     @torch.no_grad()
     def sequence_logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:

@@ -1,7 +1,8 @@
 """Checkpoint directories: manifest, atomic ``latest`` pointer, verification, retention.
 
 Layout: ``<run>/checkpoints/step-N/`` holds whatever each owner wrote (learner engine state, reference,
-controller state), then ``manifest.json`` (sha256 of every file), written last. ``<run>/checkpoints/latest``
+controller state), then ``manifest.json`` (a digest of every file, taken by the process that wrote it: see
+``learner/checkpoint_files.py``), written last. ``<run>/checkpoints/latest``
 names the newest complete checkpoint and is replaced atomically. A directory without a manifest, or whose
 files do not match it, is never loaded.
 """
@@ -16,9 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from learner.checkpoint_files import HASH, file_digest
+
 MANIFEST = "manifest.json"
 LATEST = "latest"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: xxh3-128 digests taken by each writer; 1: sha256 taken by the driver (still read)
+READS = (1, 2)
 
 
 class CheckpointError(Exception):
@@ -55,12 +59,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_manifest(directory: Path, step: int, meta: dict) -> None:
-    """Hash every file under ``directory`` and write the manifest last, durably."""
-    files = {}
+def write_manifest(directory: Path, step: int, meta: dict, digests: dict[str, str] | None = None) -> int:
+    """Write the manifest last, durably, from the writers' ``digests`` ({relative path: xxh3-128}); a file no
+    writer reported is hashed here. Returns how many were."""
+    digests = digests or {}
+    files, hashed_here = {}, 0
     for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
-        files[str(path.relative_to(directory))] = sha256_file(path)
-    manifest = {"format": FORMAT_VERSION, "step": step, "created": time.time(), "files": files, "meta": meta}
+        rel = str(path.relative_to(directory))
+        if rel not in digests:
+            digests[rel], hashed_here = file_digest(path), hashed_here + 1
+        files[rel] = digests[rel]
+    manifest = {"format": FORMAT_VERSION, "hash": HASH, "step": step, "created": time.time(), "files": files,
+                "meta": meta}
     tmp = directory / (MANIFEST + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         json.dump(manifest, fh, indent=1)
@@ -68,6 +78,7 @@ def write_manifest(directory: Path, step: int, meta: dict) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, directory / MANIFEST)
     _fsync_dir(directory)
+    return hashed_here
 
 
 def point_latest(run_dir: Path, step: int) -> None:
@@ -89,19 +100,22 @@ def read_manifest(directory: Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         raise CheckpointError(f"{path} is not valid JSON") from None
-    if manifest.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has format {manifest.get('format')}, this selfplay reads {FORMAT_VERSION}")
+    if manifest.get("format") not in READS:
+        raise CheckpointError(f"{path} has format {manifest.get('format')}, this selfplay reads "
+                              f"{', '.join(map(str, READS))}")
     return manifest
 
 
 def verify(directory: Path) -> dict:
-    """The manifest, after checking that every listed file exists and matches its checksum."""
+    """The manifest, after checking that every listed file exists and matches its checksum (each file read
+    once)."""
     manifest = read_manifest(directory)
+    digest_of = sha256_file if manifest["format"] == 1 else file_digest
     for rel, digest in manifest["files"].items():
         path = directory / rel
         if not path.is_file():
             raise CheckpointError(f"{directory}: file {rel} listed in the manifest is missing")
-        if sha256_file(path) != digest:
+        if digest_of(path) != digest:
             raise CheckpointError(f"{directory}: file {rel} does not match its checksum (corrupted)")
     return manifest
 

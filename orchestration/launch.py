@@ -33,7 +33,7 @@ def prepare(config: Config) -> Controller:
     if config.resume == "auto" and (run_dir / "config.yaml").is_file():
         found = ckpt.find_resumable(run_dir, warn=_warn)
         if found is not None:
-            return prepare_resume(run_dir, config)
+            return prepare_resume(run_dir, config, found=found)  # verified once: each file is read once
         kept = archive_attempt(run_dir)
         _warn(f"resume=auto: {run_dir} has no complete checkpoint; starting it afresh (what the earlier attempt "
               f"left is in {kept})")
@@ -70,7 +70,8 @@ def load_run_config(run_dir: Path, overrides: list[str]) -> tuple[Config, Config
     return saved, new
 
 
-def prepare_resume(run_dir: Path, config: Config | None = None, overrides: list[str] = ()) -> Controller:
+def prepare_resume(run_dir: Path, config: Config | None = None, overrides: list[str] = (),
+                   found: tuple[ckpt.CheckpointRef, dict] | None = None) -> Controller:
     saved, new = load_run_config(run_dir, list(overrides))
     if config is not None:  # resume=auto from `selfplay train`: the given config must match the saved one
         new = config
@@ -79,7 +80,7 @@ def prepare_resume(run_dir: Path, config: Config | None = None, overrides: list[
         raise ConfigError(f"cannot resume {run_dir} with a different {', '.join(changed)} (it changes what the "
                           "run learns); start a new run instead")
     check_trackers_installed(new.metrics)
-    found = ckpt.find_resumable(run_dir, warn=_warn)
+    found = found or ckpt.find_resumable(run_dir, warn=_warn)
     if found is None:
         raise InputError(f"{run_dir} has no complete checkpoint to resume from")
     ref, manifest = found

@@ -9,6 +9,7 @@ import time
 from dataclasses import fields
 
 
+from learner.checkpoint_files import file_digest
 from learner.checkpoint_reshape import to_universal
 from orchestration import checkpoint as ckpt
 from orchestration.experience_pipeline import ExperienceItem
@@ -31,7 +32,9 @@ def save_checkpoint(controller) -> None:
     queued = controller.pipeline.pause_and_snapshot() if controller.pipeline else []
     if controller.pipeline:
         s.next_tag = controller.pipeline.next_tag
-    controller.learner.call("save_checkpoint", str(directory))
+    learner = controller.learner
+    digests = {k: v for answer in learner.gather(learner.submit("save_checkpoint", str(directory)),
+                                                   "save_checkpoint") for k, v in answer.items()}
     fault_point("checkpoint_after_engine", s.step)
     # Field by field, not dataclasses.asdict: that would turn the Completion records into plain dicts.
     run_state = {f.name: getattr(s, f.name) for f in fields(s)} | {"checkpoint_step": s.step}
@@ -40,10 +43,11 @@ def save_checkpoint(controller) -> None:
                          "counts": dict(q.counts)}
                         for q in queued]}
     (directory / CONTROLLER_FILE).write_bytes(encode(state))
+    digests[CONTROLLER_FILE] = file_digest(directory / CONTROLLER_FILE)
     fault_point("checkpoint_before_manifest", s.step)
     ckpt.write_manifest(directory, s.step, meta={
         "world_size": c.learner.num_ranks, "zero_stage": c.learner.zero_stage, "algorithm": c.algorithm.name,
-        "policy_version": s.policy_version, "model_path": controller.model_path})
+        "policy_version": s.policy_version, "model_path": controller.model_path}, digests=digests)
     fault_point("checkpoint_before_latest", s.step)
     ckpt.point_latest(controller.run_dir, s.step)
     shutil.rmtree(controller.run_dir / "universal", ignore_errors=True)  # a reshaped older checkpoint

@@ -187,7 +187,7 @@ def test_dpo_learns_on_parquet_string_prompts_with_the_torch_engine(chat_files, 
         controller.shutdown()
 
 
-FLOORS = {"sppo": 0.75, "dpo": 0.65}
+FLOORS = {"sppo": 0.7, "dpo": 0.65}
 
 
 @pytest.mark.parametrize("algorithm", ["sppo", "dpo"])
@@ -216,6 +216,6 @@ def test_self_play_learns_against_a_reward_model_with_its_own_tokenizer(chat_fil
     assert summary["final_eval_score"] > summary["initial_eval_score"] + 0.05  # the mean reward rose
     print(f"\n{algorithm} vs the reward model: win-rate {summary['win_rate_vs_initial']:.3f}, mean reward "
           f"{summary['initial_eval_score']:.3f} -> {summary['final_eval_score']:.3f}")
-    # Seeds 0/1/2 reach DPO 0.81/0.82/0.80 here, and seed 0 read 0.727 on another machine's arithmetic: the
-    # floor sits below both (SPPO: see the README).
+    # Seeds 0/1/2 reach DPO 0.81/0.82/0.80 here, and seed 0 read 0.727 on another machine's arithmetic; SPPO
+    # seeds 0/1 reach 0.91/0.88. Each floor sits below what its seeds reach by more than that machine's spread.
     assert summary["win_rate_vs_initial"] >= FLOORS[algorithm], summary["win_rate_curve"]

@@ -1,6 +1,7 @@
 """Checkpoint directory rules, on directories written by hand (the real writers are tested end to end)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -24,8 +25,72 @@ def test_manifest_lists_every_file_with_its_checksum(tmp_path):
     manifest = ckpt.verify(d)
     assert manifest["step"] == 4
     assert set(manifest["files"]) == {"engine/state.bin", "controller.msgpack"}
-    assert manifest["files"]["controller.msgpack"] == ckpt.sha256_file(d / "controller.msgpack")
+    assert manifest["files"]["controller.msgpack"] == ckpt.file_digest(d / "controller.msgpack")
+    assert manifest["format"] == 2 and manifest["hash"] == "xxh3_128"
     assert ckpt.latest_pointer(tmp_path) == 4
+
+
+def test_the_writers_digests_are_taken_and_only_unreported_files_hashed_here(tmp_path):
+    d = tmp_path / "step-1"
+    (d / "engine").mkdir(parents=True)
+    (d / "engine" / "a.pt").write_bytes(b"a" * 10)
+    (d / "b.msgpack").write_bytes(b"b")
+    reported = {"engine/a.pt": ckpt.file_digest(d / "engine" / "a.pt")}
+    assert ckpt.write_manifest(d, 1, {}, digests=dict(reported)) == 1  # b.msgpack: nobody reported it
+    assert ckpt.verify(d)["files"] == {**reported, "b.msgpack": ckpt.file_digest(d / "b.msgpack")}
+    # a writer's digest is what the manifest holds: a wrong one is caught when the checkpoint is verified
+    ckpt.write_manifest(d, 1, {}, digests={"engine/a.pt": "0" * 32})
+    with pytest.raises(ckpt.CheckpointError, match="engine/a.pt does not match its checksum"):
+        ckpt.verify(d)
+
+
+def test_a_format_1_manifest_of_an_earlier_version_still_verifies(tmp_path):
+    d = _write(tmp_path, 4)
+    manifest = json.loads((d / ckpt.MANIFEST).read_text())
+    manifest.update(format=1, files={rel: ckpt.sha256_file(d / rel) for rel in manifest["files"]})
+    manifest.pop("hash")
+    (d / ckpt.MANIFEST).write_text(json.dumps(manifest))
+    assert ckpt.verify(d)["step"] == 4
+    (d / "controller.msgpack").write_bytes(b"changed")
+    with pytest.raises(ckpt.CheckpointError, match="controller.msgpack does not match"):
+        ckpt.verify(d)
+
+
+def test_sharded_safetensors_round_trip_with_an_index_like_save_pretrained(tmp_path):
+    import torch
+    from learner.sharded_safetensors import INDEX, read_sharded, write_sharded
+
+    tensors = {f"layer.{i}.weight": torch.full((64, 64), float(i)) for i in range(5)}  # 16 KiB each
+    names = write_sharded(iter(tensors.items()), tmp_path / "many", max_shard_bytes=40_000)
+    assert names == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)] + [INDEX]
+    index = json.loads((tmp_path / "many" / INDEX).read_text())
+    assert index["metadata"]["total_size"] == 5 * 64 * 64 * 4
+    assert index["weight_map"]["layer.4.weight"] == "model-00003-of-00003.safetensors"
+    got = read_sharded(tmp_path / "many")
+    assert got.keys() == tensors.keys() and all(torch.equal(got[k], tensors[k]) for k in tensors)
+    assert write_sharded(iter(tensors.items()), tmp_path / "one") == ["model.safetensors"]
+    assert not list((tmp_path / "one").glob(".shard-*"))
+
+
+def test_a_policy_written_in_shards_loads_in_transformers(tmp_path):
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+    from learner.sharded_safetensors import write_sharded
+    from tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
+
+    model_dir = build_tiny_model_dir(tmp_path / "m", TinyModelSpec())
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    out = tmp_path / "sharded"
+    out.mkdir()
+    for f in Path(model_dir).iterdir():
+        if not f.name.endswith(".safetensors"):
+            shutil.copy2(f, out / f.name)
+    names = write_sharded(((n, p.detach()) for n, p in model.named_parameters()), out, max_shard_bytes=20_000)
+    assert len(names) > 3
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
 
 
 def test_newest_complete_checkpoint_is_chosen(tmp_path):

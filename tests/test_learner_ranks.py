@@ -109,9 +109,16 @@ def _save_after_one_step(model: str, ranks: int, zero: int, directory) -> None:
     try:
         group.train_step(_pairs(8, seed=1))
         group.call("reset_reference")
-        group.call("save_checkpoint", str(directory))
+        answers = group.gather(group.submit("save_checkpoint", str(directory)), "save_checkpoint")
     finally:
         group.shutdown()
+    # Each rank hashed the files it wrote, none twice, and together every file of the checkpoint.
+    from learner.checkpoint_files import file_digest
+    written = [f for f in directory.rglob("*") if f.is_file()]
+    assert sum(map(len, answers)) == len({k for a in answers for k in a}) == len(written)
+    assert all(file_digest(directory / rel) == digest for a in answers for rel, digest in a.items())
+    if ranks > 1 and zero:
+        assert all("zero_pp_rank_1_" in rel or rel == "learner_rank1.msgpack" for rel in answers[1])
 
 
 def _group(model: str, ranks: int, zero: int) -> LearnerGroup:

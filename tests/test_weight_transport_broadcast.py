@@ -147,3 +147,32 @@ def test_auto_transport_is_chosen_per_engine_by_where_it_runs(tmp_path):
     assert choose_transport("object_store", [True], False) == "object_store"
     assert routes([False, True, True, False]) == [("broadcast", 1), ("shared_memory", 1), ("shared_memory", 2),
                                                   ("broadcast", 2)]
+
+
+class _WorkDoneJustAfterThePoll:
+    """A gloo work whose poll times out and which completes, successfully, right after (a loaded machine)."""
+
+    def __init__(self, error=None):
+        self.completed, self.error = False, error
+
+    def wait(self, timeout=None):
+        if timeout is not None and not self.completed:
+            self.completed = True  # it finished while the timeout was being raised
+            raise RuntimeError("Operation timed out!")
+        if self.error:
+            raise self.error
+
+    def is_completed(self):
+        return self.completed
+
+
+def test_a_poll_timeout_racing_the_collectives_completion_is_not_a_failure():
+    """The abort-watching wait polls with a timeout; a collective that completes just after one used to have
+    that poll's "Operation timed out!" re-raised as its error, failing a good push (seen under load)."""
+    from rollout.transport.broadcast import BroadcastGroup
+
+    group = object.__new__(BroadcastGroup)
+    group.backend = "gloo"
+    group._await(_WorkDoneJustAfterThePoll())  # returns: the collective succeeded
+    with pytest.raises(RuntimeError, match="peer is gone"):  # the collective's own error still surfaces
+        group._await(_WorkDoneJustAfterThePoll(RuntimeError("peer is gone")))

@@ -142,8 +142,12 @@ class BroadcastGroup:
                     work.wait(timedelta(seconds=ABORT_POLL_S))
                     return
                 except RuntimeError:
-                    if work.is_completed():  # the collective's own error (its peer gone, gloo's timeout)
-                        raise
+                    # The poll's timeout, or the collective's own error (its peer gone, gloo's timeout). A work that
+                    # completed between the timeout and this check may have succeeded: its own wait says which
+                    # (returns, or raises the collective's error); re-raising the poll's timeout failed a good push.
+                    if work.is_completed():
+                        work.wait()
+                        return
             else:
                 until = time.monotonic() + ABORT_POLL_S
                 while time.monotonic() < until:
