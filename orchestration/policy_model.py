@@ -69,11 +69,12 @@ def sorting_words_with_the_judges(config: Config) -> tuple[str, ...]:
     from tasks import sorting
 
     words = [sorting.PROMPT_PREFIX, *sorting.alphabet(config.task.alphabet_size)]
+    base = len(words)
     o = config.algorithm.osp
     for word in [*o.judge_template.format(prompt="", a="", b="").split(), o.verdict_a, o.verdict_b]:
         if word not in words:
             words.append(word)
-    return tuple(words)
+    return tuple(words) if len(words) > base else ()  # (): the sorting task's own vocabulary, the same model
 
 
 def looks_like_hub_id(path: str) -> bool:

@@ -156,3 +156,18 @@ def test_mixture_algorithms_default_to_the_torch_engine_unless_an_engine_is_name
     assert load_config(None, ["algorithm.name=nash_md", "rollout.engine=vllm"]).rollout.engine == "vllm"
     assert load_config(None, ["algorithm.name=online_ipo"]).rollout.engine == "vllm"
     assert load_config(None, []).rollout.engine == "vllm"
+
+
+def test_the_embedded_osp_model_holds_its_judges_words_and_no_other_run_changes():
+    from orchestration.policy_model import embedded_model_spec
+    from tasks.tiny_model import build_tokenizer
+
+    osp = load_config(None, ["algorithm.name=osp"])
+    tokenizer = build_tokenizer(embedded_model_spec(osp))
+    for word in ("first", "second", "first:", "second:", "better:"):
+        assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1 and tokenizer.unk_token_id not in \
+            tokenizer(word, add_special_tokens=False).input_ids, word
+    assert embedded_model_spec(load_config()).words == ()  # SPPO's embedded model is as it was
+    letters = load_config(None, ["algorithm.name=osp", "algorithm.osp.verdict_a=a", "algorithm.osp.verdict_b=b",
+                                 "algorithm.osp.judge_template={prompt} {a} {b}"])
+    assert embedded_model_spec(letters).words == ()  # the paper's words are letters of the task already
