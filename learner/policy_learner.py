@@ -17,11 +17,10 @@ from pathlib import Path
 
 import msgpack
 import torch
-from safetensors.torch import load_file as st_load_file
 
 from learner.algorithms.base import Algorithm
 from learner.checkpoint_files import digests, engine_files_of
-from learner.sharded_safetensors import INDEX, read_sharded, write_sharded
+from learner.sharded_safetensors import INDEX, ShardedTensors, write_sharded
 from learner.batch import TrainingBatch
 from learner.logprobs import pad_sequences, response_logprobs, token_logprobs
 from rollout.engine import resolve_dtype
@@ -309,8 +308,8 @@ class PolicyLearner:
             self.engine._config.load_universal_checkpoint = False
         if loaded is None:
             raise RuntimeError(f"DeepSpeed could not load the engine state under {engine_dir / tag}")
-        reference = st_load_file(str(path / "reference.safetensors")) if (path / "reference.safetensors").is_file() \
-            else read_sharded(path / "reference")  # checkpoints of earlier versions: one file
+        legacy = path / "reference.safetensors"  # checkpoints of earlier versions: one file
+        reference = ShardedTensors([legacy]) if legacy.is_file() else ShardedTensors.in_directory(path / "reference")
         params = dict(self.reference.named_parameters())
         if reference.keys() != params.keys():
             raise RuntimeError(f"reference weights do not fit the model: missing "

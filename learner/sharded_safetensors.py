@@ -56,14 +56,37 @@ def write_sharded(named_tensors: Iterable[tuple[str, torch.Tensor]], out_dir: Pa
     return names
 
 
-def read_sharded(directory: Path) -> dict[str, torch.Tensor]:
-    """Every tensor ``write_sharded`` wrote into ``directory``."""
-    from safetensors.torch import load_file
+class ShardedTensors:
+    """The tensors of safetensors ``files``, each read from its file only when asked for (one at a time, so loading
+    a 7B reference never holds it whole)."""
 
-    index = directory / INDEX
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() \
-        else ["model.safetensors"]
-    state: dict[str, torch.Tensor] = {}
-    for name in files:
-        state.update(load_file(str(directory / name)))
-    return state
+    def __init__(self, files: list[Path]) -> None:
+        from safetensors import safe_open
+
+        self._file: dict[str, Path] = {}
+        for f in files:
+            with safe_open(str(f), "pt") as handle:
+                self._file.update({name: f for name in handle.keys()})
+
+    @classmethod
+    def in_directory(cls, directory: Path) -> ShardedTensors:
+        """What ``write_sharded`` wrote into ``directory``."""
+        index = directory / INDEX
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() \
+            else ["model.safetensors"]
+        return cls([directory / name for name in names])
+
+    def keys(self) -> set[str]:
+        return set(self._file)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        with safe_open(str(self._file[name]), "pt") as handle:
+            return handle.get_tensor(name)
+
+
+def read_sharded(directory: Path) -> dict[str, torch.Tensor]:
+    """Every tensor ``write_sharded`` wrote into ``directory``, at once."""
+    tensors = ShardedTensors.in_directory(directory)
+    return {name: tensors[name] for name in sorted(tensors.keys())}

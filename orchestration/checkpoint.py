@@ -62,7 +62,7 @@ def _fsync_dir(path: Path) -> None:
 def write_manifest(directory: Path, step: int, meta: dict, digests: dict[str, str] | None = None) -> int:
     """Write the manifest last, durably, from the writers' ``digests`` ({relative path: xxh3-128}); a file no
     writer reported is hashed here. Returns how many were."""
-    digests = digests or {}
+    digests = dict(digests or {})
     files, hashed_here = {}, 0
     for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
         rel = str(path.relative_to(directory))
