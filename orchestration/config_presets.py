@@ -16,7 +16,9 @@ EMBEDDED_PRESET = {
                   # the judge's own words, which the embedded vocabulary then holds (policy_model.py)
                   "osp": {"labels": "hard", "judge_warmup_steps": 120, "verdict_a": "first", "verdict_b": "second",
                           "judge_template": "{prompt} first: {a} second: {b} better:"},
-                  "drift": {"filter_threshold": 0.5, "alpha": 1.0}},
+                  # the DSAT reply is the prompt's own letters reversed: pushing it down at the paper's beta 0.1
+                  # pushes down the letters the right answer is made of, so the filtered positives' NLL leads
+                  "drift": {"filter_threshold": 0.5, "alpha": 1.0, "beta": 0.01}},
 }
 
 # The built-in game with the embedded model: the first word is the whole move, and the exploitability measured at

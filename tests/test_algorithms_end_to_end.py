@@ -58,8 +58,9 @@ def test_osp_with_a_judge_warm_up_raises_win_rate(tmp_path_factory):
 
 def test_drift_on_synthetic_dsat_data_raises_win_rate(tmp_path_factory):
     """Positives from the random tiny policy are no better than the DSAT reply on average, so the preference
-    filter keeps the ones that are, and the NLL term (alpha 1) learns from them (both from the embedded preset)."""
+    filter keeps the ones that are, and the NLL term (alpha 1, beta 0.01) learns from them (the embedded preset).
+    Seeds 0-6 reach 0.72-0.80 at this length (README)."""
     summary = _run(tmp_path_factory, "drift")
     assert summary["steps"] == STEPS and 0 < summary["samples"] <= STEPS * 16 * 2
-    assert summary["win_rate_vs_initial"] > 0.65, summary
+    assert summary["win_rate_vs_initial"] > 0.6, summary
     assert summary["final_eval_score"] > summary["initial_eval_score"]

@@ -15,7 +15,8 @@ def test_defaults_are_the_embedded_tiny_run():
     assert config.rollout.vllm.max_model_len == 0  # auto: from the rendered prompts and max_tokens
     # the embedded model's preset, under whatever the user sets
     assert config.rollout.max_tokens == 6 and config.rollout.ignore_eos is True
-    assert config.algorithm.osp.labels == "hard" and config.algorithm.drift.filter_threshold == 0.5
+    assert config.algorithm.osp.labels == "hard" and config.algorithm.drift.filter_threshold == 0.5 \
+        and config.algorithm.drift.beta == 0.01
     assert "rollout.ignore_eos=True" in config.preset_keys
     # the tiny model's learning rate and SPPO step size come from the preset, not the code defaults
     assert config.learner.lr == 1e-3 and config.algorithm.sppo.eta == 10 and config.learner.micro_batch_size == 64
@@ -31,7 +32,8 @@ def test_embedded_preset_is_overridable_and_off_for_a_user_model():
                               "preference.function=m:f", "task.prompts_path=p.jsonl"])
     assert user.preset_keys == []
     assert user.rollout.ignore_eos is False and user.rollout.max_tokens == 256
-    assert user.algorithm.osp.labels == "soft" and user.algorithm.drift.alpha == 0.001  # the papers'
+    assert user.algorithm.osp.labels == "soft"  # the papers'
+    assert user.algorithm.drift.alpha == 0.001 and user.algorithm.drift.beta == 0.1
     # a pretrained chat model's defaults: SPPO's paper and TRL's online DPO / Nash-MD
     assert user.learner.lr == 5e-7 and user.algorithm.sppo.eta == 1000 and user.algorithm.sppo.iteration_steps == 1250
     assert user.learner.micro_batch_size == 8
