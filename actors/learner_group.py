@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import ray
 
-from actors.actor_failures import ACTOR_FAILURES, ActorLost
-from actors.learner_worker import LearnerWorker
-from learner.batch import TrainingBatch
-from learner.spec import LearnerSpec
+from selfplay.actors.actor_failures import ACTOR_FAILURES, ActorLost
+from selfplay.actors.learner_worker import LearnerWorker
+from selfplay.learner.batch import TrainingBatch
+from selfplay.learner.spec import LearnerSpec
 
 
 class LearnerGroup:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ray
 
-from actors.startup_gc import collector_paused
-from learner.batch import TrainingBatch
-from learner.spec import LearnerSpec
+from selfplay.actors.startup_gc import collector_paused
+from selfplay.learner.batch import TrainingBatch
+from selfplay.learner.spec import LearnerSpec
 
 
 @ray.remote
@@ -21,15 +21,15 @@ class LearnerWorker:
         self._store = None
 
     def host_rendezvous(self) -> dict:
-        from learner.process_group import host_store
+        from selfplay.learner.process_group import host_store
 
         self._store, endpoint = host_store(ray.util.get_node_ip_address(), self._world_size)
         return endpoint
 
     def start(self, endpoint: dict) -> None:
         with collector_paused():
-            from learner.policy_learner import PolicyLearner
-            from learner.process_group import join_process_group
+            from selfplay.learner.policy_learner import PolicyLearner
+            from selfplay.learner.process_group import join_process_group
 
             spec = self._spec
             join_process_group(self._rank, self._world_size, endpoint, spec.backend, self._store,
@@ -53,7 +53,7 @@ class LearnerWorker:
                               timeout_s: float = 600.0, local: list[bool] | None = None) -> dict:
         """Prepare transport ``kind`` for ``num_receivers`` engines; returns the endpoint they connect with.
         Only rank 0 sends; other ranks only take part in the parameter gathers of each push."""
-        from rollout.transport import build_sender
+        from selfplay.rollout.transport import build_sender
 
         self.close_weight_transport()
         self._transport_open = True

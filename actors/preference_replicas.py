@@ -12,9 +12,9 @@ import time
 import numpy as np
 import ray
 
-from actors.actor_failures import get_with_restarts
-from preference.stats import PreferenceStats
-from rollout.records import Completion
+from selfplay.actors.actor_failures import get_with_restarts
+from selfplay.preference.stats import PreferenceStats
+from selfplay.rollout.records import Completion
 
 
 def contiguous_shards(count: int, parts: int) -> list[range]:

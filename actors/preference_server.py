@@ -55,7 +55,7 @@ def _split(values: list, sizes: list[int]) -> list[list]:
 class PreferenceServer:
     def __init__(self, kind: str, options: dict, digest: str, max_batch_size: int = 32,
                  batch_wait_s: float = 0.01) -> None:
-        from preference.model import build_preference_model
+        from selfplay.preference.model import build_preference_model
 
         self._kind = kind
         self._model = build_preference_model(kind, **options)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import ray
 
-from actors.startup_gc import collector_paused
-from preference.stats import PreferenceStats
-from rollout.records import Completion
+from selfplay.actors.startup_gc import collector_paused
+from selfplay.preference.stats import PreferenceStats
+from selfplay.rollout.records import Completion
 
 
 @ray.remote
 class PreferenceService:
     def __init__(self, kind: str, options: dict, truncated: str = "keep") -> None:
-        from preference.model import build_preference_model
+        from selfplay.preference.model import build_preference_model
 
         with collector_paused():  # a reward model or judge imports transformers or vLLM
             self._model = build_preference_model(kind, **options)
@@ -23,7 +23,7 @@ class PreferenceService:
 
     def matrices(self, groups: list[list[Completion]]) -> tuple[list[np.ndarray], PreferenceStats]:
         """One K x K matrix per group, and what the batch cost (calls, seconds, ties, swap inconsistency)."""
-        from preference.matrix import preference_matrices
+        from selfplay.preference.matrix import preference_matrices
 
         matrices, stats = preference_matrices(self._model, groups, self._truncated)
         self._calls += stats.calls
@@ -31,7 +31,7 @@ class PreferenceService:
 
     def compare(self, first: list[Completion], second: list[Completion]) -> tuple[list[float], PreferenceStats]:
         """P(first[i] > second[i]), two responses to the same prompt each, by the rules of the matrices."""
-        from preference.matrix import pair_probabilities
+        from selfplay.preference.matrix import pair_probabilities
 
         probabilities, stats = pair_probabilities(self._model, first, second, self._truncated)
         self._calls += stats.calls

@@ -3,7 +3,7 @@ node's metrics port (``ray.metrics_export_port``, or ``ray start --metrics-expor
 ``selfplay_step`` is scraped as ``ray_selfplay_step``, a counter ``selfplay_samples`` as
 ``ray_selfplay_samples_total``. Every series carries ``run`` (the run name) and ``role`` tags.
 
-Here: the metric naming shared by the controller's sink (orchestration/prometheus_sink.py), and the exporter a
+Here: the metric naming shared by the controller's sink (orchestration/telemetry/prometheus_sink.py), and the exporter a
 rollout worker runs to forward its vLLM engine's own statistics (``LLM.get_metrics()``)."""
 
 from __future__ import annotations

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 import ray
 
-from actors.actor_failures import ACTOR_FAILURES, ActorLost, get_with_restarts
-from actors.preference_replicas import contiguous_shards
-from actors.weight_transport import close_weight_transport, open_weight_transport, push_weights
-from rollout.records import Completion, SamplingSpec
+from selfplay.actors.actor_failures import ACTOR_FAILURES, ActorLost, get_with_restarts
+from selfplay.actors.preference_replicas import contiguous_shards
+from selfplay.actors.weight_transport import close_weight_transport, open_weight_transport, push_weights
+from selfplay.rollout.records import Completion, SamplingSpec
 
 
 @dataclass

@@ -7,10 +7,10 @@ from contextlib import contextmanager
 
 import ray
 
-from actors.actor_failures import exit_for_restart
-from actors.startup_gc import collector_paused
+from selfplay.actors.actor_failures import exit_for_restart
+from selfplay.actors.startup_gc import collector_paused
 
-from rollout.records import Completion, SamplingSpec
+from selfplay.rollout.records import Completion, SamplingSpec
 
 
 @ray.remote
@@ -19,9 +19,9 @@ class RolloutWorker:
                  reference_path: str | None = None, metrics_tags: dict[str, str] | None = None) -> None:
         """``metrics_tags`` (``run``, ``engine``): forward the vLLM engine's statistics to Prometheus through Ray's
         metrics (actors/ray_metrics.py); None: off."""
-        from rollout.engine import build_engine
+        from selfplay.rollout.engine import build_engine
 
-        cores = os.environ.get("SELFPLAY_CPU_CORES")  # rollout.cpu_threads_bind (orchestration/placement.py)
+        cores = os.environ.get("SELFPLAY_CPU_CORES")  # rollout.cpu_threads_bind (orchestration/cluster/placement.py)
         if cores:  # vLLM binds threads only in its multiprocess engines; this one computes in this process
             os.sched_setaffinity(0, [int(c) for c in cores.split(",")])
         export = metrics_tags is not None and engine == "vllm"
@@ -30,7 +30,7 @@ class RolloutWorker:
             self._engine = build_engine(engine, model_path, dtype, seed, options, reference_path)
         self._digest = ""
         if export:
-            from actors.ray_metrics import EngineStatsExporter
+            from selfplay.actors.ray_metrics import EngineStatsExporter
             self._stats = EngineStatsExporter(self._engine.stats, metrics_tags)
 
     def generate(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,

@@ -18,7 +18,7 @@ import time
 
 import ray
 
-from rollout.transport.broadcast import abort_transport
+from selfplay.rollout.transport.broadcast import abort_transport
 
 
 def receiver_ranks(num_engines: int, workers_per_engine: int) -> list[int]:

@@ -17,8 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestration.host_allocator import host_allocator_env, resolve_host_allocator
-from rollout.categorical import sample_categorical
+from selfplay.orchestration.cluster.host_allocator import host_allocator_env, resolve_host_allocator
+from selfplay.rollout.categorical import sample_categorical
 
 SHAPES = ((32, 128), (32, 32000), (16, 152000), (64, 152000))
 

@@ -46,8 +46,8 @@ def measure(size: str, method: str, out: Path, shard_mb: int) -> dict:
     import torch
     from safetensors.torch import save_file
 
-    from learner.checkpoint_files import file_digest
-    from learner.sharded_safetensors import read_sharded, write_sharded
+    from selfplay.learner.checkpoint_files import file_digest
+    from selfplay.learner.sharded_safetensors import read_sharded, write_sharded
 
     torch.manual_seed(0)
     spec = SIZES[size]

@@ -20,12 +20,12 @@ import ray
 @ray.remote(num_cpus=1)
 class EngineBench:
     def __init__(self, kind: str, model_dir: str, max_model_len: int) -> None:
-        from rollout.engine import build_engine
+        from selfplay.rollout.engine import build_engine
         self.model_dir = model_dir
         self.engine = build_engine(kind, model_dir, "float32", 0, {"max_model_len": max_model_len})
 
     def tokens_per_second(self, batch: int, new_tokens: int) -> float:
-        from rollout.records import SamplingSpec
+        from selfplay.rollout.records import SamplingSpec
         from transformers import AutoTokenizer
         tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         prompts = [tokenizer(f"sort: {' '.join('abcdefghijklmnop'[(i + j) % 16] for j in range(6))}").input_ids
@@ -39,7 +39,7 @@ class EngineBench:
 
 
 def build_models(root: str) -> dict[str, str]:
-    from tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
+    from selfplay.tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
     tiny = build_tiny_model_dir(os.path.join(root, "tiny"))
     # ~100M parameters: the tiny tokenizer with a 32k-row embedding (ids beyond the tokenizer are never sampled
     # often enough to matter for timing; they decode to nothing).

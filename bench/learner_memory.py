@@ -47,8 +47,8 @@ def run_variant(args) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from learner.algorithms.sppo import sppo_loss
-    from learner.logprobs import pad_sequences, response_logprobs
+    from selfplay.learner.algorithms.sppo import sppo_loss
+    from selfplay.learner.logprobs import pad_sequences, response_logprobs
 
     torch.set_num_threads(args.threads)
     variant = VARIANTS[args.variant]

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from timed_run import timed_run
 
-from orchestration.metrics import read_metrics
-from orchestration.step_watchdog import ray_processes
+from selfplay.orchestration.telemetry.metrics import read_metrics
+from selfplay.orchestration.health.watchdog import ray_processes
 
 STEPS = 12
 BASE = [f"run.total_steps={STEPS}", "rollout.num_workers=2", "rollout.prompts_per_step=32",

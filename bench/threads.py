@@ -20,7 +20,7 @@ PHASES = ("time/generate", "time/score", "time/train", "time/push")
 
 
 def mid_model() -> list[str]:
-    from tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
+    from selfplay.tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
 
     path = build_tiny_model_dir(tempfile.mkdtemp(prefix="bench-threads-"), TinyModelSpec(
         hidden_size=512, intermediate_size=2048, num_layers=8, num_heads=8, head_dim=64, max_positions=128))

@@ -7,8 +7,8 @@ import json
 import time
 from collections.abc import Callable
 
-from orchestration.config import load_config
-from orchestration.launch import prepare
+from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.commands.launch import prepare
 
 
 def timed_run(name: str, out: str, overrides: list[str], on_start: Callable[[], None] | None = None

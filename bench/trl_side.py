@@ -44,7 +44,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from bench.machine_busy import MachineBusy
-from tasks.sorting import make_prompts, score
+from selfplay.tasks.sorting import make_prompts, score
 
 try:  # BasePairwiseJudge exists up to trl 1.0
     from trl.experimental.judges import BasePairwiseJudge

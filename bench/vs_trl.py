@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.trl_envs import NASH_MD_VERSION, ONLINE_DPO_VERSION, trl_python
-from orchestration.host_allocator import host_allocator_env, resolve_host_allocator
+from selfplay.orchestration.cluster.host_allocator import host_allocator_env, resolve_host_allocator
 
 BENCH = Path(__file__).resolve().parent
 TRL_TRAINER = {"dpo": ("online_dpo", ONLINE_DPO_VERSION), "nash_md": ("nash_md", NASH_MD_VERSION)}
@@ -43,7 +43,7 @@ SIZES = {"tiny": (60, 10, 6), "mid": (8, 2, 32)}
 
 
 def build_model(size: str, root: Path) -> Path:
-    from tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
+    from selfplay.tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
 
     if size == "tiny":
         return build_tiny_model_dir(root / "tiny")

@@ -58,7 +58,7 @@ class Sender:
         return sum(p.numel() for _, p in params), sum(p.numel() * p.element_size() for _, p in params)
 
     def open(self, kind: str) -> dict:
-        from rollout.transport import build_sender
+        from selfplay.rollout.transport import build_sender
 
         if self.sender is not None:
             self.sender.close()
@@ -97,7 +97,7 @@ class Receiver:
         self.replica: dict[str, torch.Tensor] = {}
 
     def connect(self, kind: str, endpoint: dict) -> None:
-        from rollout.transport import build_receiver
+        from selfplay.rollout.transport import build_receiver
 
         if self.receiver is not None:
             self.receiver.close()

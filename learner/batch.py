@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rollout.records import Completion
+from selfplay.rollout.records import Completion
 
 
 @dataclass

@@ -18,13 +18,13 @@ from pathlib import Path
 import msgpack
 import torch
 
-from learner.algorithms.base import Algorithm
-from learner.checkpoint_files import digests, engine_files_of
-from learner.sharded_safetensors import INDEX, ShardedTensors, write_sharded
-from learner.batch import TrainingBatch
-from learner.logprobs import pad_sequences, response_logprobs, token_logprobs
-from rollout.engine import resolve_dtype
-from rollout.weights_digest import WeightsDigest, weights_digest
+from selfplay.learner.algorithms.base import Algorithm
+from selfplay.learner.checkpoint_files import digests, engine_files_of
+from selfplay.learner.sharded_safetensors import INDEX, ShardedTensors, write_sharded
+from selfplay.learner.batch import TrainingBatch
+from selfplay.learner.logprobs import pad_sequences, response_logprobs, token_logprobs
+from selfplay.rollout.engine import resolve_dtype
+from selfplay.rollout.weights_digest import WeightsDigest, weights_digest
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import torch.distributed as dist
 
-from rollout.transport.base import resolve_backend
+from selfplay.rollout.transport.base import resolve_backend
 
 _TIMEOUT = timedelta(minutes=10)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from learner.algorithms.base import Algorithm
+from selfplay.learner.algorithms.base import Algorithm
 
 
 @dataclass

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from preference.rejections import Rejections
+from selfplay.preference.rejections import Rejections
 
 
 def import_callable(spec: str, search_path: str | None = None) -> Callable:

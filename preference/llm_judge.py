@@ -22,10 +22,10 @@ import math
 
 import numpy as np
 
-from preference.rejections import Rejections
-from preference.self_judge import ask_both_orders, verdict_probability
-from rollout.chat_rendering import PromptRenderer, prompt_text
-from tasks.errors import ConfigError
+from selfplay.preference.rejections import Rejections
+from selfplay.preference.self_judge import ask_both_orders, verdict_probability
+from selfplay.rollout.chat_rendering import PromptRenderer, prompt_text
+from selfplay.errors import ConfigError
 
 
 def verdict_variants(tokenizer, verdict: str) -> list[int]:
@@ -105,7 +105,7 @@ def load_judge(model_path: str, template: str, verdict_a: str, verdict_b: str, e
     max_model_len, ...)."""
     from transformers import AutoTokenizer
 
-    from rollout.vllm_engine import VLLMEngine
+    from selfplay.rollout.vllm_engine import VLLMEngine
 
     engine = VLLMEngine(model_path, **engine_options)
     return LLMJudge(engine, AutoTokenizer.from_pretrained(model_path), template, verdict_a, verdict_b,

@@ -18,10 +18,10 @@ import time
 
 import numpy as np
 
-from preference.function_model import bradley_terry
-from preference.model import PreferenceModel
-from preference.stats import PreferenceStats
-from rollout.records import Completion
+from selfplay.preference.function_model import bradley_terry
+from selfplay.preference.model import PreferenceModel
+from selfplay.preference.stats import PreferenceStats
+from selfplay.rollout.records import Completion
 
 Pair = tuple[int, int, int]  # (group, i, j) with i < j
 

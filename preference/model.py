@@ -35,30 +35,30 @@ def build_preference_model(kind: str, **options) -> PreferenceModel:
     """The model of ``kind`` (``preference.kind``); ``options`` come from the preference config, with
     ``model_path`` already resolved to a local directory and ``search_path`` the run's working directory."""
     if kind == "sorting":
-        from preference.sorting_judge import SortingJudge
+        from selfplay.preference.sorting_judge import SortingJudge
         return SortingJudge(options["sharpness"], options["alphabet_size"])
     if kind == "function":
-        from preference.function_model import FunctionPreference
+        from selfplay.preference.function_model import FunctionPreference
         return FunctionPreference(options["function"], options["function_kind"], options["sharpness"],
                                   options.get("search_path"))
     if kind == "reward_model":
-        from preference.reward_model import RewardModel
+        from selfplay.preference.reward_model import RewardModel
         return RewardModel(options["model_path"], options.get("temperature", 1.0), options.get("batch_size", 16))
     if kind == "pairwise":
-        from preference.pairwise_model import PairwiseClassifier
+        from selfplay.preference.pairwise_model import PairwiseClassifier
         return PairwiseClassifier(options["model_path"], options["pairwise_template"], options.get("batch_size", 16))
     if kind == "judge":
-        from preference.llm_judge import load_judge
+        from selfplay.preference.llm_judge import load_judge
         return load_judge(options["model_path"], options["judge_template"], options["verdict_a"],
                           options["verdict_b"], options["engine_options"])
     if kind == "game":
-        from preference.games import GamePreferenceModel, game_from_payoff
+        from selfplay.preference.games import GamePreferenceModel, game_from_payoff
         return GamePreferenceModel(game_from_payoff(options["strategies"], options["payoff"]))
     if kind == "python":
-        from preference.python_model import PythonPreference
+        from selfplay.preference.python_model import PythonPreference
         return PythonPreference(options["class_path"], options.get("search_path"))
     if kind == "remote":
-        from preference.remote_model import connect
+        from selfplay.preference.remote_model import connect
         return connect(options["url"], options["token_env"], options.get("timeout_s", 60.0),
                        options.get("retry_seconds", 300.0), options.get("token"))
     raise ValueError(f"unknown preference model {kind!r} (valid: sorting, function, reward_model, pairwise, judge, "

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from preference.self_judge import ask_both_orders
-from preference.sequence_classifier import SequenceClassifier
-from rollout.chat_rendering import prompt_text
+from selfplay.preference.self_judge import ask_both_orders
+from selfplay.preference.sequence_classifier import SequenceClassifier
+from selfplay.rollout.chat_rendering import prompt_text
 
 
 class PairwiseClassifier:

@@ -14,8 +14,8 @@ groups; the run goes on.
 
 from __future__ import annotations
 
-from preference.function_model import import_callable
-from preference.rejections import Rejections
+from selfplay.preference.function_model import import_callable
+from selfplay.preference.rejections import Rejections
 
 
 class PythonPreference:

@@ -24,7 +24,7 @@ import urllib.request
 import msgpack
 import numpy as np
 
-from tasks.errors import ConfigError, SelfplayError
+from selfplay.errors import ConfigError, SelfplayError
 
 # Backoff between attempts: 0.5 s, doubling, at most 30 s (a restarting server takes tens of seconds).
 FIRST_DELAY_S, MAX_DELAY_S = 0.5, 30.0

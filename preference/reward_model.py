@@ -13,9 +13,9 @@ the scores with ``sharpness = 1 / T``), ``preference.batch_size`` sequences a fo
 
 from __future__ import annotations
 
-from preference.function_model import bradley_terry
-from preference.sequence_classifier import SequenceClassifier, chat_messages
-from rollout.chat_rendering import prompt_text
+from selfplay.preference.function_model import bradley_terry
+from selfplay.preference.sequence_classifier import SequenceClassifier, chat_messages
+from selfplay.rollout.chat_rendering import prompt_text
 
 
 class RewardModel:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from preference.function_model import bradley_terry
-from preference.matrix import unordered_pairs
-from rollout.chat_rendering import prompt_text
-from rollout.records import Completion
+from selfplay.preference.function_model import bradley_terry
+from selfplay.preference.matrix import unordered_pairs
+from selfplay.rollout.chat_rendering import prompt_text
+from selfplay.rollout.records import Completion
 
 
 def judge_pairs(template: str, groups: list[list[Completion]]) -> tuple[list[str], list[tuple[int, int, int]]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from itertools import chain
 
-from tasks.errors import InputError
+from selfplay.errors import InputError
 
 
 def check_classifier_dir(path: str, key: str, num_labels: tuple[int, ...]) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 
-from rollout.chat_rendering import prompt_text
-from tasks.sorting import score
+from selfplay.rollout.chat_rendering import prompt_text
+from selfplay.tasks.sorting import score
 
 
 class SortingJudge:

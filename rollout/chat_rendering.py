@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.errors import ConfigError, InputError
+from selfplay.errors import ConfigError, InputError
 
 
 def prompt_text(record) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from rollout.records import Completion, SamplingSpec
+from selfplay.rollout.records import Completion, SamplingSpec
 
 
 def resolve_dtype(name: str) -> str:
@@ -52,9 +52,9 @@ class RolloutEngine(Protocol):
 def build_engine(kind: str, model_path: str, dtype: str, seed: int, vllm_options: dict | None = None,
                  reference_path: str | None = None) -> RolloutEngine:
     if kind == "vllm":
-        from rollout.vllm_engine import VLLMEngine
+        from selfplay.rollout.vllm_engine import VLLMEngine
         return VLLMEngine(model_path, dtype=dtype, seed=seed, **(vllm_options or {}))
     if kind == "torch":
-        from rollout.torch_engine import TorchEngine
+        from selfplay.rollout.torch_engine import TorchEngine
         return TorchEngine(model_path, dtype=dtype, seed=seed, reference_path=reference_path)
     raise ValueError(f"unknown rollout engine {kind!r} (valid: vllm, torch)")

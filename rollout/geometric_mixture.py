@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from rollout.categorical import sample_categorical
+from selfplay.rollout.categorical import sample_categorical
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from rollout.chat_rendering import eos_token_ids, first_eos
-from rollout.engine import resolve_dtype
-from rollout.records import Completion, SamplingSpec
-from rollout.weights_digest import WeightsDigest
+from selfplay.rollout.chat_rendering import eos_token_ids, first_eos
+from selfplay.rollout.engine import resolve_dtype
+from selfplay.rollout.records import Completion, SamplingSpec
+from selfplay.rollout.weights_digest import WeightsDigest
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -68,7 +68,7 @@ class TorchEngine:
 
     def _sample(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,
                 prompts: list | None) -> list[list[Completion]]:
-        from rollout.geometric_mixture import sample_policy_and_mixture_cached
+        from selfplay.rollout.geometric_mixture import sample_policy_and_mixture_cached
 
         rows, _ = sample_policy_and_mixture_cached(
             self._model, None, prompt_token_ids, spec.max_tokens, 0.0, 0, spec.n, self._pad_id, spec.temperature,
@@ -125,7 +125,7 @@ class TorchEngine:
         reference: softmax((1 - beta) logits_pi + beta logits_mu) at every step (temperature applied after).
         With ``policy_n``, each prompt's group starts with that many responses from the policy alone, drawn in the
         same decoding loop (``sample_policy_and_mixture_cached``)."""
-        from rollout.geometric_mixture import sample_policy_and_mixture_cached
+        from selfplay.rollout.geometric_mixture import sample_policy_and_mixture_cached
 
         if self._reference is None:
             raise RuntimeError("token-level mixture sampling needs the torch engine built with a reference model")
@@ -146,7 +146,7 @@ class TorchEngine:
     # -- weight transport (rollout.transport) -------------------------------------------------------
 
     def connect_weight_transport(self, kind: str, endpoint: dict, rank: int) -> None:
-        from rollout.transport import build_receiver
+        from selfplay.rollout.transport import build_receiver
 
         self.close_weight_transport()
         self._transport = build_receiver(kind)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from rollout.chat_rendering import eos_token_ids
-from rollout.engine import resolve_dtype
-from rollout.records import Completion, SamplingSpec
+from selfplay.rollout.chat_rendering import eos_token_ids
+from selfplay.rollout.engine import resolve_dtype
+from selfplay.rollout.records import Completion, SamplingSpec
 
 
 class VLLMEngine:
@@ -32,7 +32,7 @@ class VLLMEngine:
         self._llm = LLM(model=model_path, dtype=resolve_dtype(dtype), seed=seed, enforce_eager=enforce_eager,
                         max_model_len=max_model_len or None, gpu_memory_utilization=gpu_memory_utilization,
                         tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=enable_prefix_caching,
-                        worker_extension_cls="rollout.vllm_worker_extension.SelfplayWorkerExtension",
+                        worker_extension_cls="selfplay.rollout.vllm_worker_extension.SelfplayWorkerExtension",
                         disable_log_stats=not log_stats, **cpu_only)
         self._tokenizer = self._llm.get_tokenizer()
         self._eos_ids = eos_token_ids(self._tokenizer, model_path)
@@ -92,7 +92,7 @@ class VLLMEngine:
 
     def connect_weight_transport(self, kind: str, endpoint: dict, rank: int) -> None:
         """Join the learner's transport ``kind``; the engine's tensor-parallel workers take ranks ``rank`` onwards."""
-        from rollout.transport import build_receiver
+        from selfplay.rollout.transport import build_receiver
 
         self._transport = build_receiver(kind)  # host side: fetch() runs here, where Ray is reachable
         self._llm.collective_rpc("selfplay_connect_weight_transport", args=(kind, endpoint, rank))

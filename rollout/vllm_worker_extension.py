@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollout.weights_digest import WeightsDigest
+from selfplay.rollout.weights_digest import WeightsDigest
 
 
 class SelfplayWorkerExtension:
     def selfplay_connect_weight_transport(self, kind: str, endpoint: dict, first_rank: int) -> None:
         """Join the learner's weight transport; this worker is rank ``first_rank`` + its rank in the engine."""
-        from rollout.transport import build_receiver
+        from selfplay.rollout.transport import build_receiver
 
         previous = getattr(self, "_selfplay_receiver", None)
         if previous is not None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.errors import InputError
-from tasks.jsonl import read_jsonl_objects
-from tasks.sorting import DEFAULT_ALPHABET_SIZE, alphabet, prompt_letters
+from selfplay.errors import InputError
+from selfplay.tasks.jsonl import read_jsonl_objects
+from selfplay.tasks.sorting import DEFAULT_ALPHABET_SIZE, alphabet, prompt_letters
 
 
 @dataclass

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.errors import InputError
+from selfplay.errors import InputError
 
 
 def read_jsonl_objects(path: str | Path, what: str, items: str = "rows") -> Iterator[tuple[str, dict]]:

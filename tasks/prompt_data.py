@@ -26,8 +26,8 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
-from tasks.errors import InputError
-from tasks.jsonl import read_jsonl_objects
+from selfplay.errors import InputError
+from selfplay.tasks.jsonl import read_jsonl_objects
 
 Prompt = str | list[dict]
 

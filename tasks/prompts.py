@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import random
 
-from tasks.errors import InputError
-from tasks import game, sorting
-from tasks.prompt_data import Prompt, load_prompt_records
+from selfplay.errors import InputError
+from selfplay.tasks import game, sorting
+from selfplay.tasks.prompt_data import Prompt, load_prompt_records
 
 
 def train_and_eval_prompts(task, seed: int, strategies: list[str] = ()) -> tuple[list[Prompt], list[Prompt]]:

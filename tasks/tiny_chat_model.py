@@ -11,7 +11,7 @@ meet the properties of real chat models that the tiny sorting model (tasks/tiny_
   ``eos_token``): stopping only on ``tokenizer.eos_token_id`` runs past the end of every reply.
 
 The model is a random-weight (seeded) LlamaForCausalLM with tied embeddings; head_dim is 32 because vLLM's CPU
-attention refuses 16. Run ``python -m tasks.tiny_chat_model DIR`` to write it to DIR.
+attention refuses 16. Run ``python -m selfplay.tasks.tiny_chat_model DIR`` to write it to DIR.
 """
 
 from __future__ import annotations
@@ -139,5 +139,5 @@ def build_tiny_chat_model_dir(out_dir: str | Path, seed: int = 0) -> Path:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m tasks.tiny_chat_model DIR")
+        sys.exit("usage: python -m selfplay.tasks.tiny_chat_model DIR")
     print(build_tiny_chat_model_dir(sys.argv[1]))

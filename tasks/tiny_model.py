@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.sorting import PROMPT_PREFIX, alphabet
+from selfplay.tasks.sorting import PROMPT_PREFIX, alphabet
 
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 

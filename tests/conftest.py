@@ -52,8 +52,8 @@ def run_in_process(out_dir, name, *overrides):
     """Run the real loop in this process (Ray started here) with the given overrides; returns (run_dir, summary).
     Evaluation only at the end and no periodic checkpoints, to keep end-to-end tests short. Four CPUs for the
     cluster: a module's runs share the Ray session its first run started, so it must fit each of them."""
-    from orchestration.config import load_config
-    from orchestration.launch import prepare
+    from selfplay.orchestration.config.schema import load_config
+    from selfplay.orchestration.commands.launch import prepare
 
     config = load_config(None, [f"run.output_dir={out_dir}", f"run.name={name}", "eval.every_steps=0",
                                 "checkpoint.every_steps=0", "ray.num_cpus=4", *overrides])

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.tiny_chat_model import CORPUS, train_byte_level_bpe
+from selfplay.tasks.tiny_chat_model import CORPUS, train_byte_level_bpe
 
 PAD, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 

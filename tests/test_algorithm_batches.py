@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from learner.algorithms.dpo import OnlineDPO
-from learner.algorithms.drift import DRIFT
-from learner.algorithms.ipo import OnlineIPO
-from learner.algorithms.nash_md import NashMD
-from learner.algorithms.osp import OSP
-from learner.algorithms.registry import ALGORITHMS, build_algorithm
-from orchestration.config import load_config
-from tasks.errors import ConfigError
-from rollout.records import Completion, PreferenceGroup
+from selfplay.learner.algorithms.dpo import OnlineDPO
+from selfplay.learner.algorithms.drift import DRIFT
+from selfplay.learner.algorithms.ipo import OnlineIPO
+from selfplay.learner.algorithms.nash_md import NashMD
+from selfplay.learner.algorithms.osp import OSP
+from selfplay.learner.algorithms.registry import ALGORITHMS, build_algorithm
+from selfplay.orchestration.config.schema import load_config
+from selfplay.errors import ConfigError
+from selfplay.rollout.records import Completion, PreferenceGroup
 
 
 def _c(tokens, prompt=(1, 2), version=0):

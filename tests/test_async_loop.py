@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from orchestration import checkpoint as ckpt
+from selfplay.orchestration.run import checkpoints as ckpt
 from tests.conftest import run_in_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session_per_module")]
@@ -54,7 +54,7 @@ def test_async_checkpoint_keeps_queued_batches(selfplay_cli, tmp_path):
                           timeout=600, start_new_session=True)
     assert proc.returncode == -signal.SIGKILL
     ref, _ = ckpt.find_resumable(tmp_path / "c")
-    from rollout.records import decode
+    from selfplay.rollout.records import decode
     queued = decode((ref.path / "controller.msgpack").read_bytes())["queued"]
     assert len(queued) >= 1 and all(q["groups"] for q in queued)  # produced, not yet trained: saved
     resumed = subprocess.run([selfplay_cli, "resume", str(tmp_path / "c")], cwd=tmp_path, capture_output=True,

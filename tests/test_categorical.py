@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from rollout.categorical import sample_categorical
+from selfplay.rollout.categorical import sample_categorical
 
 
 def _counts(scores: torch.Tensor, draws: int, seed: int = 0, per_call: int = 1000) -> torch.Tensor:

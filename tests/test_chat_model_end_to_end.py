@@ -10,10 +10,10 @@ import pytest
 import ray
 import torch
 
-from orchestration.config import load_config
-from orchestration.launch import prepare
-from rollout.chat_rendering import eos_token_ids
-from tasks.tiny_chat_model import build_tiny_chat_model_dir
+from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.commands.launch import prepare
+from selfplay.rollout.chat_rendering import eos_token_ids
+from selfplay.tasks.tiny_chat_model import build_tiny_chat_model_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session_per_module")]
 

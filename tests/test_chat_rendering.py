@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from orchestration.config import load_config
-from tasks.errors import ConfigError, InputError
-from orchestration.run_inputs import load_run_inputs
-from rollout.chat_rendering import PromptRenderer, eos_token_ids, first_eos, fit_prompt, prompt_text
-from tasks.tiny_chat_model import BOS, EOS, EOT, build_tiny_chat_model_dir
+from selfplay.orchestration.config.schema import load_config
+from selfplay.errors import ConfigError, InputError
+from selfplay.orchestration.run.inputs import load_run_inputs
+from selfplay.rollout.chat_rendering import PromptRenderer, eos_token_ids, first_eos, fit_prompt, prompt_text
+from selfplay.tasks.tiny_chat_model import BOS, EOS, EOT, build_tiny_chat_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_never_tokenizes_the_text_as_is(tokenizer):
 
 
 def test_always_without_a_template_is_refused():
-    from tasks.tiny_model import TinyModelSpec, build_tokenizer
+    from selfplay.tasks.tiny_model import TinyModelSpec, build_tokenizer
     with pytest.raises(ConfigError, match="task.chat_template=always.*has no chat template"):
         PromptRenderer(build_tokenizer(TinyModelSpec()), chat_template="always")
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestration import checkpoint as ckpt
+from selfplay.orchestration.run import checkpoints as ckpt
 
 
 def _write(run_dir, step, complete=True, point=True):
@@ -58,7 +58,7 @@ def test_a_format_1_manifest_of_an_earlier_version_still_verifies(tmp_path):
 
 def test_sharded_safetensors_round_trip_with_an_index_like_save_pretrained(tmp_path):
     import torch
-    from learner.sharded_safetensors import INDEX, read_sharded, write_sharded
+    from selfplay.learner.sharded_safetensors import INDEX, read_sharded, write_sharded
 
     tensors = {f"layer.{i}.weight": torch.full((64, 64), float(i)) for i in range(5)}  # 16 KiB each
     names = write_sharded(iter(tensors.items()), tmp_path / "many", max_shard_bytes=40_000)
@@ -77,8 +77,8 @@ def test_a_policy_written_in_shards_loads_in_transformers(tmp_path):
 
     import torch
     from transformers import AutoModelForCausalLM
-    from learner.sharded_safetensors import write_sharded
-    from tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
+    from selfplay.learner.sharded_safetensors import write_sharded
+    from selfplay.tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
 
     model_dir = build_tiny_model_dir(tmp_path / "m", TinyModelSpec())
     model = AutoModelForCausalLM.from_pretrained(model_dir)

@@ -49,7 +49,7 @@ def test_dry_run_prints_resolved_config(selfplay_cli, tmp_path):
 
 @pytest.fixture(scope="module")
 def chat_model(tmp_path_factory):
-    from tasks.tiny_chat_model import build_tiny_chat_model_dir
+    from selfplay.tasks.tiny_chat_model import build_tiny_chat_model_dir
     return str(build_tiny_chat_model_dir(tmp_path_factory.mktemp("chat") / "model"))
 
 

@@ -167,13 +167,13 @@ def test_gpu_7b_writes_to_shared_storage_and_joins_the_running_cluster():
     assert config.get("sync", {}).get("transport", "broadcast") == "broadcast"  # shared_memory is one node only
 
 
-# Keys of the cluster-launch work that configs/gpu-7b.yaml uses (orchestration/config.py gains them separately).
+# Keys of the cluster-launch work that configs/gpu-7b.yaml uses (orchestration/config/schema.py gains them separately).
 RESOURCE_KEYS = {"learner": ("num_gpus", "num_cpus", "resources"), "rollout": ("num_gpus", "num_cpus", "resources"),
                  "ray": ("placement_timeout_s",)}
 
 
 def test_gpu_7b_config_validates_apart_from_the_resource_keys():
-    from orchestration.config import config_from_dict
+    from selfplay.orchestration.config.schema import config_from_dict
 
     data = load(GPU_7B)
     for section, keys in RESOURCE_KEYS.items():
@@ -186,9 +186,9 @@ def test_gpu_7b_config_validates_apart_from_the_resource_keys():
 def test_gpu_7b_config_loads_once_the_resource_keys_exist():
     import dataclasses
 
-    from orchestration.config import LearnerConfig, load_config
+    from selfplay.orchestration.config.schema import LearnerConfig, load_config
 
     if "num_gpus" not in {f.name for f in dataclasses.fields(LearnerConfig)}:
-        pytest.skip("learner.num_gpus and the other per-role resource keys are not in orchestration/config.py yet")
+        pytest.skip("learner.num_gpus and the other per-role resource keys are not in orchestration/config/schema.py yet")
     config = load_config(GPU_7B)
     assert config.preset_keys == [] and config.learner.num_ranks == 4

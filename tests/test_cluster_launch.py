@@ -99,7 +99,7 @@ def test_a_job_runs_across_two_nodes(cluster):
     """One engine on the learner's node, one on the other (``engine_slot``: one per node): the default transport
     is chosen per engine, shared memory to the first and the broadcast to the second, and every push verifies."""
     out_dir = cluster["root"] / "runs"
-    entry = [sys.executable, "-m", "orchestration.cli", "train", "run.total_steps=3", "eval.every_steps=0",
+    entry = [sys.executable, "-m", "selfplay.orchestration.commands.cli", "train", "run.total_steps=3", "eval.every_steps=0",
              "checkpoint.every_steps=0", "rollout.prompts_per_step=8", f"run.output_dir={out_dir}",
              "run.name=two-nodes", "learner.resources={learner_node: 1}", "rollout.num_workers=2",
              "rollout.resources={engine_slot: 1}", "preference.num_cpus=0.25"]
@@ -127,7 +127,7 @@ def test_a_job_runs_across_two_nodes(cluster):
 
 def test_ray_address_alone_joins_and_placement_failures_name_the_role(cluster):
     env = {**cluster["env"], "RAY_ADDRESS": cluster["gcs"]}
-    base = [sys.executable, "-m", "orchestration.cli", "train", "run.total_steps=1", "eval.every_steps=0",
+    base = [sys.executable, "-m", "selfplay.orchestration.commands.cli", "train", "run.total_steps=1", "eval.every_steps=0",
             "checkpoint.every_steps=0", f"run.output_dir={cluster['root'] / 'runs'}", "run.overwrite=true"]
     # Joined with RAY_ADDRESS only (no num_cpus refusal); more GPUs than any node has: infeasible, named.
     started = time.monotonic()

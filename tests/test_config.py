@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.config import Config, load_config, parse_override, to_yaml, config_from_dict
-from tasks.errors import ConfigError
+from selfplay.orchestration.config.schema import Config, load_config, parse_override, to_yaml, config_from_dict
+from selfplay.errors import ConfigError
 import yaml
 
 
@@ -161,8 +161,8 @@ def test_mixture_algorithms_default_to_the_torch_engine_unless_an_engine_is_name
 
 
 def test_the_embedded_osp_model_holds_its_judges_words_and_no_other_run_changes():
-    from orchestration.policy_model import embedded_model_spec
-    from tasks.tiny_model import build_tokenizer
+    from selfplay.orchestration.run.policy_model import embedded_model_spec
+    from selfplay.tasks.tiny_model import build_tokenizer
 
     osp = load_config(None, ["algorithm.name=osp"])
     tokenizer = build_tokenizer(embedded_model_spec(osp))

@@ -3,8 +3,8 @@ files as a fresh build, another spec gets its own entry, and a second call build
 
 from pathlib import Path
 
-from orchestration.policy_model import embedded_model_dir
-from tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
+from selfplay.orchestration.run.policy_model import embedded_model_dir
+from selfplay.tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
 
 
 def _files(d: Path) -> dict[str, bytes]:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from learner.algorithms.dpo import dpo_loss
-from learner.algorithms.ipo import ipo_loss
-from learner.algorithms.nash_md import nash_md_loss
-from learner.algorithms.sppo import sppo_loss
-from preference.games import exploitability, intransitive_game, mixture_fixed_point, regularized_equilibrium
+from selfplay.learner.algorithms.dpo import dpo_loss
+from selfplay.learner.algorithms.ipo import ipo_loss
+from selfplay.learner.algorithms.nash_md import nash_md_loss
+from selfplay.learner.algorithms.sppo import sppo_loss
+from selfplay.preference.games import exploitability, intransitive_game, mixture_fixed_point, regularized_equilibrium
 
 GAME = intransitive_game()
 P = torch.tensor(GAME.matrix)

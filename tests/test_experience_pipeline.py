@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from orchestration.experience_pipeline import ExperienceItem, ExperiencePipeline
+from selfplay.orchestration.loop.pipeline import ExperienceItem, ExperiencePipeline
 
 
 def _producer(delay=0.0, fail_at=None):

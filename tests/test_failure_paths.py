@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from orchestration.cluster_probe import check_cluster_answers, host_and_port
-from orchestration.config import load_config
-from tasks.errors import ConfigError
+from selfplay.orchestration.cluster.probe import check_cluster_answers, host_and_port
+from selfplay.orchestration.config.schema import load_config
+from selfplay.errors import ConfigError
 
 
 def test_ray_addresses_are_parsed_to_what_is_probed(tmp_path, monkeypatch):
@@ -21,11 +21,11 @@ def test_ray_addresses_are_parsed_to_what_is_probed(tmp_path, monkeypatch):
     assert host_and_port("ray://head") == ("head", 10001)
     assert host_and_port("headnode") == ("headnode", 6379)
     assert host_and_port("[::1]:6379") == ("::1", 6379)
-    monkeypatch.setattr("orchestration.cluster_probe.RAY_CURRENT_CLUSTER", tmp_path / "none")
+    monkeypatch.setattr("selfplay.orchestration.cluster.probe.RAY_CURRENT_CLUSTER", tmp_path / "none")
     assert host_and_port("auto") is None  # ray.init says at once that no cluster runs
     noted = tmp_path / "ray_current_cluster"
     noted.write_text("127.0.0.1:6390\n")
-    monkeypatch.setattr("orchestration.cluster_probe.RAY_CURRENT_CLUSTER", noted)
+    monkeypatch.setattr("selfplay.orchestration.cluster.probe.RAY_CURRENT_CLUSTER", noted)
     assert host_and_port("auto") == ("127.0.0.1", 6390)
     with pytest.raises(ConfigError, match="'x6379' is not a number"):
         host_and_port("head:x6379")
@@ -61,7 +61,7 @@ def test_selfplay_train_at_a_dead_address_fails_in_one_line_within_15_s(selfplay
 
 
 def test_the_reaper_logs_that_it_watches_and_a_dead_one_is_reported(tmp_path):
-    from orchestration.reaper import start_reaper
+    from selfplay.orchestration.cluster.reaper import start_reaper
 
     reaper = start_reaper(tmp_path / "run" / "reaper.log")
     try:
@@ -75,7 +75,7 @@ def test_the_reaper_logs_that_it_watches_and_a_dead_one_is_reported(tmp_path):
     # One that cannot start (here: no such module in the interpreter it runs) is named with its own last line.
     broken = subprocess.Popen([sys.executable, "-c", "import no_such_module_for_the_reaper"],
                               stdout=(tmp_path / "broken.log").open("w"), stderr=subprocess.STDOUT)
-    from orchestration.reaper import Reaper
+    from selfplay.orchestration.cluster.reaper import Reaper
 
     failed = Reaper(broken, tmp_path / "broken.log")
     assert not failed.running(within_s=30)
@@ -91,8 +91,8 @@ def test_psutil_is_a_declared_dependency():
 
 
 def test_step_timeout_zero_means_no_limit_for_the_collectives_too():
-    from orchestration.learner_spec import learner_spec
-    from orchestration.step_watchdog import NO_LIMIT_S, collective_timeout_s
+    from selfplay.orchestration.loop.learner_spec import learner_spec
+    from selfplay.orchestration.health.watchdog import NO_LIMIT_S, collective_timeout_s
 
     assert collective_timeout_s(0) == NO_LIMIT_S and collective_timeout_s(45.0) == 45.0
     assert learner_spec(load_config(None, ["run.step_timeout_s=0"])).collective_timeout_s == NO_LIMIT_S
@@ -104,7 +104,7 @@ def test_a_hung_start_up_phase_dumps_the_stacks_and_stops_the_actors(tmp_path):
     this driver started) are written, named after the start-up phase."""
     import threading
 
-    from orchestration.step_watchdog import StepWatchdog
+    from selfplay.orchestration.health.watchdog import StepWatchdog
 
     stopped = threading.Event()
     watchdog = StepWatchdog(1.0, tmp_path, processes=lambda: {}, stop_actors=stopped.set)
@@ -120,8 +120,8 @@ def test_a_hung_start_up_phase_dumps_the_stacks_and_stops_the_actors(tmp_path):
 
 
 def test_a_restart_from_nothing_keeps_each_attempt_and_never_replaces_a_run_unasked(tmp_path):
-    from orchestration.run_dir import archive_attempt, create_run_dir
-    from tasks.errors import InputError
+    from selfplay.orchestration.run.directory import archive_attempt, create_run_dir
+    from selfplay.errors import InputError
 
     config = load_config(None, [f"run.output_dir={tmp_path}", "run.name=r"])
     run_dir = create_run_dir(config)

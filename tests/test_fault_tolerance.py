@@ -25,7 +25,7 @@ BASE = [f"run.total_steps={STEPS}", "rollout.prompts_per_step=32", "run.log_ever
 def pids_of(actor_class: str) -> list[int]:
     """This test's actor processes (descendants of this process, which started Ray) whose title is Ray's
     ``ray::<class>`` (idle) or ``ray::<class>.<method>`` (busy)."""
-    from orchestration.step_watchdog import ray_processes
+    from selfplay.orchestration.health.watchdog import ray_processes
 
     return [pid for label, pid in ray_processes().items()
             if label.split(" ")[0] == f"ray::{actor_class}" or label.startswith(f"ray::{actor_class}.")]
@@ -42,7 +42,7 @@ def assert_nothing_left(*classes: str, within_s: float = 30.0) -> None:
 
 
 def last_step(run_dir: Path) -> int:
-    from orchestration.metrics import read_metrics
+    from selfplay.orchestration.telemetry.metrics import read_metrics
 
     return max((row["step"] for row in read_metrics(run_dir)), default=0)
 
@@ -96,8 +96,8 @@ def test_rollout_worker_and_preference_replica_killed_mid_run(tmp_path, uninterr
 
 def train_in_process(tmp_path, name: str, *overrides) -> dict:
     """``selfplay train`` in this process (``launch.train``: auto-resume included), on the module's Ray."""
-    from orchestration.config import load_config
-    from orchestration.launch import train
+    from selfplay.orchestration.config.schema import load_config
+    from selfplay.orchestration.commands.launch import train
 
     return train(load_config(None, [f"run.output_dir={tmp_path}", f"run.name={name}", "eval.every_steps=0",
                                     *BASE, *overrides]))
@@ -153,7 +153,7 @@ def test_an_actor_whose_vllm_engine_died_exits_and_ray_restarts_it(tmp_path, ray
     ``EngineDeadError``; the worker's process must end as a crash, so that Ray restarts it and the call is retried."""
     import ray
 
-    from actors.actor_failures import get_with_restarts
+    from selfplay.actors.actor_failures import get_with_restarts
 
     @ray.remote(max_restarts=1, max_task_retries=0, num_cpus=0)
     class Engine:
@@ -161,7 +161,7 @@ def test_an_actor_whose_vllm_engine_died_exits_and_ray_restarts_it(tmp_path, ray
             self.marker = Path(marker)
 
         def generate(self) -> int:
-            from actors.rollout_worker import engine_alive
+            from selfplay.actors.rollout_worker import engine_alive
             from vllm.v1.engine.exceptions import EngineDeadError
 
             with engine_alive():

@@ -5,13 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from orchestration.config import load_config
-from tasks.errors import ConfigError
-from orchestration.experience import valid_matrix
-from orchestration.run_inputs import check_preference_function
-from preference.function_model import FunctionPreference, bradley_terry, import_callable
-from preference.matrix import preference_matrices
-from rollout.records import Completion
+from selfplay.orchestration.config.schema import load_config
+from selfplay.errors import ConfigError
+from selfplay.orchestration.loop.experience import valid_matrix
+from selfplay.orchestration.run.inputs import check_preference_function
+from selfplay.preference.function_model import FunctionPreference, bradley_terry, import_callable
+from selfplay.preference.matrix import preference_matrices
+from selfplay.rollout.records import Completion
 
 MODULE = '''
 calls = []

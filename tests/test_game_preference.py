@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from orchestration.config import load_config
-from orchestration.run_inputs import load_run_inputs
-from preference.games import GamePreferenceModel, game_from_payoff, intransitive_game, nash_equilibrium
-from tasks import game
-from tasks.errors import ConfigError
+from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.run.inputs import load_run_inputs
+from selfplay.preference.games import GamePreferenceModel, game_from_payoff, intransitive_game, nash_equilibrium
+from selfplay.tasks import game
+from selfplay.errors import ConfigError
 from tests.conftest import run_in_process
 
 RPS = intransitive_game()

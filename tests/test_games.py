@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from preference.games import (GamePreferenceModel, PreferenceGame, exploitability, intransitive_game,
+from selfplay.preference.games import (GamePreferenceModel, PreferenceGame, exploitability, intransitive_game,
                               mixture_fixed_point, nash_equilibrium, regularized_equilibrium, transitive_game)
 
 RPS = intransitive_game()

@@ -2,7 +2,7 @@
 
 import torch
 
-from rollout.geometric_mixture import (all_sequences, effective_sample_size, exact_sequence_mixture,
+from selfplay.rollout.geometric_mixture import (all_sequences, effective_sample_size, exact_sequence_mixture,
                                        exact_token_mixture, mix_logits, mixture_weights,
                                        resample_sequence_mixture, sample_token_mixture, sequence_logps)
 
@@ -109,7 +109,7 @@ def _two_sharp_models(tmp_path):
     from either model."""
     from transformers import AutoModelForCausalLM
 
-    from tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
+    from selfplay.tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
 
     models = [AutoModelForCausalLM.from_pretrained(build_tiny_model_dir(tmp_path / str(seed), TinyModelSpec(
         seed=seed, alphabet_size=4))).eval() for seed in (3, 4)]
@@ -122,7 +122,7 @@ def _two_sharp_models(tmp_path):
 def test_cached_batched_sampler_on_real_models_matches_exact_token_mixture(tmp_path):
     """The torch engine's sampler (HF models, KV caches, left-padded prompts of two lengths in one batch) draws
     the token-level mixture that enumeration gives for each prompt."""
-    from rollout.geometric_mixture import sample_token_mixture_cached
+    from selfplay.rollout.geometric_mixture import sample_token_mixture_cached
 
     models = _two_sharp_models(tmp_path)
     vocab = models[0].config.vocab_size
@@ -151,7 +151,7 @@ def test_cached_batched_sampler_on_real_models_matches_exact_token_mixture(tmp_p
 def test_policy_rows_decoded_beside_the_mixture_rows_follow_the_policy(tmp_path):
     """Nash-MD's policy sample and mixture opponent from one decoding loop: the policy's rows are the policy's
     token-level distribution, the mixture's rows the mixture's, each within 0.05 of enumeration."""
-    from rollout.geometric_mixture import sample_policy_and_mixture_cached
+    from selfplay.rollout.geometric_mixture import sample_policy_and_mixture_cached
 
     models = _two_sharp_models(tmp_path)
     vocab = models[0].config.vocab_size
@@ -176,7 +176,7 @@ def test_policy_rows_decoded_beside_the_mixture_rows_follow_the_policy(tmp_path)
 def test_plain_policy_sampling_without_a_reference_and_the_early_stop(tmp_path):
     """The torch engine's plain sampling: the same loop with no mixture rows and no reference model draws the
     policy's tempered token-level distribution; it stops as soon as every row has drawn a stop id."""
-    from rollout.geometric_mixture import sample_policy_and_mixture_cached
+    from selfplay.rollout.geometric_mixture import sample_policy_and_mixture_cached
 
     policy = _two_sharp_models(tmp_path)[0]
     vocab = policy.config.vocab_size

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from orchestration.config import load_config
-from orchestration.host_allocator import TCMALLOC, host_allocator_env, resolve_host_allocator
-from orchestration.placement import Placement, RoleResources, actor_options
+from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.cluster.host_allocator import TCMALLOC, host_allocator_env, resolve_host_allocator
+from selfplay.orchestration.cluster.placement import Placement, RoleResources, actor_options
 
 # A fresh process allocates, fills and frees a 256 MiB tensor (a large logits block) three times and prints the
 # minor page faults of the last round.
@@ -72,7 +72,7 @@ def test_only_actors_without_gpus_get_it_and_placement_follows_the_config(monkey
 
 
 def test_a_missing_library_file_names_the_key():
-    from tasks.errors import ConfigError
+    from selfplay.errors import ConfigError
 
     with pytest.raises(ConfigError, match="ray.host_allocator"):
         load_config(None, ["ray.host_allocator=/no/such/libtcmalloc.so"])

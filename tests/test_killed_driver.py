@@ -34,7 +34,7 @@ def test_a_killed_driver_leaves_no_process_behind(tmp_path):
     shm_before = set(os.listdir("/dev/shm"))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SELFPLAY_FAULT")}
     env["PYTHONPATH"] = str(REPO)
-    driver = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "train", f"run.output_dir={tmp_path}",
+    driver = subprocess.Popen([sys.executable, "-m", "selfplay.orchestration.commands.cli", "train", f"run.output_dir={tmp_path}",
                                "run.name=killed", "run.total_steps=2000", "eval.every_steps=0",
                                "sync.transport=shared_memory"],
                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

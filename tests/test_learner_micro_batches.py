@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from learner.algorithms.dpo import OnlineDPO
-from learner.batch import TrainingBatch
-from tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
+from selfplay.learner.algorithms.dpo import OnlineDPO
+from selfplay.learner.batch import TrainingBatch
+from selfplay.tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
@@ -35,7 +35,7 @@ def _pairs(n: int, seed: int, lengths: tuple[int, int] = (3, 8)) -> TrainingBatc
 
 
 def _learner(model: str, micro_batch_size: int, zero: int = 0, chunk_tokens: int = 1024, **kwargs):
-    from learner.policy_learner import PolicyLearner
+    from selfplay.learner.policy_learner import PolicyLearner
 
     return PolicyLearner(model, OnlineDPO(beta=0.5, labels="soft"), lr=1e-4, weight_decay=0.0, grad_clip=100.0,
                          micro_batch_size=micro_batch_size, sequences_per_step=4, zero_stage=zero, dtype="float32",
@@ -46,7 +46,7 @@ def _learner(model: str, micro_batch_size: int, zero: int = 0, chunk_tokens: int
 def model(tmp_path_factory):
     import torch.distributed as dist
 
-    from learner.process_group import host_store, join_process_group
+    from selfplay.learner.process_group import host_store, join_process_group
 
     created = not dist.is_initialized()
     if created:
@@ -107,7 +107,7 @@ def _rank_main(rank: int, model: str, shards, shares, passes, endpoints, results
     """One rank of a two-rank ZeRO-3 learner with gradient checkpointing: a step on its shard, then its
     gathered weights to ``results`` (rank 0 only)."""
     os.environ["DS_ACCELERATOR"] = "cpu"
-    from learner.process_group import host_store, join_process_group
+    from selfplay.learner.process_group import host_store, join_process_group
 
     store = None
     if rank == 0:

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import ray
 
-from actors.learner_group import LearnerGroup
-from learner.batch import TrainingBatch
-from orchestration.config import load_config
-from orchestration.learner_spec import learner_spec
-from orchestration.placement import actor_options, role_resources
-from tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
+from selfplay.actors.learner_group import LearnerGroup
+from selfplay.learner.batch import TrainingBatch
+from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.loop.learner_spec import learner_spec
+from selfplay.orchestration.cluster.placement import actor_options, role_resources
+from selfplay.tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +113,7 @@ def _save_after_one_step(model: str, ranks: int, zero: int, directory) -> None:
     finally:
         group.shutdown()
     # Each rank hashed the files it wrote, none twice, and together every file of the checkpoint.
-    from learner.checkpoint_files import file_digest
+    from selfplay.learner.checkpoint_files import file_digest
     written = [f for f in directory.rglob("*") if f.is_file()]
     assert sum(map(len, answers)) == len({k for a in answers for k in a}) == len(written)
     assert all(file_digest(directory / rel) == digest for a in answers for rel, digest in a.items())
@@ -133,7 +133,7 @@ def test_a_checkpoint_resumes_onto_another_number_of_ranks(setup, one_rank, tmp_
     """A pre-empted job that comes back on fewer or more devices: the checkpoint of `saved_ranks` ranks is
     reshaped through DeepSpeed's universal checkpoint (ZeRO 1-3; stage 0 loads as it is), optimizer state
     kept: the next step equals the uninterrupted one-rank run's."""
-    from learner.checkpoint_reshape import saved_data_parallel_size, to_universal
+    from selfplay.learner.checkpoint_reshape import saved_data_parallel_size, to_universal
 
     directory = tmp_path / "ckpt"
     _save_after_one_step(setup, saved_ranks, zero, directory)

@@ -10,14 +10,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from orchestration.config import load_config
-from orchestration.experience import valid_matrix
-from orchestration.run_inputs import check_preference_inputs
-from preference.llm_judge import LLMJudge, load_judge, verdict_token_ids, verdict_variants
-from preference.matrix import preference_matrices
-from rollout.records import Completion
-from rollout.torch_engine import TorchEngine
-from tasks.errors import ConfigError, InputError
+from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.loop.experience import valid_matrix
+from selfplay.orchestration.run.inputs import check_preference_inputs
+from selfplay.preference.llm_judge import LLMJudge, load_judge, verdict_token_ids, verdict_variants
+from selfplay.preference.matrix import preference_matrices
+from selfplay.rollout.records import Completion
+from selfplay.rollout.torch_engine import TorchEngine
+from selfplay.errors import ConfigError, InputError
 from tests.preference_models import build_classifier_dir, build_judge_dir
 
 TEMPLATE = load_config(None, []).preference.judge_template

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from learner.logprobs import linear_head_on_last_hidden, pad_sequences, response_logprobs, token_logprobs
+from selfplay.learner.logprobs import linear_head_on_last_hidden, pad_sequences, response_logprobs, token_logprobs
 
 
 class TableModel(torch.nn.Module):

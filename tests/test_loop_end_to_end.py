@@ -5,8 +5,8 @@ import json
 import pytest
 import ray
 
-from orchestration.config import load_config
-from orchestration.launch import prepare
+from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.commands.launch import prepare
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def test_rollout_engine_holds_the_learners_weights(vllm_run):
 def test_cpu_actors_run_on_the_resolved_malloc(vllm_run):
     from pathlib import Path
 
-    from orchestration.host_allocator import resolve_host_allocator
+    from selfplay.orchestration.cluster.host_allocator import resolve_host_allocator
 
     controller = vllm_run[0]
     library = resolve_host_allocator(controller.config.ray.host_allocator)  # tcmalloc where installed (CI has it)
@@ -99,9 +99,9 @@ def test_export_round_trip(vllm_run, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from actors.rollout_worker import RolloutWorker
-    from orchestration.launch import export
-    from rollout.records import SamplingSpec
+    from selfplay.actors.rollout_worker import RolloutWorker
+    from selfplay.orchestration.commands.launch import export
+    from selfplay.rollout.records import SamplingSpec
 
     controller, summary, _, _ = vllm_run
     out = export(controller.run_dir, tmp_path / "exported")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from learner.policy_learner import lr_factor
+from selfplay.learner.policy_learner import lr_factor
 
 
 def test_warmup_then_constant():

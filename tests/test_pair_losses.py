@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from learner.algorithms.dpo import dpo_loss
-from learner.algorithms.drift import drift_loss
-from learner.algorithms.ipo import ipo_hard_loss, ipo_loss
-from learner.algorithms.nash_md import nash_md_loss
-from learner.algorithms.osp import judge_loss, osp_loss, ranked_pairs
-from preference.self_judge import self_judge_strength
+from selfplay.learner.algorithms.dpo import dpo_loss
+from selfplay.learner.algorithms.drift import drift_loss
+from selfplay.learner.algorithms.ipo import ipo_hard_loss, ipo_loss
+from selfplay.learner.algorithms.nash_md import nash_md_loss
+from selfplay.learner.algorithms.osp import judge_loss, osp_loss, ranked_pairs
+from selfplay.preference.self_judge import self_judge_strength
 
 
 def softplus(x: float) -> float:  # -log sigma(-x)

@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
-from tasks.errors import InputError
-from orchestration.policy_model import local_model_dir
-from tasks.tiny_chat_model import build_tiny_chat_model_dir
+from selfplay.errors import InputError
+from selfplay.orchestration.run.policy_model import local_model_dir
+from selfplay.tasks.tiny_chat_model import build_tiny_chat_model_dir
 
 
 def make_hub_cache(root, repo_id: str, model_dir) -> str:

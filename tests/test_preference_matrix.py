@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from preference.matrix import preference_matrices, unordered_pairs, win_rates
-from preference.sorting_judge import SortingJudge
-from rollout.records import Completion
+from selfplay.preference.matrix import preference_matrices, unordered_pairs, win_rates
+from selfplay.preference.sorting_judge import SortingJudge
+from selfplay.rollout.records import Completion
 
 
 class CountingModel:

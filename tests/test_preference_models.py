@@ -10,13 +10,13 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from orchestration.config import load_config
-from orchestration.experience import valid_matrix
-from orchestration.run_inputs import check_preference_inputs
-from preference.matrix import preference_matrices
-from preference.model import build_preference_model
-from rollout.records import Completion
-from tasks.errors import ConfigError, InputError
+from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.loop.experience import valid_matrix
+from selfplay.orchestration.run.inputs import check_preference_inputs
+from selfplay.preference.matrix import preference_matrices
+from selfplay.preference.model import build_preference_model
+from selfplay.rollout.records import Completion
+from selfplay.errors import ConfigError, InputError
 from tests.preference_models import (IM_START, build_pairwise_classifier_dir, build_reward_model_dir,
                                      build_two_label_reward_dir)
 

@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import ray
 
-from actors.preference_replicas import PreferenceReplicas, contiguous_shards
-from actors.preference_service import PreferenceService
-from orchestration.config import load_config
-from orchestration.placement import role_resources
-from preference.matrix import pair_probabilities, preference_matrices
-from preference.sorting_judge import SortingJudge
-from preference.stats import PreferenceStats
-from rollout.records import Completion
-from tasks.sorting import make_prompts
+from selfplay.actors.preference_replicas import PreferenceReplicas, contiguous_shards
+from selfplay.actors.preference_service import PreferenceService
+from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.cluster.placement import role_resources
+from selfplay.preference.matrix import pair_probabilities, preference_matrices
+from selfplay.preference.sorting_judge import SortingJudge
+from selfplay.preference.stats import PreferenceStats
+from selfplay.rollout.records import Completion
+from selfplay.tasks.sorting import make_prompts
 
 
 def test_contiguous_shards_cover_everything_once_in_order():
@@ -78,7 +78,7 @@ def test_replicas_answer_as_one_model_and_share_the_load(replicas):
 
 
 def test_normalize_scores_divides_differences_by_the_spread(replicas):
-    from orchestration.controller import score_spread
+    from selfplay.orchestration.loop.controller import score_spread
 
     assert score_spread(0.25) == 0.25
     assert score_spread(0.0) is None and score_spread(float("nan")) is None and score_spread(None) is None

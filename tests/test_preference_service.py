@@ -4,12 +4,12 @@ the per-batch stats the controller logs, and preference.max_bad_batches counting
 import numpy as np
 import pytest
 
-from orchestration.config import load_config
-from orchestration.controller import RunState, count_batch
-from preference.matrix import preference_matrices
-from preference.self_judge import ask_both_orders
-from rollout.records import Completion
-from tasks.errors import ConfigError, InputError
+from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.loop.controller import RunState, count_batch
+from selfplay.preference.matrix import preference_matrices
+from selfplay.preference.self_judge import ask_both_orders
+from selfplay.rollout.records import Completion
+from selfplay.errors import ConfigError, InputError
 
 
 def _group(texts, cut=()):

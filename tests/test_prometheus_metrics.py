@@ -40,7 +40,7 @@ def _expressions() -> list[str]:
 
 
 def test_metric_names_are_sanitized():
-    from actors.ray_metrics import metric_name
+    from selfplay.actors.ray_metrics import metric_name
 
     assert metric_name("time/train") == "selfplay_time_train"
     assert metric_name("osp/judge.accuracy") == "selfplay_osp_judge_accuracy"

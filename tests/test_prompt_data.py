@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestration.config import TaskConfig
-from tasks.errors import InputError
-from tasks.prompt_data import load_prompt_records
-from tasks.prompts import train_and_eval_prompts
+from selfplay.orchestration.config.schema import TaskConfig
+from selfplay.errors import InputError
+from selfplay.tasks.prompt_data import load_prompt_records
+from selfplay.tasks.prompts import train_and_eval_prompts
 
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
 CHAT2 = [{"role": "user", "content": "Sort b a"}, {"role": "assistant", "content": ""},

@@ -1,4 +1,4 @@
-from orchestration.prompt_stream import PromptStream
+from selfplay.orchestration.loop.prompt_stream import PromptStream
 
 
 def test_each_epoch_is_a_permutation():

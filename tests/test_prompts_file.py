@@ -1,9 +1,9 @@
 import pytest
 
-from orchestration.config import TaskConfig, load_config
-from tasks.errors import InputError
-from tasks.prompt_data import load_prompt_records
-from tasks.prompts import train_and_eval_prompts
+from selfplay.orchestration.config.schema import TaskConfig, load_config
+from selfplay.errors import InputError
+from selfplay.tasks.prompt_data import load_prompt_records
+from selfplay.tasks.prompts import train_and_eval_prompts
 
 
 def test_reads_prompts_and_skips_blank_lines(tmp_path):

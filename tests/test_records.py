@@ -1,6 +1,6 @@
 import numpy as np
 
-from rollout.records import Completion, PreferenceGroup, WeightBucket, decode, encode
+from selfplay.rollout.records import Completion, PreferenceGroup, WeightBucket, decode, encode
 
 
 def test_round_trip_of_records_and_arrays():

@@ -19,14 +19,14 @@ import numpy as np
 import psutil  # deepspeed's dependency
 import pytest
 
-from orchestration.config import load_config
-from orchestration.run_inputs import check_preference_inputs
-from preference.matrix import preference_matrices
-from preference.model import build_preference_model
-from preference.remote_model import (PreferenceServiceError, RemoteOrderAveragedModel, RemoteScoreModel,
+from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.run.inputs import check_preference_inputs
+from selfplay.preference.matrix import preference_matrices
+from selfplay.preference.model import build_preference_model
+from selfplay.preference.remote_model import (PreferenceServiceError, RemoteOrderAveragedModel, RemoteScoreModel,
                                      ServiceClient, connect)
-from rollout.records import Completion
-from tasks.errors import ConfigError, InputError
+from selfplay.rollout.records import Completion
+from selfplay.errors import ConfigError, InputError
 from tests.conftest import REPO, run_in_process
 from tests.test_fault_tolerance import last_step
 from tests.preference_models import build_pairwise_classifier_dir, build_reward_model_dir
@@ -58,7 +58,7 @@ class Server:
         env.update({TOKEN_ENV: TOKEN, "PYTHONPATH": str(REPO)})
         with open(log, "w") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "orchestration.cli", "serve-preference", *overrides,
+                [sys.executable, "-m", "selfplay.orchestration.commands.cli", "serve-preference", *overrides,
                  f"preference.token_env={TOKEN_ENV}", "--port", str(self.port)],
                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True)
         deadline = time.monotonic() + 180
@@ -228,7 +228,7 @@ def _train_through(server, tmp_path, name: str, *overrides: str) -> subprocess.P
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update({TOKEN_ENV: TOKEN, "PYTHONPATH": str(REPO)})
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestration.cli", "train", f"run.output_dir={tmp_path}", f"run.name={name}",
+        [sys.executable, "-m", "selfplay.orchestration.commands.cli", "train", f"run.output_dir={tmp_path}", f"run.name={name}",
          "preference.kind=remote", f"preference.url={server.url}", f"preference.token_env={TOKEN_ENV}",
          "rollout.engine=torch", "eval.every_steps=0", "checkpoint.every_steps=0", *overrides],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -291,7 +291,7 @@ def test_a_longer_outage_checkpoints_and_stops_in_one_line(reward_server, tmp_pa
 def test_training_run_through_the_service(reward_server, token, tmp_path, ray_session_per_module):
     import ray
 
-    from orchestration.cli import user_error
+    from selfplay.orchestration.commands.cli import user_error
 
     before = reward_server.health()
     run_dir, summary = run_in_process(tmp_path, "remote", "preference.kind=remote", f"preference.url={reward_server.url}",

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from orchestration import checkpoint as ckpt
+from selfplay.orchestration.run import checkpoints as ckpt
 
 pytestmark = pytest.mark.slow
 

@@ -10,12 +10,12 @@ import time
 import numpy as np
 import pytest
 
-from orchestration import checkpoint as ckpt
-from orchestration.cli import main
-from orchestration.heartbeat import ERROR_FILE, HEARTBEAT_FILE, Heartbeat, recording_errors, write_error
-from orchestration.plots import draw_plots
-from orchestration.run_dir import write_json_atomic
-from orchestration.run_status import format_status, read_status
+from selfplay.orchestration.run import checkpoints as ckpt
+from selfplay.orchestration.commands.cli import main
+from selfplay.orchestration.health.heartbeat import ERROR_FILE, HEARTBEAT_FILE, Heartbeat, recording_errors, write_error
+from selfplay.orchestration.telemetry.plots import draw_plots
+from selfplay.orchestration.run.directory import write_json_atomic
+from selfplay.orchestration.commands.status import format_status, read_status
 from tests.conftest import run_in_process
 
 
@@ -175,7 +175,7 @@ class _FailingController:
 
 
 def test_a_run_that_raises_writes_error_json_and_a_stop_does_not(tmp_path):
-    from orchestration.launch import run_to_end
+    from selfplay.orchestration.commands.launch import run_to_end
 
     controller = _FailingController(tmp_path, ValueError("bad batch\nwith detail"))
     with pytest.raises(ValueError):

@@ -3,11 +3,11 @@ import math
 import numpy as np
 import pytest
 
-from tasks.errors import InputError
-from orchestration.experience import valid_matrix
-from preference.self_judge import judge_matrix, judge_pairs, verdict_probability
-from rollout.records import Completion
-from tasks.dsat import load_wildfeedback_jsonl, synthetic_sorting_dsat
+from selfplay.errors import InputError
+from selfplay.orchestration.loop.experience import valid_matrix
+from selfplay.preference.self_judge import judge_matrix, judge_pairs, verdict_probability
+from selfplay.rollout.records import Completion
+from selfplay.tasks.dsat import load_wildfeedback_jsonl, synthetic_sorting_dsat
 
 
 def _group(texts):

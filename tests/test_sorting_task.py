@@ -1,6 +1,6 @@
 import pytest
 
-from tasks import sorting
+from selfplay.tasks import sorting
 
 
 def test_prompts_are_seeded():

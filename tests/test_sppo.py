@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from learner.algorithms.sppo import SPPO, sppo_loss
-from rollout.records import Completion, PreferenceGroup
+from selfplay.learner.algorithms.sppo import SPPO, sppo_loss
+from selfplay.rollout.records import Completion, PreferenceGroup
 
 
 def test_sppo_loss_hand_computed():

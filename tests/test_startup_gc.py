@@ -2,7 +2,7 @@
 
 import gc
 
-from actors.startup_gc import collector_paused
+from selfplay.actors.startup_gc import collector_paused
 
 
 def test_no_automatic_collections_inside_and_the_start_up_objects_frozen_after():

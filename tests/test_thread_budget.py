@@ -2,9 +2,9 @@
 
 import pytest
 
-from orchestration.config import load_config
-from orchestration.placement import CORES_ENV, actor_options, cluster_cpus, role_resources, role_threads
-from orchestration.thread_budget import parse_cores, thread_counts
+from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.cluster.placement import CORES_ENV, actor_options, cluster_cpus, role_resources, role_threads
+from selfplay.orchestration.cluster.thread_budget import parse_cores, thread_counts
 
 ONE_EACH = {"learner": 1, "rollout": 1, "preference": 1}
 CPUS = {"learner": 1.0, "rollout": 1.0, "preference": 0.5}
@@ -39,7 +39,7 @@ def test_core_lists():
 
 
 def test_role_threads_follow_the_mode_and_an_explicit_setting_wins(monkeypatch):
-    monkeypatch.setattr("orchestration.placement.machine_cores", lambda: 4)
+    monkeypatch.setattr("selfplay.orchestration.cluster.placement.machine_cores", lambda: 4)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert role_threads(load_config(None, [])) == {"learner": 4, "rollout": 4, "preference": 4}
     assert role_threads(load_config(None, ["mode=async"])) == {"learner": 2, "rollout": 2, "preference": 2}
@@ -60,15 +60,15 @@ def test_actor_environment_sets_the_thread_pools_and_the_bound_cores():
 
 
 def test_the_in_process_cluster_has_the_machines_cores_or_what_the_roles_hold(monkeypatch):
-    monkeypatch.setattr("orchestration.placement.machine_cores", lambda: 2)
+    monkeypatch.setattr("selfplay.orchestration.cluster.placement.machine_cores", lambda: 2)
     assert cluster_cpus(load_config(None, [])) == 3  # learner 1 + rollout 1 + preference 0.5
     assert cluster_cpus(load_config(None, ["ray.num_cpus=6"])) == 6
-    monkeypatch.setattr("orchestration.placement.machine_cores", lambda: 16)
+    monkeypatch.setattr("selfplay.orchestration.cluster.placement.machine_cores", lambda: 16)
     assert cluster_cpus(load_config(None, [])) == 16
 
 
 def test_bad_thread_counts_name_the_key():
-    from tasks.errors import ConfigError
+    from selfplay.errors import ConfigError
 
     with pytest.raises(ConfigError, match="learner.num_threads"):
         load_config(None, ["learner.num_threads=0"])

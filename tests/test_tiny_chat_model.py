@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tasks.tiny_chat_model import BOS, EOS, EOT, build_tiny_chat_model_dir
+from selfplay.tasks.tiny_chat_model import BOS, EOS, EOT, build_tiny_chat_model_dir
 
 MESSAGES = [{"role": "system", "content": "Be brief."},
             {"role": "user", "content": "What is the capital of France?"},

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestration.config import load_config
-from orchestration.metrics import MetricsLog, check_trackers_installed
-from tasks.errors import ConfigError
+from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.telemetry.metrics import MetricsLog, check_trackers_installed
+from selfplay.errors import ConfigError
 
 SAMPLES = [{"prompt_index": i, "prompt": f"sort: c a {i}", "current": "a c", "initial": "c | a",
             "p_current_wins": 0.25 * i} for i in range(3)]

@@ -2,9 +2,9 @@
 
 import torch
 
-from rollout.transport.buckets import (ALIGN, bytes_to_tensor, decode_meta, encode_meta, iter_flat_buckets,
+from selfplay.rollout.transport.buckets import (ALIGN, bytes_to_tensor, decode_meta, encode_meta, iter_flat_buckets,
                                        tensor_to_bytes, unflatten)
-from rollout.weights_digest import weights_digest
+from selfplay.rollout.weights_digest import weights_digest
 
 
 def mixed_tensors():

@@ -8,13 +8,13 @@ import os
 import pytest
 import ray
 
-from actors.learner_group import LearnerGroup
-from actors.rollout_worker import RolloutWorker
-from actors.weight_transport import close_weight_transport, open_weight_transport, push_weights
-from orchestration.config import load_config, to_dict
-from orchestration.learner_spec import learner_spec
-from orchestration.placement import actor_options, role_resources
-from tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
+from selfplay.actors.learner_group import LearnerGroup
+from selfplay.actors.rollout_worker import RolloutWorker
+from selfplay.actors.weight_transport import close_weight_transport, open_weight_transport, push_weights
+from selfplay.orchestration.config.schema import load_config, to_dict
+from selfplay.orchestration.loop.learner_spec import learner_spec
+from selfplay.orchestration.cluster.placement import actor_options, role_resources
+from selfplay.tasks.tiny_model import TinyModelSpec, build_tiny_model_dir
 
 pytestmark = pytest.mark.slow
 

@@ -6,12 +6,12 @@ import typing
 import pytest
 import torch
 
-from orchestration.config import LearnerConfig
-from rollout.transport import build_receiver, build_sender, resolve_backend, transport_names
-from rollout.transport.base import DISTRIBUTED_BACKENDS
-from rollout.transport.buckets import decode_meta
-from rollout.transport.object_store import pack_records
-from rollout.weights_digest import weights_digest
+from selfplay.orchestration.config.schema import LearnerConfig
+from selfplay.rollout.transport import build_receiver, build_sender, resolve_backend, transport_names
+from selfplay.rollout.transport.base import DISTRIBUTED_BACKENDS
+from selfplay.rollout.transport.buckets import decode_meta
+from selfplay.rollout.transport.object_store import pack_records
+from selfplay.rollout.weights_digest import weights_digest
 from tests.test_weight_buckets import mixed_tensors as _tensors
 
 
@@ -80,7 +80,7 @@ def test_corrupt_bucket_is_refused():
 
 
 def test_tensor_parallel_engines_take_consecutive_receiver_ranks():
-    from actors.weight_transport import receiver_ranks
+    from selfplay.actors.weight_transport import receiver_ranks
 
     assert receiver_ranks(3, 1) == [1, 2, 3]
     assert receiver_ranks(2, 4) == [1, 5]  # engine 0's workers are ranks 1-4, engine 1's 5-8; the learner is 0

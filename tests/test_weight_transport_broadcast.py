@@ -16,8 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from rollout.transport import build_receiver, build_sender
-from rollout.weights_digest import weights_digest
+from selfplay.rollout.transport import build_receiver, build_sender
+from selfplay.rollout.weights_digest import weights_digest
 
 BUCKET_BYTES = 4096  # small, so a push is many buckets
 
@@ -121,7 +121,7 @@ def test_only_files_of_processes_that_are_gone_are_orphans(tmp_path):
     import subprocess
     import sys
 
-    from rollout.transport.shm_files import orphans, remove_orphans, shm_file
+    from selfplay.rollout.transport.shm_files import orphans, remove_orphans, shm_file
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True)
@@ -136,8 +136,8 @@ def test_only_files_of_processes_that_are_gone_are_orphans(tmp_path):
 
 
 def test_auto_transport_is_chosen_per_engine_by_where_it_runs(tmp_path):
-    from rollout.transport.base import choose_transport
-    from rollout.transport.mixed import routes
+    from selfplay.rollout.transport.base import choose_transport
+    from selfplay.rollout.transport.mixed import routes
 
     assert choose_transport("auto", [True, True], False) == "shared_memory"
     assert choose_transport("auto", [False, False], False) == "broadcast"   # every engine on another node
@@ -169,7 +169,7 @@ class _WorkDoneJustAfterThePoll:
 def test_a_poll_timeout_racing_the_collectives_completion_is_not_a_failure():
     """The abort-watching wait polls with a timeout; a collective that completes just after one used to have
     that poll's "Operation timed out!" re-raised as its error, failing a good push (seen under load)."""
-    from rollout.transport.broadcast import BroadcastGroup
+    from selfplay.rollout.transport.broadcast import BroadcastGroup
 
     group = object.__new__(BroadcastGroup)
     group.backend = "gloo"

@@ -1,6 +1,6 @@
 import torch
 
-from rollout.weights_digest import WeightsDigest, weights_digest
+from selfplay.rollout.weights_digest import WeightsDigest, weights_digest
 
 
 def _tensors():

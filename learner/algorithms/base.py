@@ -9,13 +9,13 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from learner.batch import TrainingBatch
-from rollout.records import PreferenceGroup
+from selfplay.learner.batch import TrainingBatch
+from selfplay.rollout.records import PreferenceGroup
 
 
 @dataclass(frozen=True)
 class RolloutNeeds:
-    """What an algorithm asks of the rollout and preference phases (orchestration/experience.py obeys it)."""
+    """What an algorithm asks of the rollout and preference phases (orchestration/loop/experience.py obeys it)."""
     responses_per_prompt: int       # from the policy (or from the mixture when sample_from is "mixture")
     preferences: str = "matrix"     # "matrix": preference model, all pairs; "self_judge": the policy judges;
                                     # "dsat": DRIFT's (positive, rejected) pairs, scored only to filter

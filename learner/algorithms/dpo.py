@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from learner.algorithms.base import RolloutNeeds
-from learner.batch import TrainingBatch, first_second, labelled_pairs, pair_batch
-from rollout.records import PreferenceGroup
+from selfplay.learner.algorithms.base import RolloutNeeds
+from selfplay.learner.batch import TrainingBatch, first_second, labelled_pairs, pair_batch
+from selfplay.rollout.records import PreferenceGroup
 
 
 def dpo_loss(h: torch.Tensor, beta: float, p: torch.Tensor | float = 1.0

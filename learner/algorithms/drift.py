@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from learner.algorithms.base import RolloutNeeds
-from learner.batch import TrainingBatch, first_second, pair_batch
-from rollout.records import PreferenceGroup
+from selfplay.learner.algorithms.base import RolloutNeeds
+from selfplay.learner.batch import TrainingBatch, first_second, pair_batch
+from selfplay.rollout.records import PreferenceGroup
 
 
 def drift_loss(h: torch.Tensor, chosen_logps_mean: torch.Tensor, beta: float, alpha: float

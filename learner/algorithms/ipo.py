@@ -20,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from learner.algorithms.base import RolloutNeeds
-from learner.batch import TrainingBatch, first_second, labelled_pairs, pair_batch
-from rollout.records import PreferenceGroup
+from selfplay.learner.algorithms.base import RolloutNeeds
+from selfplay.learner.batch import TrainingBatch, first_second, labelled_pairs, pair_batch
+from selfplay.rollout.records import PreferenceGroup
 
 
 def ipo_loss(h: torch.Tensor, p: torch.Tensor, tau: float) -> tuple[torch.Tensor, dict[str, float]]:

@@ -30,9 +30,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from learner.algorithms.base import RolloutNeeds
-from learner.batch import TrainingBatch
-from rollout.records import PreferenceGroup
+from selfplay.learner.algorithms.base import RolloutNeeds
+from selfplay.learner.batch import TrainingBatch
+from selfplay.rollout.records import PreferenceGroup
 
 
 def nash_md_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, p_win: torch.Tensor, tau: float

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from learner.algorithms.base import RolloutNeeds
-from learner.batch import TrainingBatch, first_second, pair_batch
-from preference.matrix import win_rates
-from rollout.records import PreferenceGroup
+from selfplay.learner.algorithms.base import RolloutNeeds
+from selfplay.learner.batch import TrainingBatch, first_second, pair_batch
+from selfplay.preference.matrix import win_rates
+from selfplay.rollout.records import PreferenceGroup
 
 
 def osp_loss(h: torch.Tensor, p: torch.Tensor, beta: float, weight: torch.Tensor | float = 1.0

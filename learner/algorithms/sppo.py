@@ -16,10 +16,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from learner.algorithms.base import RolloutNeeds
-from learner.batch import TrainingBatch
-from preference.matrix import win_rates
-from rollout.records import PreferenceGroup
+from selfplay.learner.algorithms.base import RolloutNeeds
+from selfplay.learner.batch import TrainingBatch
+from selfplay.preference.matrix import win_rates
+from selfplay.rollout.records import PreferenceGroup
 
 
 def sppo_loss(logratio: torch.Tensor, p_win: torch.Tensor, eta: float

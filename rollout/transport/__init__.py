@@ -22,7 +22,7 @@ cannot run on the CPU build we test with. We chose our own group (gloo or NCCL o
 worker's ``reload_weights``: one code path on CPU and GPU; a ``vllm_nccl`` backend can be added to the registry.
 """
 
-from rollout.transport.base import (PushStats, WeightReceiver, WeightSender, build_receiver, build_sender,
+from selfplay.rollout.transport.base import (PushStats, WeightReceiver, WeightSender, build_receiver, build_sender,
                                     resolve_backend, transport_names)
 
 __all__ = ["PushStats", "WeightReceiver", "WeightSender", "build_receiver", "build_sender", "resolve_backend",

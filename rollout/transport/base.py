@@ -115,10 +115,10 @@ def choose_transport(requested: str, engines_local: list[bool], engines_on_gpu: 
 
 
 _BACKENDS: dict[str, tuple[str, str, str]] = {
-    "object_store": ("rollout.transport.object_store", "ObjectStoreSender", "ObjectStoreReceiver"),
-    "broadcast": ("rollout.transport.broadcast", "BroadcastSender", "BroadcastReceiver"),
-    "shared_memory": ("rollout.transport.shared_memory", "SharedMemorySender", "SharedMemoryReceiver"),
-    "mixed": ("rollout.transport.mixed", "MixedSender", "MixedReceiver"),
+    "object_store": ("selfplay.rollout.transport.object_store", "ObjectStoreSender", "ObjectStoreReceiver"),
+    "broadcast": ("selfplay.rollout.transport.broadcast", "BroadcastSender", "BroadcastReceiver"),
+    "shared_memory": ("selfplay.rollout.transport.shared_memory", "SharedMemorySender", "SharedMemoryReceiver"),
+    "mixed": ("selfplay.rollout.transport.mixed", "MixedSender", "MixedReceiver"),
 }
 
 
@@ -150,7 +150,7 @@ def build_receiver(name: str) -> WeightReceiver:
     _, receiver_cls = _classes(name)
     receiver = receiver_cls()
     if os.environ.get("SELFPLAY_FAULT", "").startswith("kill@receive:"):  # tests only: a death mid-push
-        from rollout.transport.fault_injection import KillingReceiver, requested_versions
+        from selfplay.rollout.transport.fault_injection import KillingReceiver, requested_versions
 
         return KillingReceiver(receiver, requested_versions())
     return receiver

@@ -34,8 +34,8 @@ from typing import Any, ClassVar
 import torch
 import torch.distributed as dist
 
-from rollout.transport.base import PushStats, resolve_backend
-from rollout.transport.buckets import (bytes_to_tensor, decode_meta, encode_meta, iter_flat_buckets,
+from selfplay.rollout.transport.base import PushStats, resolve_backend
+from selfplay.rollout.transport.buckets import (bytes_to_tensor, decode_meta, encode_meta, iter_flat_buckets,
                                        tensor_to_bytes, unflatten)
 
 

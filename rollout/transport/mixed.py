@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from rollout.transport.base import PushStats, build_receiver, build_sender
+from selfplay.rollout.transport.base import PushStats, build_receiver, build_sender
 
 LOCAL, REMOTE = "shared_memory", "broadcast"
 

@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 import torch
 import xxhash
 
-from rollout.records import WeightBucket
-from rollout.transport.base import PushStats
-from rollout.transport.buckets import (bytes_to_tensor, decode_meta, encode_meta, iter_flat_buckets,
+from selfplay.rollout.records import WeightBucket
+from selfplay.rollout.transport.base import PushStats
+from selfplay.rollout.transport.buckets import (bytes_to_tensor, decode_meta, encode_meta, iter_flat_buckets,
                                        tensor_to_bytes, unflatten)
 
 

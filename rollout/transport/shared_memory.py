@@ -33,11 +33,11 @@ import msgpack
 import torch
 import torch.distributed as dist
 
-from rollout.transport.base import PushStats
-from rollout.transport.broadcast import BroadcastGroup, join_group
-from rollout.transport.buckets import (bytes_to_tensor, decode_meta, encode_meta, iter_flat_buckets,
+from selfplay.rollout.transport.base import PushStats
+from selfplay.rollout.transport.broadcast import BroadcastGroup, join_group
+from selfplay.rollout.transport.buckets import (bytes_to_tensor, decode_meta, encode_meta, iter_flat_buckets,
                                        tensor_to_bytes, unflatten)
-from rollout.transport.shm_files import SHM_DIR, remove_orphans, shm_file
+from selfplay.rollout.transport.shm_files import SHM_DIR, remove_orphans, shm_file
 
 _ABORT = -1
 _ABORTED = {"aborted": True}  # what ``SharedMemoryReceiver._next`` returns for an aborted push

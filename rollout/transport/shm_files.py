@@ -2,7 +2,7 @@
 
 A file lives only while a push is under way (the sender unlinks it once every receiver has mapped it), so one is
 left only when the learner dies mid-push. Its name carries the sender's pid, so such an orphan is found and removed
-by the next sender on the machine and by the reaper of a killed driver (orchestration/reaper.py). Plain Python:
+by the next sender on the machine and by the reaper of a killed driver (orchestration/cluster/reaper.py). Plain Python:
 the reaper imports this without torch."""
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The ``selfplay`` command line: train/resume/export, status, serve-preference."""

@@ -1,0 +1,594 @@
+"""Typed run configuration: dataclasses, loaded from one YAML file plus ``key=value`` overrides.
+
+Every field carries a one-line ``help``. Loading checks names and types recursively and raises
+``ConfigError`` with the dotted key path of the first bad entry, so the CLI can print one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from selfplay.orchestration.config.fields import _f
+from selfplay.orchestration.config.metrics import MetricsConfig
+from selfplay.orchestration.config.presets import apply_presets
+from selfplay.orchestration.config.validation import validate
+from selfplay.errors import ConfigError
+
+
+
+
+@dataclass
+class RunConfig:
+    name: str = _f("tiny-sppo", "run name; the run directory is <output_dir>/<name>")
+    output_dir: str = _f("runs", "parent folder of run directories")
+    total_steps: int = _f(120, "learner optimisation steps to take")
+    seed: int = _f(0, "seed for prompts order, sampling and model init")
+    log_every: int = _f(5, "steps between console progress lines")
+    overwrite: bool = _f(False, "replace an existing run directory of the same name")
+    auto_resume: int = _f(0, "after a learner failure or a hung step, restart the whole run (new actors) from its "
+                             "last complete checkpoint, up to this many times within one `selfplay train`")
+    step_timeout_s: float = _f(1800.0, "a step (or start-up phase) longer than this is a hang: every actor's stacks "
+                                       "go to <run_dir>/stacks/, the run stops naming the phase (then auto_resume); "
+                                       "also the weight-broadcast collective's timeout. 0: no limit")
+
+
+@dataclass
+class PolicyConfig:
+    model_path: str | None = _f(
+        None, "HF model directory or hub id; empty builds the embedded tiny model offline")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
+        "auto", "weights dtype; auto: bfloat16 on GPUs that support it, float32 on CPUs")
+
+
+@dataclass
+class TaskConfig:
+    name: Literal["sorting", "game"] = _f(
+        "sorting", "built-in task that makes prompts when no file is given: sorting (sort the letters), or game "
+                   "(play one of preference.strategies, judged by preference.kind=game)")
+    prompts_path: str | None = _f(
+        None, "prompt data: a .jsonl or .parquet file, a directory written by datasets' save_to_disk, or a hub "
+              "dataset name (online machines); empty: the built-in task")
+    prompt_key: str = _f("prompt", "the record field holding the prompt: a string, or a chat "
+                                   "[{role, content}, ...] such as a 'messages' column")
+    split: str = _f("train", "the split to read from a dataset dictionary or hub dataset")
+    eval_prompts_path: str | None = _f(
+        None, "held-out evaluation prompts in any format prompts_path takes; empty: a deterministic slice of "
+              "num_eval_prompts held out of the prompt data")
+    eval_split: str = _f("", "the split to read from eval_prompts_path (empty: task.split)")
+    chat_template: Literal["auto", "always", "never"] = _f(
+        "auto", "render prompts with the policy tokenizer's chat template: auto when it has one, always (an "
+                "error if it has none), never (the prompt text as is)")
+    system_prompt: str | None = _f(None, "a system message put before every prompt that has none")
+    system_prompt_in_user_turn: bool = _f(
+        False, "put task.system_prompt (and a chat's own system message) at the start of the first user turn, "
+               "for chat templates without a system role (Gemma's)")
+    trailing_assistant_turns: Literal["drop", "keep"] = _f(
+        "drop", "a chat prompt that ends with assistant turns (SFT data's reference answer): drop them, so the "
+                "policy answers the last user turn, or keep them (the policy then continues the conversation)")
+    overlong: Literal["drop", "truncate"] = _f(
+        "drop", "prompts longer than rollout.max_prompt_tokens: drop them, or keep their last tokens")
+    num_train_prompts: int = _f(4096, "built-in task: training prompts drawn from the seed")
+    num_eval_prompts: int = _f(32, "held-out prompts for the win-rate evaluation")
+    prompt_letters: int = _f(6, "sorting task: letters per prompt")
+    alphabet_size: int = _f(16, "sorting task: letters a.. in the alphabet (<= 26)")
+
+
+@dataclass
+class VLLMConfig:
+    kv_cache_gib: int = _f(1, "CPU KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)")
+    gpu_memory_utilization: float = _f(0.5, "fraction of GPU memory vLLM may take (GPU only)")
+    enforce_eager: bool = _f(True, "disable CUDA graphs / torch.compile (required on CPU)")
+    max_model_len: int = _f(0, "longest prompt + response the engine accepts; 0: the longest rendered prompt "
+                               "(at most rollout.max_prompt_tokens) plus rollout.max_tokens, more where the "
+                               "algorithm feeds longer sequences (OSP's judge prompts)")
+    tensor_parallel_size: int = _f(1, "GPUs per vLLM engine (tensor parallel); 1 on CPUs")
+    enable_prefix_caching: bool = _f(True, "reuse the KV cache of shared prompt prefixes (the K samples of a "
+                                           "prompt share it)")
+
+
+@dataclass
+class RolloutConfig:
+    engine: Literal["vllm", "torch"] = _f(
+        "vllm", "generation engine; nash_md and ipo_md default to torch, which draws their token-level mixture "
+                "in one pass (vLLM holds only the policy: the sequence sampler, 8 policy samples per response)")
+    num_workers: int = _f(1, "rollout worker actors (engines)")
+    max_restarts: int = _f(3, "times Ray restarts a rollout worker that died; its batch is retried and it gets the "
+                              "current weights (verified) before sampling again")
+    num_cpus: float = _f(1.0, "CPUs per rollout engine")
+    num_threads: int | Literal["auto"] = _f(
+        "auto", "threads each engine computes with; auto: on the in-process cluster, every core while the "
+                "engines generate in sync mode, the producer's share of the cores in async mode "
+                "(orchestration/cluster/thread_budget.py); on a joined cluster Ray's default, one per CPU held")
+    num_gpus: float | Literal["auto"] = _f(
+        "auto", "GPUs per rollout engine; auto: vllm.tensor_parallel_size (torch engine: 1) with the CUDA build of "
+                "torch, else 0")
+    resources: dict[str, float] = _f({}, "custom Ray resources per rollout engine, e.g. {rollout_node: 1} to place "
+                                         "engines on the nodes started with that resource")
+    cpu_threads_bind: str = _f(
+        "auto", "CPU only: the cores each rollout worker runs on, one entry per worker separated by ';' (e.g. '1' "
+                "or '2-3;4-5'), so that engines and the learner do not share cores in async mode; a worker then "
+                "computes with one thread per core listed; auto: no binding. Ignored on GPUs")
+    prompts_per_step: int = _f(16, "prompts sampled per learner step")
+    k: int = _f(4, "responses sampled per prompt (SPPO needs >= 2)")
+    temperature: float = _f(1.0, "sampling temperature")
+    top_p: float = _f(1.0, "nucleus sampling mass")
+    max_tokens: int = _f(256, "longest response in tokens; a longer one is cut (finish reason 'length')")
+    max_prompt_tokens: int = _f(1024, "longest rendered prompt in tokens; longer ones follow task.overlong")
+    stop: list[str] = _f([], "strings that end a response (besides every EOS id of the tokenizer and "
+                        "generation_config)")
+    ignore_eos: bool = _f(False, "keep sampling past EOS (the embedded tiny model never learnt EOS)")
+    vllm: VLLMConfig = _f(None, "vLLM engine options", )
+
+
+@dataclass
+class PreferenceServeConfig:
+    replicas: int = _f(1, "selfplay serve-preference: Ray Serve replicas of the model, each with its own copy")
+    max_batch_size: int = _f(32, "selfplay serve-preference: concurrent requests to one route joined into one "
+                                 "model call")
+    batch_wait_s: float = _f(0.01, "selfplay serve-preference: how long a request waits for others to join its "
+                                   "batch")
+
+
+@dataclass
+class PreferenceConfig:
+    kind: Literal["sorting", "function", "reward_model", "pairwise", "judge", "python", "game", "remote"] = _f(
+        "sorting", "preference model: sorting, the built-in task's judge; function, a Python callable of yours; "
+                   "reward_model, a Bradley-Terry sequence classifier; pairwise, a classifier of (prompt, a, b); "
+                   "judge, a generative LLM asked which response is better; python, a class of yours with "
+                   "probabilities(...); game, an intransitive game over the response's first word; remote, a model "
+                   "served by `selfplay serve-preference` at preference.url")
+    sharpness: float = _f(20.0, "sorting and function kinds: P(a > b) = sigmoid(sharpness * (score_a - score_b))")
+    model_path: str | None = _f(None, "reward_model, pairwise: a Hugging Face sequence-classification directory or "
+                                      "hub id; judge: a causal (chat) LM directory or hub id, the judge model")
+    temperature: float = _f(1.0, "reward_model: P(a > b) = sigmoid((r_a - r_b) / temperature)")
+    batch_size: int = _f(16, "reward_model, pairwise: sequences per forward pass of the preference model")
+    pairwise_template: str = _f(
+        "{prompt}\n\nResponse A:\n{a}\n\nResponse B:\n{b}\n\nIs Response A better than Response B?",
+        "pairwise: the text the classifier reads, with {prompt}, {a} and {b}")
+    judge_template: str = _f(
+        "Which response answers the prompt better?\n\nPrompt:\n{prompt}\n\nResponse A:\n{a}\n\nResponse B:\n{b}"
+        "\n\nAnswer with one letter, A or B.",
+        "judge: the user turn the judge reads, with {prompt}, {a} and {b}; its chat template adds the generation "
+        "prompt")
+    verdict_a: str = _f("A", "judge: the answer meaning 'the first response is better' (its first token is read)")
+    verdict_b: str = _f("B", "judge: the answer meaning 'the second response is better'")
+    judge_max_model_len: int = _f(0, "judge: the longest judge prompt + 1 its vLLM engine takes; 0: the judge "
+                                     "model's context. A longer judge prompt drops its group, counted")
+    class_path: str | None = _f(None, "python: 'module:Class', constructed with no arguments, with "
+                                      "probabilities(prompts, first, second) -> list of P(first > second)")
+    function: str | None = _f(
+        None, "kind=function: 'module:callable', importable from the working directory or an installed package")
+    function_kind: Literal["score", "pairwise"] = _f(
+        "score", "kind=function: score(prompt, response) -> float, or pairwise(prompt, a, b) -> P(a > b)")
+    strategies: list[str] = _f(["rock", "paper", "scissors"], "game: the strategies, one word each; a response plays "
+                                                         "the one its first word names (any other loses)")
+    payoff: list[list[float]] = _f([[0.5, 0.1, 0.6], [0.9, 0.5, 0.3], [0.4, 0.7, 0.5]],
+                      "game: payoff[i][j] = P(strategy i > strategy j), with payoff[i][j] + payoff[j][i] = 1; the "
+                      "default is weighted rock-paper-scissors, Nash equilibrium (2/7, 1/7, 4/7)")
+    truncated: Literal["keep", "lose"] = _f(
+        "keep", "responses cut at rollout.max_tokens: keep (the model compares them like any other), or lose (a "
+                "cut response loses to a finished one with P = 0, without asking the model)")
+    normalize_scores: bool = _f(
+        False, "score-based kinds (reward_model, function scores, a served score model): divide score differences "
+               "by the spread (standard deviation) of the initial policy's evaluation scores, so temperature and "
+               "sharpness are in units of that spread, whatever the reward model's scale")
+    max_bad_batches: int = _f(100, "stop the run after this many batches in a row whose share of rejected groups "
+                                   "(NaN or out-of-range preferences) is above max_rejected_share")
+    max_rejected_share: float = _f(0.5, "the share of a batch's groups the preference code may fail on (an "
+                                        "exception, NaN, out of range: the group is dropped) before the batch "
+                                        "counts towards max_bad_batches")
+    max_restarts: int = _f(3, "times Ray restarts a preference replica that died; its share of a batch is "
+                              "asked again")
+    num_replicas: int = _f(1, "preference service replicas, each with its own copy of the model; a batch's groups "
+                              "are spread over them")
+    num_cpus: float | Literal["auto"] = _f(
+        "auto", "CPUs per replica; auto: 1 for a model on its own engine or device (reward_model, pairwise, judge), "
+                "0.5 for the others")
+    num_gpus: float | Literal["auto"] = _f(
+        "auto", "GPUs per replica; auto: 1 for reward_model, pairwise and judge when the cluster has GPUs, else 0")
+    num_threads: int | Literal["auto"] = _f(
+        "auto", "threads each replica computes with; auto: as rollout.num_threads, for the scoring phase")
+    url: str | None = _f(None, "remote: the preference service's address, e.g. http://127.0.0.1:8000")
+    token_env: str = _f("SELFPLAY_PREFERENCE_TOKEN",
+                        "remote and selfplay serve-preference: the environment variable holding the service's "
+                        "bearer token (the token itself never goes in a config file)")
+    timeout_s: float = _f(60.0, "remote: seconds one request may take before it counts as failed")
+    retry_seconds: float = _f(300.0, "remote: how long to keep retrying a request that timed out, was refused or "
+                                     "got a 5xx, with exponential backoff, before the run stops")
+    serve: PreferenceServeConfig = _f(None, "selfplay serve-preference: replicas and request batching")
+
+
+@dataclass
+class SPPOConfig:
+    eta: float = _f(1000.0, "step size eta of the multiplicative-weights update (the paper's 1000 = 1/beta, with "
+                            "summed log-probs; the embedded tiny model: 10)")
+    form: Literal["all_k", "best_worst"] = _f(
+        "all_k", "train on all K responses, or on the best and worst as the reference scripts do")
+    iteration_steps: int = _f(
+        1250, "learner steps per SPPO iteration; the reference resets after each (the paper: one pass over ~20k "
+              "prompts, 1250 steps of 16; the embedded tiny model: 10)")
+
+
+@dataclass
+class MixtureConfig:
+    beta: float = _f(0.5, "geometric-mixture coefficient beta: pi^beta ∝ pi^(1-beta) mu^beta (TRL mixture_coef)")
+    sampler: Literal["auto", "token", "sequence"] = _f(
+        "auto", "token: exact token-level mixing (torch engine); sequence: importance resampling of policy "
+                "samples (any engine); auto: token with the torch engine, sequence with vLLM")
+    candidates: int = _f(8, "sequence sampler: policy samples per prompt to resample the opponent from")
+
+
+@dataclass
+class NashMDConfig:
+    tau: float = _f(0.1, "KL regularisation tau (TRL: beta)")
+    mixture: MixtureConfig = _f(None, "the opponent's geometric mixture")
+
+
+@dataclass
+class IPOConfig:
+    tau: float = _f(0.1, "IPO regularisation tau; the target margin is (p - 1/2)/tau")
+    labels: Literal["soft", "hard"] = _f("soft", "soft: regress on p; hard: winner drawn with probability p")
+    mixture: MixtureConfig = _f(None, "IPO-MD's sampling mixture (online_ipo samples the policy: beta 0)")
+
+
+@dataclass
+class DPOConfig:
+    beta: float = _f(0.1, "DPO inverse temperature beta")
+    labels: Literal["hard", "soft"] = _f("hard", "hard: winner by the preference; soft: cross-entropy on p")
+
+
+@dataclass
+class OSPConfig:
+    beta: float = _f(0.1, "inverse temperature of the soft-preference loss")
+    judge_template: str = _f("{prompt} {a} {b}", "self-judge prompt; {prompt}, {a}, {b} are filled in")
+    verdict_a: str = _f("a", "the word (one token) by which the judge prefers the first response")
+    verdict_b: str = _f("b", "the word (one token) by which the judge prefers the second response")
+    iteration_steps: int = _f(0, "reset the reference to the policy every N steps (0: fixed reference)")
+    labels: Literal["soft", "hard"] = _f(
+        "soft", "soft: the judged strength is the label (the paper); hard: the self-judged winner with p = 1")
+    judge_warmup_steps: int = _f(
+        0, "for the first N steps also teach the policy to judge: cross-entropy of its verdict tokens against "
+           "the preference model's label of the same judged pairs; stands in for the judging skill an "
+           "instruction-tuned policy brings (0: pure OSP)")
+
+
+@dataclass
+class DRIFTConfig:
+    beta: float = _f(0.1, "DPO beta of the DRIFT loss")
+    alpha: float = _f(0.001, "weight of the NLL term on the chosen response")
+    iteration_steps: int = _f(10, "learner steps per iteration; the reference resets after each")
+    data_path: str | None = _f(
+        None, "WildFeedback-format JSONL (prompt messages, rejected, user_preference); empty: synthetic DSAT "
+              "data for the built-in task")
+    condition_template: str = _f("{prompt} {rejected} {complaint}",
+                                 "prompt that asks the policy for an improved answer")
+    filter_threshold: float = _f(0.0, "keep a positive only if P(positive > rejected) exceeds this (0: off)")
+
+
+@dataclass
+class AlgorithmConfig:
+    name: Literal["sppo", "nash_md", "online_ipo", "ipo_md", "drift", "osp", "dpo"] = _f(
+        "sppo", "self-play algorithm")
+    logprob_reduction: Literal["sum", "mean"] = _f(
+        "sum", "how response log-probs are reduced over tokens (sum for SPPO, Nash-MD, online IPO)")
+    sppo: SPPOConfig = _f(None, "SPPO options")
+    nash_md: NashMDConfig = _f(None, "Nash-MD options")
+    ipo: IPOConfig = _f(None, "online IPO / IPO-MD options")
+    dpo: DPOConfig = _f(None, "online DPO baseline options")
+    osp: OSPConfig = _f(None, "OSP options")
+    drift: DRIFTConfig = _f(None, "DRIFT options")
+
+
+@dataclass
+class LearnerConfig:
+    lr: float = _f(5e-7, "AdamW learning rate (SPPO's and TRL's online DPO / Nash-MD default for a pretrained "
+                         "chat model; the embedded tiny model: 1e-3)")
+    lr_schedule: Literal["constant", "linear", "cosine"] = _f(
+        "constant", "learning rate after the warm-up: constant, or a linear or cosine decay to 0 at run.total_steps")
+    warmup_steps: int = _f(0, "steps of linear learning-rate warm-up")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    grad_clip: float = _f(1.0, "gradient norm clip (0 disables)")
+    micro_batch_size: int = _f(8, "sequences per forward/backward; gradients accumulate to the step (TRL's and "
+                                  "OpenRLHF's 8; the embedded tiny model: 64)")
+    zero_stage: int = _f(0, "DeepSpeed ZeRO stage 0-3")
+    num_ranks: int = _f(1, "data-parallel DeepSpeed ranks, one Ray actor (and one GPU, if any) each")
+    num_cpus: float = _f(1.0, "CPUs per learner rank")
+    num_threads: int | Literal["auto"] = _f(
+        "auto", "threads each rank computes with; auto: as rollout.num_threads, for the training phase")
+    num_gpus: float | Literal["auto"] = _f("auto", "GPUs per learner rank; auto: 1 with the CUDA build of torch, else 0")
+    resources: dict[str, float] = _f({}, "custom Ray resources per learner rank")
+    backend: Literal["auto", "gloo", "nccl"] = _f("auto", "torch.distributed backend; auto: nccl on GPU, gloo on CPU")
+    gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory, ~30% "
+                                             "more compute)")
+    logprob_chunk_tokens: int = _f(1024, "response tokens whose vocabulary log-softmax is computed at once "
+                                         "(bounds the [tokens, vocab] float32 tensor)")
+
+
+@dataclass
+class SyncConfig:
+    every_steps: int = _f(1, "push learner weights to the rollout workers every N steps")
+    bucket_mb: int = _f(64, "weight push bucket size in MiB")
+    verify_digest: bool = _f(True, "each engine hashes the tensors it loads (as they stream) and every push "
+                                   "checks that all engines hold the same; costs a device-to-host copy of the "
+                                   "model per push on GPUs, so large runs may turn it off")
+    transport: Literal["auto", "broadcast", "object_store", "shared_memory", "mixed"] = _f(
+        "auto", "broadcast: a torch.distributed group of the learner and the engines (gloo on CPU, NCCL on GPU); "
+                "object_store: the same buckets through Ray's object store; shared_memory: engines on the "
+                "learner's node read the buckets from /dev/shm (CPU); mixed: shared_memory to the engines on "
+                "learner rank 0's node, broadcast to the others; auto: chosen per engine (shared memory for a CPU "
+                "engine on learner rank 0's node, else the broadcast)")
+
+
+@dataclass
+class EvalConfig:
+    every_steps: int = _f(30, "steps between win-rate evaluations (0: only at the end)")
+    samples_per_prompt: int = _f(4, "responses per held-out prompt from each policy")
+    temperature: float = _f(1.0, "sampling temperature of the evaluation")
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = _f(50, "steps between checkpoints (0: only on SIGTERM/SIGINT and at the end)")
+    keep_last: int = _f(3, "complete checkpoints to keep")
+    keep_every: int = _f(0, "also keep every checkpoint whose step is a multiple of this (0: none)")
+    at_end: bool = _f(True, "write a checkpoint when the run finishes")
+
+
+@dataclass
+class PipelineConfig:
+    max_policy_lag: int = _f(1, "async: drop a batch sampled more than this many policy versions ago")
+    queue_size: int = _f(1, "async: scored batches the producer may hold ready ahead of the learner")
+    hold_back: bool = _f(True, "async: the producer waits rather than sample a batch that would be more than "
+                               "max_policy_lag versions old when trained (false: sample ahead, drop stale ones)")
+
+
+@dataclass
+class RayConfig:
+    address: str | None = _f(None, "cluster to join (auto: this machine's; or host:port, ray://host:10001); empty: "
+                                   "RAY_ADDRESS if set (a Ray job's driver has it), else an in-process cluster")
+    placement_timeout_s: float = _f(60.0, "every role's placement group must be ready within this many seconds, "
+                                          "else the run stops naming the role and the missing resource")
+    num_cpus: int | Literal["auto"] = _f(
+        "auto", "logical CPUs of the in-process cluster, a scheduling count (threads come from each role's "
+                "num_threads); auto: the machine's cores, or the CPUs the roles hold if that is more")
+    object_store_gib: float = _f(1.0, "object store size of the in-process cluster")
+    host_allocator: str = _f(
+        "auto", "malloc preloaded into the actors without GPUs: auto = tcmalloc where installed (Debian package "
+                "libtcmalloc-minimal4; it keeps freed memory for reuse, a ~66M learner step 20% faster on 2 cores), "
+                "else the system's; system: the system's; or a library path")
+    metrics_export_port: int = _f(0, "port of the in-process cluster's Prometheus endpoint (Ray's metrics agent, "
+                                     "/metrics); 0: Ray picks one, printed at start. A joined cluster's comes "
+                                     "from ray start --metrics-export-port")
+
+
+@dataclass
+class Config:
+    run: RunConfig = _f(None, "run identity and length")
+    policy: PolicyConfig = _f(None, "the policy model")
+    task: TaskConfig = _f(None, "where prompts come from")
+    rollout: RolloutConfig = _f(None, "sampling")
+    preference: PreferenceConfig = _f(None, "the preference model")
+    algorithm: AlgorithmConfig = _f(None, "the self-play algorithm")
+    learner: LearnerConfig = _f(None, "the DeepSpeed learner")
+    sync: SyncConfig = _f(None, "weight push to the rollout workers")
+    eval: EvalConfig = _f(None, "win-rate evaluation")
+    checkpoint: CheckpointConfig = _f(None, "checkpoints and retention")
+    mode: Literal["sync", "async"] = _f(
+        "sync", "sync: sample, then train, deterministic; async: sampling and scoring overlap training")
+    pipeline: PipelineConfig = _f(None, "the async experience pipeline")
+    ray: RayConfig = _f(None, "Ray cluster")
+    metrics: MetricsConfig = _f(None, "where the run's metrics go besides metrics.jsonl and TensorBoard: "
+                                      "Prometheus, W&B, MLflow; evaluation samples")
+    resume: Literal["never", "auto"] = _f(
+        "never", "auto: continue from the run directory's latest complete checkpoint if there is one")
+
+    def __post_init__(self) -> None:
+        _fill_nested_defaults(self)
+
+
+def _fill_nested_defaults(obj: Any) -> None:
+    """Nested config fields default to None above (dataclasses cannot share mutable defaults)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint) and getattr(obj, f.name) is None:
+            value = hint()
+            _fill_nested_defaults(value)
+            setattr(obj, f.name, value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading: YAML dict + overrides -> typed Config, with the key path in every error.
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{path}' must be a mapping, got {type(value).__name__}")
+        return _build(hint, value, path)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError:
+                continue
+        names = " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
+        raise ConfigError(f"config key '{path}' expects {names}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"config key '{path}' must be one of {', '.join(map(str, choices))}; "
+                              f"got {value!r}")
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{path}' expects true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{path}' expects an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+", value.strip()):
+            return float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
+        raise ConfigError(f"config key '{path}' expects a number, got {value!r}")
+    if hint == dict[str, float]:  # custom Ray resources
+        if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, (int, float))
+                                           and not isinstance(v, bool) and v >= 0 for k, v in value.items()):
+            return {k: float(v) for k, v in value.items()}
+        raise ConfigError(f"config key '{path}' expects a mapping of resource names to amounts >= 0, e.g. "
+                          f"{{rollout_node: 1}}, got {value!r}")
+    if hint == list[list[float]]:  # a matrix (preference.payoff)
+        if isinstance(value, list) and value and all(
+                isinstance(row, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row)
+                for row in value):
+            return [[float(v) for v in row] for row in value]
+        raise ConfigError(f"config key '{path}' expects a list of rows of numbers, e.g. [[0.5, 0.1], [0.9, 0.5]], "
+                          f"got {value!r}")
+    if hint in (list, list[str]):  # lists of strings; one string on the command line is a list of one
+        items = [value] if isinstance(value, str) else value
+        if isinstance(items, list) and all(isinstance(v, str) and v for v in items):
+            return list(items)
+        raise ConfigError(f"config key '{path}' expects a list of non-empty strings, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # YAML reads `cpu_threads_bind=1` or `name=2024` as a number: take its text
+        raise ConfigError(f"config key '{path}' expects a string, got {value!r}")
+    raise ConfigError(f"config key '{path}' has an unsupported type {hint}")  # pragma: no cover
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(f"unknown config key '{where}' (valid keys here: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in data.items():
+        path = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], path)
+    obj = cls(**kwargs)
+    _fill_nested_defaults(obj)
+    return obj
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=3`` -> (["a", "b"], 3); the value is parsed as YAML so numbers and booleans keep their type."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key=value")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{text}': '{part}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {p}{where} is not valid YAML") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    data = read_yaml(path) if path is not None else {}
+    apply_overrides(data, list(overrides or []))
+    preset = apply_presets(data)
+    config = _build(Config, data, "")
+    config.preset_keys = preset  # not a field: --dry-run shows it, the saved config holds the values
+    validate(config)
+    return config
+
+
+def config_from_dict(data: dict) -> Config:
+    config = _build(Config, data, "")
+    validate(config)
+    return config
+
+
+def to_dict(config: Config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+# Keys a resumed run may change: they alter how long it runs, what it reports and what it runs on, not what it
+# learns. A remote preference service may move (a new host or port) or be slower than planned between a run and its
+# resume; a pre-empted job comes back with other resources, or after running out of memory with a smaller
+# micro-batch (the same sums in another order: equal to the uninterrupted run to ~1e-5, not bitwise) or with
+# gradient checkpointing. ``*.name`` matches that key in any section.
+RESUMABLE_OVERRIDES = ("run.total_steps", "run.log_every", "run.auto_resume", "run.step_timeout_s",
+                       "rollout.max_restarts", "preference.max_restarts", "checkpoint.", "eval.every_steps", "ray.", "resume",
+                       "run.overwrite", "run.output_dir", "run.name", "sync.transport", "sync.bucket_mb", "mode",
+                       "pipeline.", "preference.url", "preference.token_env", "preference.timeout_s",
+                       "preference.retry_seconds", "preference.serve.", "metrics.",
+                       "learner.micro_batch_size", "learner.gradient_checkpointing", "learner.logprob_chunk_tokens",
+                       "learner.num_ranks", "rollout.num_workers", "rollout.cpu_threads_bind", "rollout.vllm.",
+                       "preference.num_replicas", "preference.batch_size", "sync.verify_digest",
+                       "*.num_gpus", "*.num_cpus", "*.num_threads", "*.resources")
+
+
+def _resumable(key: str) -> bool:
+    parts = key.split(".")
+    return any(key == p or (p.endswith(".") and key.startswith(p)) or (p.startswith("*.") and p[2:] in parts[1:])
+               for p in RESUMABLE_OVERRIDES)
+
+
+def structural_differences(saved: Config, new: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs, leaving out those a resume may change."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            out.update(flat(v, key + ".") if isinstance(v, dict) and v else {key: v})
+        return out
+
+    a, b = flat(to_dict(saved)), flat(to_dict(new))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and not _resumable(k))
