@@ -10,6 +10,7 @@ again would download gigabytes, and what is checked here is our distribution, it
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -35,8 +36,11 @@ def installed(tmp_path_factory):
     """(the fresh environment's bin directory, a user's working directory)."""
     root = tmp_path_factory.mktemp("wheel")
     dist = root / "dist"
+    source = root / "source"  # a copy, so that the build's own build/ directory stays out of the checkout
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "runs", "build", "*.egg-info",
+                                                                 "__pycache__", ".pytest_cache", "bench"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist),
-                    str(REPO)], check=True, cwd=root)
+                    str(source)], check=True, cwd=root)
     wheel, = dist.glob("selfplay_rlhf-*.whl")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
