@@ -11,7 +11,7 @@ from selfplay.learner.algorithms.drift import DRIFT
 from selfplay.learner.algorithms.ipo import OnlineIPO
 from selfplay.learner.algorithms.nash_md import NashMD
 from selfplay.learner.algorithms.osp import OSP
-from selfplay.learner.algorithms.registry import ALGORITHMS, build_algorithm
+from selfplay.learner.algorithms.registry import build_algorithm, entries
 from selfplay.orchestration.config.schema import load_config
 from selfplay.errors import ConfigError
 from selfplay.rollout.records import Completion, PreferenceGroup
@@ -26,7 +26,7 @@ def _pair(p, first=(5,), second=(6,)):
 
 
 def test_every_name_builds_and_unknown_lists_choices():
-    for name in ALGORITHMS:
+    for name in entries():
         assert build_algorithm(load_config(None, [f"algorithm.name={name}"])).name == name
     with pytest.raises(ConfigError, match="must be one of sppo, nash_md, online_ipo, ipo_md, drift, osp, dpo"):
         load_config(None, ["algorithm.name=ppo"])

@@ -14,7 +14,8 @@ FOLDERS = {"selfplay": "selfplay", "tasks": "tasks", "rollout": "rollout", "pref
            "learner": "learner", "actors": "actors", "orchestration": "orchestration"}
 
 # From the ground up; a tuple is a floor of siblings that must not import each other.
-PACKAGE_LAYERS = ["errors", "tasks", "rollout", "preference", "learner", "actors", "orchestration"]
+# "ground": the modules directly in selfplay/ (the errors, the config field helper) that every layer uses.
+PACKAGE_LAYERS = ["ground", "tasks", "rollout", "preference", "learner", "actors", "orchestration"]
 ROOM_LAYERS = ["config", ("cluster", "telemetry", "run"), "health", "loop", "commands"]
 
 
@@ -52,7 +53,7 @@ def _imports(path: Path) -> list[str]:
 def _position(module: str) -> tuple[str, str | None]:
     """(package floor, orchestration room or None) of a selfplay module name."""
     parts = module.split(".")
-    package = "errors" if parts[1] == "errors" else parts[1]
+    package = parts[1] if parts[1] in FOLDERS else "ground"
     room = parts[2] if package == "orchestration" and len(parts) > 2 else None
     return package, room
 
@@ -60,14 +61,13 @@ def _position(module: str) -> tuple[str, str | None]:
 def _violations(modules, root: Path = ROOT) -> list[str]:
     found = []
     for name, path in modules:
-        here_package, here_room = _position(name) if name != "selfplay" else ("errors", None)
+        here_package, here_room = _position(name) if name != "selfplay" else ("ground", None)
         for imported in _imports(path):
             head = imported.split(".")[0]
             if head in FOLDERS and head != "selfplay":
                 found.append(f"{path.relative_to(root)}: bare import of {imported} (use selfplay.{imported})")
                 continue
-            if head != "selfplay" or imported == "selfplay" or imported.split(".")[1] not in {
-                    *PACKAGE_LAYERS, *FOLDERS}:
+            if head != "selfplay" or imported == "selfplay":
                 continue
             package, room = _position(imported)
             if package != here_package:

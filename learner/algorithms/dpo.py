@@ -16,7 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from selfplay.learner.algorithms.base import RolloutNeeds
+from dataclasses import dataclass
+from typing import Literal
+
+from selfplay.config_fields import _f
+from selfplay.learner.algorithms.base import AlgorithmEntry, BuildContext, RolloutNeeds
 from selfplay.learner.batch import TrainingBatch, first_second, labelled_pairs, pair_batch
 from selfplay.rollout.records import PreferenceGroup
 
@@ -54,3 +58,16 @@ class OnlineDPO:
 
     def reference_resets_after(self, step: int) -> bool:
         return False
+
+
+@dataclass
+class DPOConfig:
+    beta: float = _f(0.1, "DPO inverse temperature beta")
+    labels: Literal["hard", "soft"] = _f("hard", "hard: winner by the preference; soft: cross-entropy on p")
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [("beta", "must be > 0")] * (self.beta <= 0)
+
+
+ENTRIES = (AlgorithmEntry("dpo", "dpo", DPOConfig, lambda o, run: OnlineDPO(beta=o.beta, labels=o.labels),
+                          "online DPO baseline (arXiv 2305.18290, 2402.04792)"),)

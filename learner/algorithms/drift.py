@@ -12,7 +12,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from selfplay.learner.algorithms.base import RolloutNeeds
+from dataclasses import dataclass
+
+from selfplay.config_fields import _f
+from selfplay.learner.algorithms.base import AlgorithmEntry, BuildContext, RolloutNeeds, missing_fields
 from selfplay.learner.batch import TrainingBatch, first_second, pair_batch
 from selfplay.rollout.records import PreferenceGroup
 
@@ -57,3 +60,35 @@ class DRIFT:
 
     def reference_resets_after(self, step: int) -> bool:
         return step % self.iteration_steps == 0
+
+
+@dataclass
+class DRIFTConfig:
+    beta: float = _f(0.1, "DPO beta of the DRIFT loss")
+    alpha: float = _f(0.001, "weight of the NLL term on the chosen response")
+    iteration_steps: int = _f(10, "learner steps per iteration; the reference resets after each")
+    data_path: str | None = _f(
+        None, "WildFeedback-format JSONL (prompt messages, rejected, user_preference); empty: synthetic DSAT "
+              "data for the built-in task")
+    condition_template: str = _f("{prompt} {rejected} {complaint}",
+                                 "prompt that asks the policy for an improved answer")
+    filter_threshold: float = _f(0.0, "keep a positive only if P(positive > rejected) exceeds this (0: off)")
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = [(key, what) for key, ok, what in (
+            ("beta", self.beta > 0, "must be > 0"),
+            ("iteration_steps", self.iteration_steps >= 1, "must be >= 1"),
+            ("filter_threshold", 0 <= self.filter_threshold < 1, "must be in [0, 1)")) if not ok]
+        template = missing_fields(self.condition_template, ("prompt", "rejected", "complaint"))
+        return found + ([("condition_template", template)] if template else [])
+
+
+ENTRIES = (AlgorithmEntry(
+    "drift", "drift", DRIFTConfig,
+    lambda o, run: DRIFT(beta=o.beta, alpha=o.alpha, iteration_steps=o.iteration_steps,
+                         reduction=run.logprob_reduction),
+    "DRIFT: the policy's improved answers against logged dissatisfying replies (arXiv 2510.02341)",
+    # the filter keeps the positives better than the DSAT reply and alpha 1 learns from them; the DSAT reply is
+    # the prompt's own letters reversed, and pushing it down at the paper's beta 0.1 pushed down the letters the
+    # right answer is made of, so the positives' NLL leads
+    embedded_preset={"filter_threshold": 0.5, "alpha": 1.0, "beta": 0.01}),)

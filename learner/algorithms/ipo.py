@@ -20,7 +20,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from selfplay.learner.algorithms.base import RolloutNeeds
+from dataclasses import dataclass
+from typing import Literal
+
+from selfplay.config_fields import _f
+from selfplay.learner.algorithms.base import AlgorithmEntry, BuildContext, RolloutNeeds
+from selfplay.learner.algorithms.mixture import MIXTURE_PRESET, MixtureConfig
 from selfplay.learner.batch import TrainingBatch, first_second, labelled_pairs, pair_batch
 from selfplay.rollout.records import PreferenceGroup
 
@@ -48,13 +53,15 @@ class OnlineIPO:
     """Pairs (y, y') from sg(pi_theta) (online IPO) or from pi^beta (IPO-MD); one preference per pair;
     soft labels regress on p, hard labels draw the winner with probability p. mu is fixed."""
 
-    def __init__(self, tau: float, labels: str, mixture_beta: float = 0.0) -> None:
+    def __init__(self, tau: float, labels: str, mixture_beta: float = 0.0, mixture_sampler: str = "auto",
+                 mixture_candidates: int = 8) -> None:
         self.tau = tau
         self.labels = labels
         self.name = "ipo_md" if mixture_beta > 0 else "online_ipo"
         self.needs = RolloutNeeds(responses_per_prompt=2, preferences="matrix",
                                   sample_from="mixture" if mixture_beta > 0 else "policy",
-                                  mixture_beta=mixture_beta)
+                                  mixture_beta=mixture_beta, mixture_sampler=mixture_sampler,
+                                  mixture_candidates=mixture_candidates)
 
     def sequences_per_step(self, prompts_per_step: int) -> int:
         return 2 * prompts_per_step
@@ -73,3 +80,24 @@ class OnlineIPO:
 
     def reference_resets_after(self, step: int) -> bool:
         return False
+
+
+@dataclass
+class IPOConfig:
+    tau: float = _f(0.1, "IPO regularisation tau; the target margin is (p - 1/2)/tau")
+    labels: Literal["soft", "hard"] = _f("soft", "soft: regress on p; hard: winner drawn with probability p")
+    mixture: MixtureConfig = _f(None, "IPO-MD's sampling mixture (online_ipo samples the policy: beta 0)")
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [("tau", "must be > 0")] * (self.tau <= 0) + self.mixture.problems()
+
+
+ENTRIES = (
+    AlgorithmEntry("online_ipo", "ipo", IPOConfig, lambda o, run: OnlineIPO(tau=o.tau, labels=o.labels),
+                   "online IPO: both responses from the policy (arXiv 2403.08635)"),
+    AlgorithmEntry("ipo_md", "ipo", IPOConfig,
+                   lambda o, run: OnlineIPO(tau=o.tau, labels=o.labels, mixture_beta=o.mixture.beta,
+                                            mixture_sampler=o.mixture.sampler,
+                                            mixture_candidates=o.mixture.candidates),
+                   "IPO-MD: both responses from the geometric mixture (arXiv 2403.08635)", preset=MIXTURE_PRESET),
+)

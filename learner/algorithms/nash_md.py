@@ -30,7 +30,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from selfplay.learner.algorithms.base import RolloutNeeds
+from dataclasses import dataclass
+
+from selfplay.config_fields import _f
+from selfplay.learner.algorithms.base import AlgorithmEntry, BuildContext, RolloutNeeds
+from selfplay.learner.algorithms.mixture import MIXTURE_PRESET, MixtureConfig
 from selfplay.learner.batch import TrainingBatch
 from selfplay.rollout.records import PreferenceGroup
 
@@ -51,10 +55,12 @@ class NashMD:
     The reference mu is the starting policy and never moves."""
     name = "nash_md"
 
-    def __init__(self, tau: float, mixture_beta: float) -> None:
+    def __init__(self, tau: float, mixture_beta: float, mixture_sampler: str = "auto",
+                 mixture_candidates: int = 8) -> None:
         self.tau = tau
         self.needs = RolloutNeeds(responses_per_prompt=1, preferences="matrix", opponent="mixture",
-                                  mixture_beta=mixture_beta)
+                                  mixture_beta=mixture_beta, mixture_sampler=mixture_sampler,
+                                  mixture_candidates=mixture_candidates)
 
     def sequences_per_step(self, prompts_per_step: int) -> int:
         return prompts_per_step
@@ -72,3 +78,19 @@ class NashMD:
 
     def reference_resets_after(self, step: int) -> bool:
         return False
+
+
+@dataclass
+class NashMDConfig:
+    tau: float = _f(0.1, "KL regularisation tau (TRL: beta)")
+    mixture: MixtureConfig = _f(None, "the opponent's geometric mixture")
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [("tau", "must be > 0")] * (self.tau <= 0) + self.mixture.problems()
+
+
+ENTRIES = (AlgorithmEntry(
+    "nash_md", "nash_md", NashMDConfig,
+    lambda o, run: NashMD(tau=o.tau, mixture_beta=o.mixture.beta, mixture_sampler=o.mixture.sampler,
+                          mixture_candidates=o.mixture.candidates),
+    "Nash-MD, policy-gradient form, against the geometric mixture (arXiv 2312.00886)", preset=MIXTURE_PRESET),)

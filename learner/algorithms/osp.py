@@ -25,7 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from selfplay.learner.algorithms.base import RolloutNeeds
+from dataclasses import dataclass
+from typing import Literal
+
+from selfplay.config_fields import _f
+from selfplay.learner.algorithms.base import AlgorithmEntry, BuildContext, RolloutNeeds, missing_fields
 from selfplay.learner.batch import TrainingBatch, first_second, pair_batch
 from selfplay.preference.matrix import win_rates
 from selfplay.rollout.records import PreferenceGroup
@@ -122,3 +126,36 @@ class OSP:
 
     def reference_resets_after(self, step: int) -> bool:
         return bool(self.iteration_steps) and step % self.iteration_steps == 0
+
+
+@dataclass
+class OSPConfig:
+    beta: float = _f(0.1, "inverse temperature of the soft-preference loss")
+    judge_template: str = _f("{prompt} {a} {b}", "self-judge prompt; {prompt}, {a}, {b} are filled in")
+    verdict_a: str = _f("a", "the word (one token) by which the judge prefers the first response")
+    verdict_b: str = _f("b", "the word (one token) by which the judge prefers the second response")
+    iteration_steps: int = _f(0, "reset the reference to the policy every N steps (0: fixed reference)")
+    labels: Literal["soft", "hard"] = _f(
+        "soft", "soft: the judged strength is the label (the paper); hard: the self-judged winner with p = 1")
+    judge_warmup_steps: int = _f(
+        0, "for the first N steps also teach the policy to judge: cross-entropy of its verdict tokens against "
+           "the preference model's label of the same judged pairs; stands in for the judging skill an "
+           "instruction-tuned policy brings (0: pure OSP)")
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = [(key, what) for key, ok, what in (
+            ("beta", self.beta > 0, "must be > 0"),
+            ("judge_warmup_steps", self.judge_warmup_steps >= 0, "must be >= 0"),
+            ("iteration_steps", self.iteration_steps >= 0, "must be >= 0")) if not ok]
+        template = missing_fields(self.judge_template, ("prompt", "a", "b"))
+        return found + ([("judge_template", template)] if template else [])
+
+
+ENTRIES = (AlgorithmEntry(
+    "osp", "osp", OSPConfig,
+    lambda o, run: OSP(beta=o.beta, k=run.k, iteration_steps=o.iteration_steps, labels=o.labels),
+    "Online Self-Preferring: the policy judges its own responses (arXiv 2405.14103)",
+    # the random tiny model cannot judge: a warm-up teaches it, hard labels train on its verdicts, and it judges
+    # in words of its own, which the embedded vocabulary then holds (orchestration/run/policy_model.py)
+    embedded_preset={"labels": "hard", "judge_warmup_steps": 120, "verdict_a": "first", "verdict_b": "second",
+                     "judge_template": "{prompt} first: {a} second: {b} better:"}),)

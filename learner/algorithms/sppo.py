@@ -16,7 +16,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from selfplay.learner.algorithms.base import RolloutNeeds
+from dataclasses import dataclass
+from typing import Literal
+
+from selfplay.config_fields import _f
+from selfplay.learner.algorithms.base import AlgorithmEntry, BuildContext, RolloutNeeds
 from selfplay.learner.batch import TrainingBatch
 from selfplay.preference.matrix import win_rates
 from selfplay.rollout.records import PreferenceGroup
@@ -74,3 +78,27 @@ class SPPO:
 
     def reference_resets_after(self, step: int) -> bool:
         return step % self.iteration_steps == 0
+
+
+@dataclass
+class SPPOConfig:
+    eta: float = _f(1000.0, "step size eta of the multiplicative-weights update (the paper's 1000 = 1/beta, with "
+                            "summed log-probs; the embedded tiny model: 10)")
+    form: Literal["all_k", "best_worst"] = _f(
+        "all_k", "train on all K responses, or on the best and worst as the reference scripts do")
+    iteration_steps: int = _f(
+        1250, "learner steps per SPPO iteration; the reference resets after each (the paper: one pass over ~20k "
+              "prompts, 1250 steps of 16; the embedded tiny model: 10)")
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [(key, what) for key, ok, what in (("eta", self.eta > 0, "must be > 0"),
+                                                  ("iteration_steps", self.iteration_steps >= 1, "must be >= 1"))
+                if not ok]
+
+
+ENTRIES = (AlgorithmEntry(
+    "sppo", "sppo", SPPOConfig,
+    lambda o, run: SPPO(eta=o.eta, k=run.k, form=o.form, iteration_steps=o.iteration_steps),
+    "Self-Play Preference Optimization (arXiv 2405.00675)",
+    # sized to the tiny model's 6-token responses and short iterations
+    embedded_preset={"eta": 10.0, "iteration_steps": 10}),)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from selfplay.orchestration.config.fields import _f
+from selfplay.config_fields import _f
 
 
 @dataclass

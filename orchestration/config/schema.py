@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
-from selfplay.orchestration.config.fields import _f
+from selfplay.config_fields import _f
+from selfplay.learner.algorithms import registry
 from selfplay.orchestration.config.metrics import MetricsConfig
 from selfplay.orchestration.config.presets import apply_presets
 from selfplay.orchestration.config.validation import validate
@@ -206,85 +207,24 @@ class PreferenceConfig:
     serve: PreferenceServeConfig = _f(None, "selfplay serve-preference: replicas and request batching")
 
 
-@dataclass
-class SPPOConfig:
-    eta: float = _f(1000.0, "step size eta of the multiplicative-weights update (the paper's 1000 = 1/beta, with "
-                            "summed log-probs; the embedded tiny model: 10)")
-    form: Literal["all_k", "best_worst"] = _f(
-        "all_k", "train on all K responses, or on the best and worst as the reference scripts do")
-    iteration_steps: int = _f(
-        1250, "learner steps per SPPO iteration; the reference resets after each (the paper: one pass over ~20k "
-              "prompts, 1250 steps of 16; the embedded tiny model: 10)")
+def _algorithm_config() -> type:
+    """The ``algorithm`` section from the registry: the name's choices and one subsection per algorithm's options
+    (learner/algorithms/registry.py), so that an algorithm is added in its own module alone."""
+    entries = registry.entries()
+    names = tuple(entries)
+    fields = [("name", Literal[names], _f("sppo", "self-play algorithm: " + "; ".join(
+                  f"{name}: {entry.summary}" for name, entry in entries.items()))),
+              ("logprob_reduction", Literal["sum", "mean"], _f(
+                  "sum", "how response log-probs are reduced over tokens (sum for SPPO, Nash-MD, online IPO)"))]
+    for section, options in registry.sections().items():
+        users = ", ".join(name for name, entry in entries.items() if entry.section == section)
+        fields.append((section, options, _f(None, f"{users} options")))
+    section = dataclasses.make_dataclass("AlgorithmConfig", fields)
+    section.__module__ = __name__  # pickled by reference, as the other sections
+    return section
 
 
-@dataclass
-class MixtureConfig:
-    beta: float = _f(0.5, "geometric-mixture coefficient beta: pi^beta ∝ pi^(1-beta) mu^beta (TRL mixture_coef)")
-    sampler: Literal["auto", "token", "sequence"] = _f(
-        "auto", "token: exact token-level mixing (torch engine); sequence: importance resampling of policy "
-                "samples (any engine); auto: token with the torch engine, sequence with vLLM")
-    candidates: int = _f(8, "sequence sampler: policy samples per prompt to resample the opponent from")
-
-
-@dataclass
-class NashMDConfig:
-    tau: float = _f(0.1, "KL regularisation tau (TRL: beta)")
-    mixture: MixtureConfig = _f(None, "the opponent's geometric mixture")
-
-
-@dataclass
-class IPOConfig:
-    tau: float = _f(0.1, "IPO regularisation tau; the target margin is (p - 1/2)/tau")
-    labels: Literal["soft", "hard"] = _f("soft", "soft: regress on p; hard: winner drawn with probability p")
-    mixture: MixtureConfig = _f(None, "IPO-MD's sampling mixture (online_ipo samples the policy: beta 0)")
-
-
-@dataclass
-class DPOConfig:
-    beta: float = _f(0.1, "DPO inverse temperature beta")
-    labels: Literal["hard", "soft"] = _f("hard", "hard: winner by the preference; soft: cross-entropy on p")
-
-
-@dataclass
-class OSPConfig:
-    beta: float = _f(0.1, "inverse temperature of the soft-preference loss")
-    judge_template: str = _f("{prompt} {a} {b}", "self-judge prompt; {prompt}, {a}, {b} are filled in")
-    verdict_a: str = _f("a", "the word (one token) by which the judge prefers the first response")
-    verdict_b: str = _f("b", "the word (one token) by which the judge prefers the second response")
-    iteration_steps: int = _f(0, "reset the reference to the policy every N steps (0: fixed reference)")
-    labels: Literal["soft", "hard"] = _f(
-        "soft", "soft: the judged strength is the label (the paper); hard: the self-judged winner with p = 1")
-    judge_warmup_steps: int = _f(
-        0, "for the first N steps also teach the policy to judge: cross-entropy of its verdict tokens against "
-           "the preference model's label of the same judged pairs; stands in for the judging skill an "
-           "instruction-tuned policy brings (0: pure OSP)")
-
-
-@dataclass
-class DRIFTConfig:
-    beta: float = _f(0.1, "DPO beta of the DRIFT loss")
-    alpha: float = _f(0.001, "weight of the NLL term on the chosen response")
-    iteration_steps: int = _f(10, "learner steps per iteration; the reference resets after each")
-    data_path: str | None = _f(
-        None, "WildFeedback-format JSONL (prompt messages, rejected, user_preference); empty: synthetic DSAT "
-              "data for the built-in task")
-    condition_template: str = _f("{prompt} {rejected} {complaint}",
-                                 "prompt that asks the policy for an improved answer")
-    filter_threshold: float = _f(0.0, "keep a positive only if P(positive > rejected) exceeds this (0: off)")
-
-
-@dataclass
-class AlgorithmConfig:
-    name: Literal["sppo", "nash_md", "online_ipo", "ipo_md", "drift", "osp", "dpo"] = _f(
-        "sppo", "self-play algorithm")
-    logprob_reduction: Literal["sum", "mean"] = _f(
-        "sum", "how response log-probs are reduced over tokens (sum for SPPO, Nash-MD, online IPO)")
-    sppo: SPPOConfig = _f(None, "SPPO options")
-    nash_md: NashMDConfig = _f(None, "Nash-MD options")
-    ipo: IPOConfig = _f(None, "online IPO / IPO-MD options")
-    dpo: DPOConfig = _f(None, "online DPO baseline options")
-    osp: OSPConfig = _f(None, "OSP options")
-    drift: DRIFTConfig = _f(None, "DRIFT options")
+AlgorithmConfig = _algorithm_config()
 
 
 @dataclass

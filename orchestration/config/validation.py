@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from selfplay.errors import ConfigError
+from selfplay.learner.algorithms import registry
 
 if TYPE_CHECKING:
     from selfplay.orchestration.config.schema import Config
@@ -85,26 +86,10 @@ def validate(config: Config) -> None:
     need(p.num_replicas >= 1, "preference.num_replicas", "must be >= 1")
     need(p.num_cpus == "auto" or p.num_cpus >= 0, "preference.num_cpus", "must be >= 0 or auto")
     need(p.num_gpus == "auto" or p.num_gpus >= 0, "preference.num_gpus", "must be >= 0 or auto")
-    need(config.algorithm.sppo.eta > 0, "algorithm.sppo.eta", "must be > 0")
-    need(config.algorithm.sppo.iteration_steps >= 1, "algorithm.sppo.iteration_steps", "must be >= 1")
-    a = config.algorithm
-    need(a.nash_md.tau > 0, "algorithm.nash_md.tau", "must be > 0")
-    need(a.ipo.tau > 0, "algorithm.ipo.tau", "must be > 0")
-    need(a.dpo.beta > 0, "algorithm.dpo.beta", "must be > 0")
-    need(a.osp.beta > 0, "algorithm.osp.beta", "must be > 0")
-    need(a.osp.judge_warmup_steps >= 0, "algorithm.osp.judge_warmup_steps", "must be >= 0")
-    need(a.drift.beta > 0, "algorithm.drift.beta", "must be > 0")
-    need(a.drift.iteration_steps >= 1, "algorithm.drift.iteration_steps", "must be >= 1")
-    need(a.osp.iteration_steps >= 0, "algorithm.osp.iteration_steps", "must be >= 0")
-    need(0 <= a.drift.filter_threshold < 1, "algorithm.drift.filter_threshold", "must be in [0, 1)")
-    for key in ("nash_md", "ipo"):
-        m = getattr(a, key).mixture
-        need(0 <= m.beta <= 1, f"algorithm.{key}.mixture.beta", "must be in [0, 1]")
-        need(m.candidates >= 2, f"algorithm.{key}.mixture.candidates", "must be >= 2")
-    for key, template, fields in (("algorithm.osp.judge_template", a.osp.judge_template, ("prompt", "a", "b")),
-                                  ("algorithm.drift.condition_template", a.drift.condition_template,
-                                   ("prompt", "rejected", "complaint")),
-                                  ("preference.pairwise_template", p.pairwise_template, ("prompt", "a", "b")),
+    for section in registry.sections():  # each algorithm's own ranges (learner/algorithms/*.py)
+        for key, what in getattr(config.algorithm, section).problems():
+            need(False, f"algorithm.{section}.{key}", what)
+    for key, template, fields in (("preference.pairwise_template", p.pairwise_template, ("prompt", "a", "b")),
                                   ("preference.judge_template", p.judge_template, ("prompt", "a", "b"))):
         need(all("{" + f + "}" in template for f in fields), key,
              "must contain " + ", ".join("{" + f + "}" for f in fields))

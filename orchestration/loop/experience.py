@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from selfplay.errors import ConfigError
+from selfplay.learner.algorithms.registry import entry_of, options_of
 from selfplay.preference.self_judge import judge_pairs, judge_matrix
 from selfplay.rollout.chat_rendering import fit_prompt
 from selfplay.rollout.geometric_mixture import resample_sequence_mixture
@@ -37,21 +38,18 @@ class Experience:
         self.c = controller
         self.config = controller.config
         self.needs = controller.algorithm.needs
-        name = self.config.algorithm.name
-        mixture = {"nash_md": self.config.algorithm.nash_md.mixture,
-                   "ipo_md": self.config.algorithm.ipo.mixture}.get(name)
         self.sampler = None
-        if mixture is not None:
-            self.sampler = mixture.sampler
+        if self.needs.uses_mixture:
+            self.sampler = self.needs.mixture_sampler
             if self.sampler == "auto":
                 self.sampler = "token" if self.config.rollout.engine == "torch" else "sequence"
             if self.sampler == "token" and self.config.rollout.engine != "torch":
-                raise ConfigError(f"algorithm.{'ipo' if name == 'ipo_md' else name}.mixture.sampler=token needs "
+                raise ConfigError(f"algorithm.{entry_of(self.config).section}.mixture.sampler=token needs "
                                   "rollout.engine=torch (vLLM holds only the policy); use sampler=sequence")
             if self.sampler == "sequence" and (self.config.rollout.temperature != 1.0 or self.config.rollout.top_p != 1.0):
                 raise ConfigError("the sequence-level mixture sampler reweights samples of pi itself: it needs "
                                   "rollout.temperature=1 and rollout.top_p=1")
-            self.candidates = mixture.candidates
+            self.candidates = self.needs.mixture_candidates
         self.verdict_ids: list[int] = []
         if self.needs.preferences == "self_judge":
             self.verdict_ids = self._verdict_token_ids()
@@ -175,12 +173,12 @@ class Experience:
     # -- OSP: the policy judges its own responses ---------------------------------------------------
 
     def _verdict_token_ids(self) -> list[int]:
-        o = self.config.algorithm.osp
+        o = options_of(self.config)  # a self-judging algorithm's section: judge_template, verdict_a, verdict_b
         ids = []
         for key, word in (("verdict_a", o.verdict_a), ("verdict_b", o.verdict_b)):
             tokens = self.c.inputs.renderer.tokenizer(word, add_special_tokens=False).input_ids
             if len(tokens) != 1:
-                raise ConfigError(f"algorithm.osp.{key}='{word}' must be exactly one token of the policy's "
+                raise ConfigError(f"algorithm.{entry_of(self.config).section}.{key}='{word}' must be exactly one token of the policy's "
                                   f"tokenizer (it is {len(tokens)})")
             ids.append(tokens[0])
         return ids
@@ -190,7 +188,7 @@ class Experience:
         """The policy's judgements of every pair, its agreement with the preference model, and during the
         judge warm-up the judged presentations labelled by the preference model, per group:
         [judge prompt ids, verdict_a id, verdict_b id, P(the first shown is better)]."""
-        texts, where = judge_pairs(self.config.algorithm.osp.judge_template, groups)
+        texts, where = judge_pairs(options_of(self.config).judge_template, groups)
         # Judge prompts are rendered like any prompt (as a user turn for chat models), and cut from the left
         # to what the engine accepts with the verdict token after them.
         renderer, room = self.c.inputs.renderer, self.c.inputs.max_model_len - 1
@@ -204,7 +202,7 @@ class Experience:
                  for m, r in zip(matrices, reference) for i in range(len(m)) for j in range(i + 1, len(m))
                  if r[i, j] != 0.5]
         examples: list[list] = [[] for _ in groups]
-        if step <= self.config.algorithm.osp.judge_warmup_steps:
+        if step <= options_of(self.config).judge_warmup_steps:
             a, b = self.verdict_ids
             for n, (g, i, j) in enumerate(where):
                 examples[g].append([ids[2 * n], a, b, float(reference[g][i, j])])
@@ -229,7 +227,7 @@ class Experience:
                                   response_token_ids=dsat.rejected_ids[i], response_text=dsat.rejected[i],
                                   policy_version=-1)
             groups.append([group[0], rejected])
-        threshold = self.config.algorithm.drift.filter_threshold
+        threshold = options_of(self.config).filter_threshold
         if threshold > 0:  # optional: keep a positive only if the preference model prefers it
             # Asked like every comparison: preference.truncated and identical-response ties apply.
             with self.timed(metrics, "score"):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from selfplay.orchestration.config.schema import Config
 from selfplay.errors import ConfigError, InputError
+from selfplay.learner.algorithms.registry import build_algorithm, entry_of, options_of
 from selfplay.orchestration.run.policy_model import embedded_model_spec, local_model_dir
 from selfplay.rollout.chat_rendering import PromptRenderer, eos_token_ids, fit_prompt, prompt_text
 from selfplay.tasks.dsat import load_wildfeedback_jsonl, synthetic_sorting_dsat
@@ -80,7 +81,8 @@ def load_run_inputs(config: Config) -> RunInputs:
         (train_records, in_train), (eval_records, in_eval) = map(drop_trailing_answers, (train_records, eval_records))
         answers = in_train + in_eval
     dsat_examples = None
-    if c.algorithm.name == "drift":
+    needs = build_algorithm(c).needs
+    if needs.preferences == "dsat":  # DRIFT: conversations with a dissatisfying reply, not the task's prompts
         dsat_examples, eval_records = _drift_examples(c, train_records, eval_records)
     model_path = local_model_dir(c.policy.model_path) if c.policy.model_path else None
     preference_model_path = check_preference_inputs(c)
@@ -95,8 +97,8 @@ def load_run_inputs(config: Config) -> RunInputs:
                               f"in the model's context of {context} tokens")
         budget = min(budget, context - c.rollout.max_tokens)
     # Errors name the key and file the prompts came from.
-    drift_data = c.algorithm.drift.data_path if dsat_examples is not None else None
-    train_key, train_source = ("algorithm.drift.data_path", drift_data) if drift_data \
+    drift_data = options_of(c).data_path if dsat_examples is not None else None
+    train_key, train_source = (f"algorithm.{entry_of(c).section}.data_path", drift_data) if drift_data \
         else ("task.prompts_path", c.task.prompts_path)
     dsat = None
     if dsat_examples is not None:
@@ -171,8 +173,8 @@ def engine_context(config: Config, renderer: PromptRenderer, longest_prompt: int
     with room for OSP's judge prompts (a prompt and two responses in a template), within the model's context."""
     r = config.rollout
     need = longest_prompt + r.max_tokens
-    if config.algorithm.name == "osp":
-        template = config.algorithm.osp.judge_template.format(prompt="", a="", b="")
+    if build_algorithm(config).needs.preferences == "self_judge":  # OSP's judge prompts hold two responses
+        template = options_of(config).judge_template.format(prompt="", a="", b="")
         need = max(need, longest_prompt + len(renderer.render(template)) + 2 * r.max_tokens + _JUDGE_SLACK)
     if context is not None:
         need = min(need, context)
@@ -284,10 +286,10 @@ def check_preference_function(config: Config) -> None:
 def _drift_examples(config: Config, train_records: list, eval_records: list) -> tuple[list, list]:
     """DRIFT's training conversations and the evaluation prompts: a held-out slice of the WildFeedback file's
     own conversations (or task.eval_prompts_path), or synthetic ones for the built-in task."""
-    d = config.algorithm.drift
+    d, key = options_of(config), f"algorithm.{entry_of(config).section}.data_path"
     if not d.data_path:
         if config.task.prompts_path:
-            raise ConfigError("algorithm.drift.data_path is required when task.prompts_path is set "
+            raise ConfigError(f"{key} is required when task.prompts_path is set "
                               "(synthetic DRIFT data exists only for the built-in task)")
         return synthetic_sorting_dsat(train_records, config.task.alphabet_size), eval_records
     examples = load_wildfeedback_jsonl(d.data_path)
@@ -295,7 +297,7 @@ def _drift_examples(config: Config, train_records: list, eval_records: list) -> 
         return examples, eval_records
     n_eval = config.task.num_eval_prompts
     if len(examples) <= n_eval:
-        raise InputError(f"algorithm.drift.data_path {d.data_path} has {len(examples)} conversations; it needs more "
+        raise InputError(f"{key} {d.data_path} has {len(examples)} conversations; it needs more "
                          f"than task.num_eval_prompts={n_eval} to hold some out for evaluation")
     order = list(range(len(examples)))
     random.Random(config.run.seed).shuffle(order)
@@ -311,7 +313,7 @@ def _render_dsat(config: Config, renderer: PromptRenderer, examples: list, budge
     The logged rejected reply ends with the EOS id the engines end a finished reply with (unless
     ``rollout.ignore_eos``): the chosen reply is sampled and keeps its EOS, so without it the pair's margin
     could be won on the EOS token alone."""
-    template, overlong = config.algorithm.drift.condition_template, config.task.overlong
+    template, overlong = options_of(config).condition_template, config.task.overlong
     bos, tokenizer = renderer.tokenizer.bos_token_id, renderer.tokenizer
     prompts, repairs, kept, dropped, truncated = [], [], [], 0, 0
     for e in examples:

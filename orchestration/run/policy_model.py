@@ -18,6 +18,7 @@ from pathlib import Path
 
 from selfplay.orchestration.config.schema import Config
 from selfplay.errors import InputError
+from selfplay.learner.algorithms.registry import build_algorithm, options_of
 
 
 def resolve_policy_model(config: Config, run_dir: Path) -> str:
@@ -58,7 +59,7 @@ def embedded_model_spec(config: Config):
     from selfplay.tasks.tiny_model import TinyModelSpec
 
     words = (game.PROMPT_PREFIX, *config.preference.strategies) if config.task.name == "game" else ()
-    if config.task.name != "game" and config.algorithm.name == "osp":
+    if config.task.name != "game" and build_algorithm(config).needs.preferences == "self_judge":
         words = sorting_words_with_the_judges(config)
     return TinyModelSpec(alphabet_size=config.task.alphabet_size, seed=config.run.seed, words=words)
 
@@ -70,7 +71,7 @@ def sorting_words_with_the_judges(config: Config) -> tuple[str, ...]:
 
     words = [sorting.PROMPT_PREFIX, *sorting.alphabet(config.task.alphabet_size)]
     base = len(words)
-    o = config.algorithm.osp
+    o = options_of(config)  # the self-judging algorithm's section (OSP)
     for word in [*o.judge_template.format(prompt="", a="", b="").split(), o.verdict_a, o.verdict_b]:
         if word not in words:
             words.append(word)

@@ -1,4 +1,5 @@
-"""The one field helper every config section uses: a default and a one-line help."""
+"""The one field helper every config section uses (the run's sections in orchestration/config, each algorithm's in
+its own module): a default and a one-line help."""
 
 from __future__ import annotations
 
