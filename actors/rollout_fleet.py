@@ -111,22 +111,31 @@ class RolloutFleet:
             return self._generate(indices, token_ids, prompts, spec, mixture_beta, policy_n)
 
     def next_token_logprobs(self, prefixes: list[list[int]], token_ids: list[int]) -> list[list[float]]:
-        """Log-probs of ``token_ids`` after each prefix, from engine 0 (the OSP self-judge), between pushes."""
+        """Log-probs of ``token_ids`` after each prefix (the OSP self-judge), between pushes, sharded over the
+        engines like a generate call and asked again of a worker that died."""
         with self._generating():
-            return ray.get(self.workers[0].next_token_logprobs.remote(prefixes, token_ids))
+            return self._sharded(len(prefixes), lambda worker, shard: worker.next_token_logprobs.remote(
+                [prefixes[i] for i in shard], token_ids))
 
     def _generate(self, indices, token_ids, prompts, spec, mixture_beta, policy_n) -> list[list[Completion]]:
-        calls = []
-        for worker, shard in zip(self.workers, contiguous_shards(len(token_ids), len(self.workers))):
+        def call(worker, shard):
             # A shard's seed depends on where it starts, not on the worker: a retry samples the same way.
             shard_spec = SamplingSpec(**{**spec.__dict__,
                                          "seed": None if spec.seed is None else spec.seed + shard[0]})
             args = ([token_ids[i] for i in shard], [indices[i] for i in shard], shard_spec)
             records = [prompts[i] for i in shard]
-            calls.append(lambda w=worker, a=args, r=records: w.generate.remote(*a, r) if mixture_beta is None
-                         else w.generate_mixture.remote(*a, mixture_beta, r, policy_n))
+            return worker.generate.remote(*args, records) if mixture_beta is None \
+                else worker.generate_mixture.remote(*args, mixture_beta, records, policy_n)
+        return self._sharded(len(token_ids), call)
+
+    def _sharded(self, count: int, call) -> list:
+        """``call(worker, shard)`` -> a future of one result per item of the shard, for contiguous shards of
+        ``count`` items, one per worker; the results in item order. A shard whose worker died is asked again
+        once the worker is back (rollout.max_restarts)."""
+        calls = [lambda w=worker, s=shard: call(w, s)
+                 for worker, shard in zip(self.workers, contiguous_shards(count, len(self.workers)))]
         results: list = [None] * len(calls)
-        pending = {i: call() for i, call in enumerate(calls)}
+        pending = {i: make() for i, make in enumerate(calls)}
         for _ in range(self.max_restarts + 1):
             failed = set()
             for i, future in pending.items():
@@ -135,7 +144,7 @@ class RolloutFleet:
                 except ACTOR_FAILURES:
                     failed.add(i)
             if not failed:
-                return [group for groups in results for group in groups]
+                return [item for part in results for item in part]
             self.recover(failed)
             self.retries += len(failed)
             pending = {i: calls[i]() for i in sorted(failed)}

@@ -110,13 +110,13 @@ def prepare_resume(run_dir: Path, config: Config | None = None, overrides: list[
     return controller
 
 
-def run_to_end(controller: Controller) -> dict:
+def run_to_end(controller: Controller, auto_resumes: int = 0) -> dict:
     """Run, then stop every actor; an error the run dies of is written to ``error.json`` (a stop by SIGTERM or
     Ctrl-C, which checkpoints, is not one)."""
     failed = True
     try:
         with recording_errors(controller.run_dir):
-            summary = controller.run()
+            summary = controller.run(auto_resumes)
         failed = False
         return summary
     finally:
@@ -149,9 +149,8 @@ def run_with_auto_resume(controller: Controller) -> dict:
     actors and all) from its last complete checkpoint, or from the start when it has none."""
     config = controller.config
     for attempt in range(config.run.auto_resume + 1):
-        controller.auto_resumes = attempt
         try:
-            return run_to_end(controller)
+            return run_to_end(controller, attempt)
         except Exception as exc:
             if attempt == config.run.auto_resume or not recoverable(exc):
                 raise

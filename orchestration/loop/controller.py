@@ -133,6 +133,9 @@ class Controller:
         self.train = inputs.dsat.prompts if inputs.dsat else inputs.train
         self.eval_set = inputs.eval
         self.state = RunState()
+        self.nodes: dict[str, list[str]] = {}  # the Ray node id of each actor, by role (in summary.json)
+        self.auto_resumes = 0
+        self._watched_restarts = 0
         self.heartbeat = Heartbeat(run_dir, config.run.total_steps, lambda: self.state.step).start()
         self.metrics = MetricsLog(run_dir, resume_after_step=metrics_from_step, sink_states=sink_states,
                                   config=config.metrics, run_config=to_dict(config), run_name=config.run.name)
@@ -147,7 +150,8 @@ class Controller:
             self.watchdog.check(exc)  # a wait ended by the watchdog is reported as the hang it was
             raise
         self.stream = PromptStream(len(self.train), config.run.seed)
-        self.experience = Experience(self)
+        self.experience = Experience(config, self.algorithm.needs, inputs, self.train, self.fleet, self.learner,
+                                     self.preference, on_phase=None if config.mode == "async" else self.phase)
         self.pipeline: ExperiencePipeline | None = None
         self.restored_queue: list[ExperienceItem] = []
         self.unlogged: Counter = Counter()  # counts folded since the last metrics row (its counted/* keys)
@@ -200,8 +204,7 @@ class Controller:
         """Where the placement groups landed: every node must see the run directory and the model, and the
         shared-memory transport needs every engine on learner rank 0's node (the broadcast crosses nodes)."""
         c = self.config
-        nodes = {role: self.placement.nodes(role) for role in ("learner", "rollout", "preference")}
-        self.nodes = nodes  # the Ray node id of each actor, by role (in summary.json)
+        nodes = self.nodes = {role: self.placement.nodes(role) for role in ("learner", "rollout", "preference")}
         where: dict[str, str] = {}
         for role, label in (("preference", "preference replica"), ("rollout", "rollout engine"),
                             ("learner", "learner rank")):
@@ -271,7 +274,10 @@ class Controller:
 
     # -- the loop -----------------------------------------------------------------------------------
 
-    def run(self) -> dict:
+    def run(self, auto_resumes: int = 0) -> dict:
+        """The run from where its state stands (a fresh start, or a restored checkpoint); ``auto_resumes``: how
+        many times ``run.auto_resume`` restarted it before this attempt (in summary.json)."""
+        self.auto_resumes = auto_resumes
         c, s = self.config, self.state
         started = time.perf_counter() - s.wall_seconds
         self.phase("eval")
@@ -361,78 +367,116 @@ class Controller:
             self.pipeline.task_done()
 
     def _loop(self, progress: Progress, started: float) -> dict:
+        """The run, one screen: steps until the last or a stop signal, each step's row logged and checkpointed
+        on schedule; then the end of the run."""
         c, s = self.config, self.state
-        restarts = self.fleet.restarts + self.preference.restarts
+        self._watched_restarts = self.fleet.restarts + self.preference.restarts
         with StopSignals() as stop:
             while s.step < c.run.total_steps and not stop.requested:
-                timer = Timer(self.phase)
-                step = s.step + 1
-                self.watchdog.step(step)
-                if self.fleet.restarts + self.preference.restarts != restarts:  # new processes to watch
-                    restarts = self.fleet.restarts + self.preference.restarts
-                    self.watchdog.refresh()
-                self._hang_if_requested(step, ("generate", self.rollouts[0]), ("score", self.preference.replicas[0]))
-                with timer.phase("experience"), self.checkpointed_on(PreferenceServiceError):
-                    item = self.pipeline.get() if self.pipeline else self.produce(step)  # async: the wait only
-                scored, experience_metrics = item.groups, item.metrics
-                self.fold(item.counts)
-                count_batch(s, len(scored), item.counts.get("scored_groups", len(scored)),
-                            c.preference.max_rejected_share, c.preference.max_bad_batches,
-                            self.preference.rejection_report)
-                if not scored:  # every group's preferences were invalid: the batch is rejected, the run goes on
-                    self._finished()
+                row = self._step(s.step + 1, started)
+                if row is None:  # the batch was rejected, or too stale to train on: no step taken
                     continue
-                lag = s.policy_version - min(x.policy_version for g in scored for x in g.completions
-                                             if x.policy_version >= 0)
-                if c.mode == "async" and lag > c.pipeline.max_policy_lag:  # too old a policy: dropped, counted
-                    s.dropped_stale += 1
-                    self._finished()
-                    continue
-                batch, batch_metrics = self.algorithm.build_batch(scored, np.random.default_rng([c.run.seed, step]))
-                batch_metrics.update(experience_metrics)
-                self._hang_if_requested(step, ("train", self.learner.ranks[0]))
-                with timer.phase("train"):
-                    train_metrics = self.learner.train_step(batch)
-                fault_point("after_train_step", step)
-                s.step, s.samples = step, s.samples + batch.num_samples
-                if self.algorithm.reference_resets_after(step):
-                    self.learner.call("reset_reference")
-                if step % c.sync.every_steps == 0 or step == c.run.total_steps:
-                    self._hang_if_requested(step, ("push", self.rollouts[0]))
-                    with timer.phase("push"):
-                        self.push_weights()
-                    fault_point("after_push", step)
-                self._finished()
-                row = {**train_metrics, **batch_metrics, **{f"time/{k}": v for k, v in timer.seconds.items()},
-                       "samples": s.samples, "policy_version": s.policy_version, **self.counted_row(),
-                       "preference_calls": s.preference_calls, "rejected_batches": s.rejected_batches,
-                       "rejected_groups": s.rejected_groups,
-                       "policy_lag": lag, "dropped_stale": s.dropped_stale, **push_row(s.last_push, step),
-                       "wall_seconds": time.perf_counter() - started, "tokens": s.sampled_tokens,
-                       "samples_per_second": batch.num_samples / max(sum(timer.seconds.values()), 1e-9),
-                       "restarts/rollout": self.fleet.restarts, "retries/rollout": self.fleet.retries,
-                       "restarts/preference": self.preference.restarts,
-                       "tokens_per_second": experience_metrics.get("rollout/response_tokens", 0)
-                       / max(sum(timer.seconds.values()), 1e-9)}
-                if self.pipeline:
-                    row["pipeline/queue_depth"] = self.pipeline.depth()
-                if c.eval.every_steps and step % c.eval.every_steps == 0 and step < c.run.total_steps:
-                    row.update(self.evaluate(s.initial_eval))
-                    s.win_rates.append([step, row["win_rate_vs_initial"]])
-                self.metrics.write(step, row)
-                progress.update(step, row)
+                self.metrics.write(s.step, row)
+                progress.update(s.step, row)
                 s.wall_seconds = time.perf_counter() - started
-                if c.checkpoint.every_steps and step % c.checkpoint.every_steps == 0:
+                if c.checkpoint.every_steps and s.step % c.checkpoint.every_steps == 0:
                     self.checkpoint()
             s.wall_seconds = time.perf_counter() - started
             if stop.requested:
-                if s.checkpoint_step != s.step:
-                    self.checkpoint()
-                progress.note(f"stopped by {stop.requested} after step {s.step}; checkpoint step-{s.step} written; "
-                              f"continue with: selfplay resume {self.run_dir}")
-                self.metrics.close()
-                self.heartbeat.phase("stopped")
-                return {"stopped": stop.requested, "steps": s.step}
+                return self._stopped(stop.requested, progress)
+        return self._finish(progress, started)
+
+    def _step(self, step: int, started: float) -> dict | None:
+        """Experience -> training targets -> one learner step -> (reference reset) -> (weight push) ->
+        (evaluation); the step's metrics row, or None when its batch was not trained on."""
+        c, s = self.config, self.state
+        timer = Timer(self.phase)
+        self._watch(step)
+        self._hang_if_requested(step, ("generate", self.rollouts[0]), ("score", self.preference.replicas[0]))
+        with timer.phase("experience"), self.checkpointed_on(PreferenceServiceError):
+            item = self.pipeline.get() if self.pipeline else self.produce(step)  # async: the wait only
+        lag = self._usable_lag(item)
+        if lag is None:
+            self._finished()
+            return None
+        batch, batch_metrics = self.algorithm.build_batch(item.groups, np.random.default_rng([c.run.seed, step]))
+        self._hang_if_requested(step, ("train", self.learner.ranks[0]))
+        with timer.phase("train"):
+            train_metrics = self.learner.train_step(batch)
+        fault_point("after_train_step", step)
+        s.step, s.samples = step, s.samples + batch.num_samples
+        if self.algorithm.reference_resets_after(step):
+            self.learner.call("reset_reference")
+        if step % c.sync.every_steps == 0 or step == c.run.total_steps:
+            self._hang_if_requested(step, ("push", self.rollouts[0]))
+            with timer.phase("push"):
+                self.push_weights()
+            fault_point("after_push", step)
+        self._finished()
+        row = self._row(step, timer, {**train_metrics, **batch_metrics, **item.metrics}, batch, lag, started)
+        if c.eval.every_steps and step % c.eval.every_steps == 0 and step < c.run.total_steps:
+            row.update(self.evaluate(s.initial_eval))
+            s.win_rates.append([step, row["win_rate_vs_initial"]])
+        return row
+
+    def _watch(self, step: int) -> None:
+        """The step watchdog starts on ``step``, watching the processes of any actor restarted since."""
+        self.watchdog.step(step)
+        restarts = self.fleet.restarts + self.preference.restarts
+        if restarts != self._watched_restarts:  # new processes to watch
+            self._watched_restarts = restarts
+            self.watchdog.refresh()
+
+    def _usable_lag(self, item: ExperienceItem) -> int | None:
+        """The batch's counts folded in; its policy lag, or None when it is not trained on: no usable group
+        (its preferences were all invalid: rejected, the run goes on), or older than pipeline.max_policy_lag
+        (async: dropped, counted)."""
+        c, s = self.config, self.state
+        self.fold(item.counts)
+        count_batch(s, len(item.groups), item.counts.get("scored_groups", len(item.groups)),
+                    c.preference.max_rejected_share, c.preference.max_bad_batches, self.preference.rejection_report)
+        if not item.groups:
+            return None
+        lag = s.policy_version - min(x.policy_version for g in item.groups for x in g.completions
+                                     if x.policy_version >= 0)
+        if c.mode == "async" and lag > c.pipeline.max_policy_lag:
+            s.dropped_stale += 1
+            return None
+        return lag
+
+    def _row(self, step: int, timer: Timer, learned: dict, batch, lag: int, started: float) -> dict:
+        """The step's metrics row: what the learner and the experience phase report, the phases' seconds, the
+        run's totals and what was counted since the previous row, the push, the fleet's restarts."""
+        s = self.state
+        busy = max(sum(timer.seconds.values()), 1e-9)
+        row = {**learned, **{f"time/{k}": v for k, v in timer.seconds.items()},
+               "samples": s.samples, "policy_version": s.policy_version, **self.counted_row(),
+               "preference_calls": s.preference_calls, "rejected_batches": s.rejected_batches,
+               "rejected_groups": s.rejected_groups,
+               "policy_lag": lag, "dropped_stale": s.dropped_stale, **push_row(s.last_push, step),
+               "wall_seconds": time.perf_counter() - started, "tokens": s.sampled_tokens,
+               "samples_per_second": batch.num_samples / busy,
+               "restarts/rollout": self.fleet.restarts, "retries/rollout": self.fleet.retries,
+               "restarts/preference": self.preference.restarts,
+               "tokens_per_second": learned.get("rollout/response_tokens", 0) / busy}
+        if self.pipeline:
+            row["pipeline/queue_depth"] = self.pipeline.depth()
+        return row
+
+    def _stopped(self, signal_name: str, progress: Progress) -> dict:
+        """A stop signal: the last step is checkpointed, and the way to continue printed."""
+        s = self.state
+        if s.checkpoint_step != s.step:
+            self.checkpoint()
+        progress.note(f"stopped by {signal_name} after step {s.step}; checkpoint step-{s.step} written; "
+                      f"continue with: selfplay resume {self.run_dir}")
+        self.metrics.close()
+        self.heartbeat.phase("stopped")
+        return {"stopped": signal_name, "steps": s.step}
+
+    def _finish(self, progress: Progress, started: float) -> dict:
+        """The end of the run: the final evaluation, the last checkpoint, ``summary.json`` and the plots."""
+        c, s = self.config, self.state
         final_eval = self.evaluate(s.initial_eval)
         final = final_eval["win_rate_vs_initial"]
         if not s.win_rates or s.win_rates[-1][0] != s.step:
@@ -441,31 +485,35 @@ class Controller:
         s.wall_seconds = time.perf_counter() - started
         if c.checkpoint.at_end and s.checkpoint_step != s.step:
             self.checkpoint()
-        summary = {"algorithm": c.algorithm.name, "steps": s.step, "samples": s.samples,
-                   "score_spread": s.score_spread, "nodes": getattr(self, "nodes", {}),
-                   "policy_version": s.policy_version, "win_rate_vs_initial": final,
-                   "wall_seconds": s.wall_seconds, "preference_calls": s.preference_calls,
-                   "rollout_engine": c.rollout.engine, "win_rate_curve": s.win_rates, "mode": c.mode,
-                   "dropped_stale": s.dropped_stale, "rejected_batches": s.rejected_batches,
-                   "initial_eval_score": s.initial_eval_score, "final_eval_score": final_eval.get("eval_score"),
-                   "initial_exploitability": s.initial_exploitability,
-                   "final_exploitability": final_eval.get("exploitability"),
-                   "last_push": s.last_push, "verified_pushes": s.verified_pushes,
-                   "last_checkpoint_step": s.checkpoint_step, "rejected_groups": s.rejected_groups,
-                   "truncated_responses": s.truncated_responses, "sampled_responses": s.sampled_responses,
-                   "sampled_tokens": s.sampled_tokens,
-                   "preference_rejected_values": self.preference.rejected_values(),
-                   "preference_calls_per_replica": self.preference.calls_per_replica(),
-                   "auto_resumes": getattr(self, "auto_resumes", 0), "metrics_sink_errors": dict(self.metrics.errors),
-                   "restarts": {"rollout": self.fleet.restarts, "rollout_retries": self.fleet.retries,
-                                "preference": self.preference.restarts},
-                   "prompts": self.inputs.summary()}
+        summary = self._summary(final_eval)
         write_json_atomic(self.run_dir / "summary.json", summary)
         redraw_plots(self.run_dir)  # with the final evaluation
         progress.close(summary)
         self.metrics.close()
         self.heartbeat.phase("finished")
         return summary
+
+    def _summary(self, final_eval: dict) -> dict:
+        c, s = self.config, self.state
+        return {"algorithm": c.algorithm.name, "steps": s.step, "samples": s.samples,
+                "score_spread": s.score_spread, "nodes": self.nodes,
+                "policy_version": s.policy_version, "win_rate_vs_initial": final_eval["win_rate_vs_initial"],
+                "wall_seconds": s.wall_seconds, "preference_calls": s.preference_calls,
+                "rollout_engine": c.rollout.engine, "win_rate_curve": s.win_rates, "mode": c.mode,
+                "dropped_stale": s.dropped_stale, "rejected_batches": s.rejected_batches,
+                "initial_eval_score": s.initial_eval_score, "final_eval_score": final_eval.get("eval_score"),
+                "initial_exploitability": s.initial_exploitability,
+                "final_exploitability": final_eval.get("exploitability"),
+                "last_push": s.last_push, "verified_pushes": s.verified_pushes,
+                "last_checkpoint_step": s.checkpoint_step, "rejected_groups": s.rejected_groups,
+                "truncated_responses": s.truncated_responses, "sampled_responses": s.sampled_responses,
+                "sampled_tokens": s.sampled_tokens,
+                "preference_rejected_values": self.preference.rejected_values(),
+                "preference_calls_per_replica": self.preference.calls_per_replica(),
+                "auto_resumes": self.auto_resumes, "metrics_sink_errors": dict(self.metrics.errors),
+                "restarts": {"rollout": self.fleet.restarts, "rollout_retries": self.fleet.retries,
+                             "preference": self.preference.restarts},
+                "prompts": self.inputs.summary()}
 
     @contextmanager
     def checkpointed_on(self, *errors):
@@ -483,10 +531,9 @@ class Controller:
     def phase(self, name: str) -> None:
         """The phase entered: on the heartbeat and for the step watchdog."""
         self.heartbeat.phase(name)
-        if getattr(self, "watchdog", None) is not None:
-            if name in ("eval", "checkpoint") or name.startswith("start-up"):  # long phases of their own: each
-                self.watchdog.step(self.state.step)                            # gets the whole timeout
-            self.watchdog.phase(name)
+        if name in ("eval", "checkpoint") or name.startswith("start-up"):  # long phases of their own: each
+            self.watchdog.step(self.state.step)                            # gets the whole timeout
+        self.watchdog.phase(name)
 
     def checkpoint(self) -> None:
         """A checkpoint, then the plots redrawn beside it (a plot that fails is a warning, never a stop)."""

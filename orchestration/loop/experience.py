@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,16 +30,36 @@ from selfplay.rollout.chat_rendering import fit_prompt
 from selfplay.rollout.geometric_mixture import resample_sequence_mixture
 from selfplay.rollout.records import Completion, PreferenceGroup, SamplingSpec
 
+if TYPE_CHECKING:
+    from selfplay.actors.learner_group import LearnerGroup
+    from selfplay.actors.preference_replicas import PreferenceReplicas
+    from selfplay.actors.rollout_fleet import RolloutFleet
+    from selfplay.learner.algorithms.base import RolloutNeeds
+    from selfplay.orchestration.config.schema import Config
+    from selfplay.orchestration.run.inputs import PromptSet, RunInputs
+
 
 def valid_matrix(matrix: np.ndarray) -> bool:
     return bool(np.all(np.isfinite(matrix)) and matrix.min() >= 0.0 and matrix.max() <= 1.0)
 
 
 class Experience:
-    def __init__(self, controller) -> None:
-        self.c = controller
-        self.config = controller.config
-        self.needs = controller.algorithm.needs
+    """The experience phase of one run, given the handles it uses: the run's inputs and its training prompts
+    (DRIFT's conversations, or the task's), the rollout fleet, the learner (the sequence-level mixture's
+    log-probs), the preference replicas, and ``on_phase`` (sync mode: the run's current phase is told each part
+    as it starts; None in async mode, where the producer runs beside the step)."""
+
+    def __init__(self, config: Config, needs: RolloutNeeds, inputs: RunInputs, train: PromptSet,
+                 fleet: RolloutFleet, learner: LearnerGroup, preference: PreferenceReplicas,
+                 on_phase: Callable[[str], None] | None) -> None:
+        self.config = config
+        self.needs = needs
+        self.inputs = inputs
+        self.train = train
+        self.fleet = fleet
+        self.learner = learner
+        self.preference = preference
+        self.on_phase = on_phase
         self.sampler = None
         if self.needs.uses_mixture:
             self.sampler = self.needs.mixture_sampler
@@ -68,12 +90,12 @@ class Experience:
         spec = self.spec(n, step + 500_000)
         ids, records = self.prompts(indices)
         if self.sampler == "token":
-            return self.c.rollout(indices, ids, records, spec, mixture_beta=beta), {}
+            return self.fleet.generate(indices, ids, records, spec, mixture_beta=beta), {}
         # Sequence level: M candidates from pi per draw, weights ∝ exp(beta (log mu - log pi)), resample one.
         spec.n = n * self.candidates
-        candidates = self.c.rollout(indices, ids, records, spec)
+        candidates = self.fleet.generate(indices, ids, records, spec)
         flat = [c for group in candidates for c in group]
-        policy, reference = self.c.learner.call(
+        policy, reference = self.learner.call(
             "policy_and_reference_logprobs", [c.prompt_token_ids for c in flat], [c.response_token_ids for c in flat])
         generator = torch.Generator().manual_seed(self.config.run.seed * 7_919 + step)
         groups, ess = [], []
@@ -100,15 +122,15 @@ class Experience:
 
     def prompts(self, indices: list[int]) -> tuple[list[list[int]], list]:
         """(token ids, records) of the training prompts at ``indices``."""
-        train = self.c.train
+        train = self.train
         return [train.token_ids[i] for i in indices], [train.records[i] for i in indices]
 
     @contextmanager
     def timed(self, metrics: dict, phase: str):
         """Adds the block's seconds to ``time/<phase>`` (``generate`` and ``score``: the parts of experience).
         In sync mode the phase is also the run's current one (heartbeat, step watchdog)."""
-        if self.c.pipeline is None:
-            self.c.phase(phase)
+        if self.on_phase is not None:
+            self.on_phase(phase)
         start = time.perf_counter()
         yield
         key = f"time/{phase}"
@@ -124,13 +146,13 @@ class Experience:
         times: dict = {}
         with self.timed(times, "generate"):  # with the mixture samplers' learner log-probs
             if self.fused_policy_and_mixture():  # K policy samples, then the opponent, in each group
-                groups = self.c.rollout(indices, *self.prompts(indices), self.spec(1, step + 500_000),
+                groups = self.fleet.generate(indices, *self.prompts(indices), self.spec(1, step + 500_000),
                                         mixture_beta=self.needs.mixture_beta, policy_n=k)
             else:
                 if self.needs.sample_from == "mixture":
                     groups, metrics = self.from_mixture(indices, k, step)
                 else:
-                    groups = self.c.rollout(indices, *self.prompts(indices), self.spec(k, step))
+                    groups = self.fleet.generate(indices, *self.prompts(indices), self.spec(k, step))
                 if self.needs.opponent == "mixture":
                     opponents, metrics = self.from_mixture(indices, 1, step)
                     groups = [g + o for g, o in zip(groups, opponents)]
@@ -141,7 +163,7 @@ class Experience:
                 matrices, judge_metrics, judge_examples = self.self_judge(groups, step, counts)
                 metrics.update(judge_metrics)
             else:
-                matrices, stats = self.c.preference.matrices(groups)
+                matrices, stats = self.preference.matrices(groups)
                 counts["preference_calls"] += stats.calls
                 metrics.update(stats.metrics())
         return self.keep_valid(groups, matrices, metrics | times, counts, judge_examples)
@@ -176,7 +198,7 @@ class Experience:
         o = options_of(self.config)  # a self-judging algorithm's section: judge_template, verdict_a, verdict_b
         ids = []
         for key, word in (("verdict_a", o.verdict_a), ("verdict_b", o.verdict_b)):
-            tokens = self.c.inputs.renderer.tokenizer(word, add_special_tokens=False).input_ids
+            tokens = self.inputs.renderer.tokenizer(word, add_special_tokens=False).input_ids
             if len(tokens) != 1:
                 raise ConfigError(f"algorithm.{entry_of(self.config).section}.{key}='{word}' must be exactly one token of the policy's "
                                   f"tokenizer (it is {len(tokens)})")
@@ -191,12 +213,12 @@ class Experience:
         texts, where = judge_pairs(options_of(self.config).judge_template, groups)
         # Judge prompts are rendered like any prompt (as a user turn for chat models), and cut from the left
         # to what the engine accepts with the verdict token after them.
-        renderer, room = self.c.inputs.renderer, self.c.inputs.max_model_len - 1
+        renderer, room = self.inputs.renderer, self.inputs.max_model_len - 1
         ids = [fit_prompt(renderer.render(t), room, "truncate", renderer.tokenizer.bos_token_id) for t in texts]
-        logprobs = self.c.fleet.next_token_logprobs(ids, self.verdict_ids)
+        logprobs = self.fleet.next_token_logprobs(ids, self.verdict_ids)
         matrices = judge_matrix(groups, where, logprobs)
         # How often the self-judge agrees with the preference model (the tiny model starts as a poor judge).
-        reference, stats = self.c.preference.matrices(groups)
+        reference, stats = self.preference.matrices(groups)
         counts["preference_calls"] += stats.calls
         agree = [np.sign(m[i, j] - 0.5) == np.sign(r[i, j] - 0.5)
                  for m, r in zip(matrices, reference) for i in range(len(m)) for j in range(i + 1, len(m))
@@ -214,11 +236,11 @@ class Experience:
 
     def collect_dsat(self, indices: list[int], step: int, counts: Counter
                      ) -> tuple[list[PreferenceGroup], dict, Counter]:
-        dsat = self.c.inputs.dsat
+        dsat = self.inputs.dsat
         prompt_ids, records = self.prompts(indices)
         times: dict = {}
         with self.timed(times, "generate"):
-            positives = self.c.rollout(indices, [dsat.repair_ids[i] for i in indices], records, self.spec(1, step))
+            positives = self.fleet.generate(indices, [dsat.repair_ids[i] for i in indices], records, self.spec(1, step))
         metrics = self.response_metrics(positives, counts) | times
         groups = []
         for n, (group, i) in enumerate(zip(positives, indices)):
@@ -231,7 +253,7 @@ class Experience:
         if threshold > 0:  # optional: keep a positive only if the preference model prefers it
             # Asked like every comparison: preference.truncated and identical-response ties apply.
             with self.timed(metrics, "score"):
-                probabilities, stats = self.c.preference.compare([g[0] for g in groups], [g[1] for g in groups])
+                probabilities, stats = self.preference.compare([g[0] for g in groups], [g[1] for g in groups])
             counts["preference_calls"] += stats.calls
             keep = [p > threshold for p in probabilities]
             metrics["drift/kept_fraction"] = float(np.mean(keep))
