@@ -9,7 +9,7 @@ import pytest
 
 from selfplay.orchestration.config.schema import load_config
 from selfplay.orchestration.cluster.host_allocator import TCMALLOC, host_allocator_env, resolve_host_allocator
-from selfplay.orchestration.cluster.placement import Placement, RoleResources, actor_options
+from selfplay.orchestration.cluster.placement import Placement, RoleResources, actor_options, plan_cluster
 
 # A fresh process allocates, fills and frees a 256 MiB tensor (a large logits block) three times and prints the
 # minor page faults of the last round.
@@ -63,11 +63,15 @@ def test_only_actors_without_gpus_get_it_and_placement_follows_the_config(monkey
         "LD_PRELOAD"] == TCMALLOC
     assert "LD_PRELOAD" not in actor_options(RoleResources(1.0, 1.0), host_allocator=TCMALLOC)["runtime_env"][
         "env_vars"]
-    placement = Placement({role: None for role in ("learner", "rollout", "preference")})
     monkeypatch.setattr("ray.util.scheduling_strategies.PlacementGroupSchedulingStrategy", lambda *a, **k: None)
-    chosen = placement.options(load_config(None, ["ray.host_allocator=/bin/true"]), "learner", 0)
+
+    def placed(*overrides):
+        plan = plan_cluster(load_config(None, list(overrides)))
+        return Placement({role: None for role in ("learner", "rollout", "preference")}, plan)
+
+    chosen = placed("ray.host_allocator=/bin/true").options("learner", 0)
     assert chosen["runtime_env"]["env_vars"]["LD_PRELOAD"] == "/bin/true"
-    assert "LD_PRELOAD" not in placement.options(load_config(None, ["ray.host_allocator=system"]), "learner", 0)[
+    assert "LD_PRELOAD" not in placed("ray.host_allocator=system").options("learner", 0)[
         "runtime_env"]["env_vars"]
 
 

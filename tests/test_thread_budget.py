@@ -3,7 +3,8 @@
 import pytest
 
 from selfplay.orchestration.config.schema import load_config
-from selfplay.orchestration.cluster.placement import CORES_ENV, actor_options, cluster_cpus, role_resources, role_threads
+from selfplay.orchestration.cluster.placement import (CORES_ENV, actor_options, cluster_cpus, plan_cluster,
+                                                     role_resources, role_threads)
 from selfplay.orchestration.cluster.thread_budget import parse_cores, thread_counts
 
 ONE_EACH = {"learner": 1, "rollout": 1, "preference": 1}
@@ -61,10 +62,14 @@ def test_actor_environment_sets_the_thread_pools_and_the_bound_cores():
 
 def test_the_in_process_cluster_has_the_machines_cores_or_what_the_roles_hold(monkeypatch):
     monkeypatch.setattr("selfplay.orchestration.cluster.placement.machine_cores", lambda: 2)
-    assert cluster_cpus(load_config(None, [])) == 3  # learner 1 + rollout 1 + preference 0.5
-    assert cluster_cpus(load_config(None, ["ray.num_cpus=6"])) == 6
+    def cpus(*overrides):
+        config = load_config(None, list(overrides))
+        return cluster_cpus(config.ray, plan_cluster(config))
+
+    assert cpus() == 3  # learner 1 + rollout 1 + preference 0.5
+    assert cpus("ray.num_cpus=6") == 6
     monkeypatch.setattr("selfplay.orchestration.cluster.placement.machine_cores", lambda: 16)
-    assert cluster_cpus(load_config(None, [])) == 16
+    assert cpus() == 16
 
 
 def test_bad_thread_counts_name_the_key():
@@ -74,3 +79,16 @@ def test_bad_thread_counts_name_the_key():
         load_config(None, ["learner.num_threads=0"])
     with pytest.raises(ConfigError, match="ray.num_cpus"):
         load_config(None, ["ray.num_cpus=0"])
+
+
+def test_the_plan_resolves_each_role_once_with_its_binds(monkeypatch):
+    """What placement, the thread budget, the allocator and each actor's options read: one value."""
+    monkeypatch.setattr("selfplay.orchestration.cluster.placement.machine_cores", lambda: 4)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    plan = plan_cluster(load_config(None, ["rollout.num_workers=2", "rollout.cpu_threads_bind=0-1;2-3",
+                                           "ray.host_allocator=system"]))
+    assert plan.address is None and plan.host_allocator is None
+    assert [plan.roles[r].count for r in ("learner", "rollout", "preference")] == [1, 2, 1]
+    assert plan.roles["rollout"].cpu_binds == ("0-1", "2-3") and plan.roles["learner"].cpu_binds == ("auto",)
+    assert plan.actor_options("rollout", 1)["runtime_env"]["env_vars"][CORES_ENV] == "2,3"
+    assert plan.roles["preference"].resources.num_cpus == 0.5 and plan.roles["learner"].threads == 4

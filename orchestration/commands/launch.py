@@ -13,7 +13,7 @@ from selfplay.orchestration.config.schema import (Config, apply_overrides, confi
 from selfplay.orchestration.loop.controller import Controller
 from selfplay.orchestration.health.heartbeat import recording_errors
 from selfplay.errors import ConfigError, InputError, SelfplayError
-from selfplay.orchestration.cluster.placement import start_ray
+from selfplay.orchestration.cluster.placement import plan_cluster, start_ray
 from selfplay.orchestration.run.policy_model import resolve_policy_model
 from selfplay.orchestration.telemetry.metrics import check_trackers_installed
 from selfplay.orchestration.loop.run_checkpoint import restore_checkpoint, sink_states
@@ -41,9 +41,10 @@ def prepare(config: Config) -> Controller:
     run_dir = create_run_dir(config)
     inputs.model_path = inputs.model_path or resolve_policy_model(config, run_dir)
     _report_inputs(inputs)
-    start_ray(config, reaper_log=run_dir / "reaper.log")
+    plan = plan_cluster(config)
+    start_ray(config.ray, plan, reaper_log=run_dir / "reaper.log")
     with recording_errors(run_dir):  # the run directory is ours from here on: a failed start is recorded
-        return Controller(config, run_dir, inputs)
+        return Controller(config, run_dir, inputs, plan)
 
 
 def _report_inputs(inputs: RunInputs) -> None:
@@ -96,9 +97,10 @@ def prepare_resume(run_dir: Path, config: Config | None = None, overrides: list[
     inputs.model_path = model_path
     (run_dir / "config.yaml").write_text(to_yaml(new), encoding="utf-8")
     _report_inputs(inputs)
-    start_ray(new, reaper_log=run_dir / "reaper.log")
+    plan = plan_cluster(new)
+    start_ray(new.ray, plan, reaper_log=run_dir / "reaper.log")
     with recording_errors(run_dir):
-        controller = Controller(new, run_dir, inputs, metrics_from_step=ref.step,
+        controller = Controller(new, run_dir, inputs, plan, metrics_from_step=ref.step,
                                 sink_states=sink_states(ref))
         try:
             controller.phase("start-up: restore")

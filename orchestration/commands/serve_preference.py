@@ -19,8 +19,7 @@ import threading
 import time
 
 from selfplay.orchestration.config.schema import Config
-from selfplay.orchestration.cluster.host_allocator import resolve_host_allocator
-from selfplay.orchestration.cluster.placement import actor_options, role_resources, start_ray
+from selfplay.orchestration.cluster.placement import ClusterPlan, actor_options, plan_cluster, start_ray
 from selfplay.orchestration.config.preference_options import preference_options
 from selfplay.orchestration.run.inputs import check_preference_inputs
 from selfplay.preference.remote_model import ServiceClient, Unanswered, read_token
@@ -40,9 +39,10 @@ def serve_preference(config: Config, host: str = "127.0.0.1", port: int = 8000) 
     import ray
     from ray import serve
 
-    start_ray(config)
+    plan = plan_cluster(config)
+    start_ray(config.ray, plan)
     try:
-        url = start_service(config, model_path, token, host, port)
+        url = start_service(config, plan, model_path, token, host, port)
         print(f"selfplay: serving preference.kind={p.kind} at {url} (bearer token from ${p.token_env}); "
               "SIGINT or SIGTERM stops it", flush=True)
         wait_for_stop_signal()
@@ -53,7 +53,7 @@ def serve_preference(config: Config, host: str = "127.0.0.1", port: int = 8000) 
         # that a terminal's Ctrl-C, sent to the whole process group, has already stopped)
 
 
-def start_service(config: Config, model_path: str | None, token: str, host: str, port: int) -> str:
+def start_service(config: Config, plan: ClusterPlan, model_path: str | None, token: str, host: str, port: int) -> str:
     """Deploy the model behind ``host:port`` and wait until it answers ``/health``; returns its URL."""
     from ray import serve
 
@@ -64,8 +64,8 @@ def start_service(config: Config, model_path: str | None, token: str, host: str,
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     serve.start(http_options={"host": host, "port": port}, logging_config=quiet)
     deployment = PreferenceServer.options(
-        num_replicas=p.serve.replicas, ray_actor_options=actor_options(role_resources(config, "preference"),
-                                        host_allocator=resolve_host_allocator(config.ray.host_allocator)))
+        num_replicas=p.serve.replicas, ray_actor_options=actor_options(plan.roles["preference"].resources,
+                                                                       host_allocator=plan.host_allocator))
     serve.run(deployment.bind(p.kind, preference_options(config, model_path), token_digest(token),
                               p.serve.max_batch_size, p.serve.batch_wait_s),
               name="preference", route_prefix="/", logging_config=quiet)

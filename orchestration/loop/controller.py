@@ -38,7 +38,7 @@ from selfplay.orchestration.health.heartbeat import Heartbeat
 from selfplay.orchestration.telemetry.metrics import MetricsLog, push_row
 from selfplay.orchestration.loop.learner_spec import learner_spec
 from selfplay.orchestration.telemetry.plots import redraw_plots
-from selfplay.orchestration.cluster.placement import reserve, role_resources
+from selfplay.orchestration.cluster.placement import ClusterPlan, plan_cluster, reserve
 from selfplay.orchestration.cluster.shared_storage import check_shared_storage
 from selfplay.orchestration.telemetry.progress import Progress
 from selfplay.orchestration.loop.prompt_stream import PromptStream
@@ -122,9 +122,10 @@ class Timer:
 
 
 class Controller:
-    def __init__(self, config: Config, run_dir: Path, inputs: RunInputs, metrics_from_step: int = 0,
-                 sink_states: dict | None = None) -> None:
+    def __init__(self, config: Config, run_dir: Path, inputs: RunInputs, plan: ClusterPlan | None = None,
+                 metrics_from_step: int = 0, sink_states: dict | None = None) -> None:
         self.config = config
+        self.plan = plan or plan_cluster(config)  # where each role runs and with what, resolved once
         self.run_dir = run_dir
         self.inputs = inputs
         self.model_path = inputs.model_path
@@ -161,12 +162,12 @@ class Controller:
     def _launch_actors(self) -> None:
         c = self.config
         if c.rollout.engine == "vllm" and c.rollout.vllm.tensor_parallel_size > 1 and \
-                not role_resources(c, "rollout").num_gpus:
+                not self.plan.roles["rollout"].resources.num_gpus:
             raise ConfigError("config key 'rollout.vllm.tensor_parallel_size' > 1 needs GPUs (vLLM's CPU build "
                               "runs one engine per process here)")
         # Every role's resources are reserved before any model loads: a run that cannot be placed stops here.
         self.phase("start-up: placement")
-        self.placement = reserve(c, name=f"selfplay-{c.run.name}")
+        self.placement = reserve(self.plan, name=f"selfplay-{c.run.name}")
         self._check_nodes()
         vllm_options = {**to_dict(c)["rollout"]["vllm"], "max_model_len": self.inputs.max_model_len}
         # Exact token-level mixture sampling runs in the torch engine next to the fixed reference mu.
@@ -175,21 +176,20 @@ class Controller:
         reference = self.model_path if mixing and c.rollout.engine == "torch" else None
         self.phase("start-up: actors")
         self.rollouts = [
-            RolloutWorker.options(**self.placement.options(c, "rollout", i, _bind(c.rollout.cpu_threads_bind, i)),
-                                  max_restarts=c.rollout.max_restarts)
+            RolloutWorker.options(**self.placement.options("rollout", i), max_restarts=c.rollout.max_restarts)
             .remote(c.rollout.engine, self.model_path, c.policy.dtype, c.run.seed + i, vllm_options, reference,
                     {"run": c.run.name, "engine": str(i)} if c.metrics.prometheus else None)
             for i in range(c.rollout.num_workers)]
         p = c.preference
         options = preference_options(c, self.inputs.preference_model_path)
         self.preference = PreferenceReplicas([
-            PreferenceService.options(**self.placement.options(c, "preference", i), max_restarts=p.max_restarts)
+            PreferenceService.options(**self.placement.options("preference", i), max_restarts=p.max_restarts)
             .remote(p.kind, options, p.truncated)
             for i in range(p.num_replicas)], max_restarts=p.max_restarts)
         self.learner = LearnerGroup(
             learner_spec(c), self.model_path,
             self.algorithm.sequences_per_step(c.rollout.prompts_per_step // c.learner.num_ranks),
-            [self.placement.options(c, "learner", r) for r in range(c.learner.num_ranks)])
+            [self.placement.options("learner", r) for r in range(c.learner.num_ranks)])
         # Surface start-up errors (bad model, engine refusal) before the loop starts.
         self.phase("start-up: models")
         ray.get([w.weights_state.remote() for w in self.rollouts] + self.learner.submit("weights_digest"))
@@ -214,7 +214,7 @@ class Controller:
         away = [i for i, node in enumerate(nodes["rollout"]) if node != nodes["learner"][0]]
         self.engines_local = [node == nodes["learner"][0] for node in nodes["rollout"]]
         self.transport = choose_transport(c.sync.transport, self.engines_local,
-                                          bool(role_resources(c, "rollout").num_gpus))
+                                          bool(self.plan.roles["rollout"].resources.num_gpus))
         if c.sync.transport == "shared_memory" and away:
             raise ConfigError(f"sync.transport=shared_memory needs every rollout engine on learner rank 0's node, "
                               f"but Ray placed engine(s) {away} on other nodes: use sync.transport=broadcast "
@@ -562,6 +562,3 @@ class Controller:
         if getattr(self, "placement", None) is not None:
             self.placement.remove()
 
-
-def _bind(cpu_threads_bind: str, worker: int) -> str:
-    return cpu_threads_bind if cpu_threads_bind == "auto" else cpu_threads_bind.split(";")[worker]
