@@ -173,3 +173,24 @@ def test_the_embedded_osp_model_holds_its_judges_words_and_no_other_run_changes(
     letters = load_config(None, ["algorithm.name=osp", "algorithm.osp.verdict_a=a", "algorithm.osp.verdict_b=b",
                                  "algorithm.osp.judge_template={prompt} {a} {b}"])
     assert embedded_model_spec(letters).words == ()  # the paper's words are letters of the task already
+
+
+@pytest.mark.parametrize("override, message", [
+    ("rollout.top_p=0", "'rollout.top_p' must be in (0, 1]"),
+    ("preference.max_rejected_share=1", "'preference.max_rejected_share' must be in [0, 1)"),
+    ("ray.num_cpus=0", "'ray.num_cpus' must be >= 1 or auto"),
+    ("algorithm.ipo.mixture.candidates=1", "'algorithm.ipo.mixture.candidates' must be >= 2"),
+    ("learner.zero_stage=4", "'learner.zero_stage' must be in [0, 3]"),
+])
+def test_each_bound_is_declared_on_its_field_and_checked_with_its_key(override, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, [override])
+    assert message in str(caught.value)
+
+
+def test_bounds_are_described_as_a_reader_writes_them():
+    from selfplay.config_fields import bound_problem, describe_bounds
+
+    assert describe_bounds({"ge": 1}) == ">= 1" and describe_bounds({"gt": 0, "le": 1}) == "in (0, 1]"
+    assert bound_problem(0.5, {"gt": 0, "le": 1}) is None and bound_problem(True, {"ge": 2}) is None
+    assert bound_problem("auto", {"ge": 1}) is None and bound_problem(3, {"lt": 3}) == "must be < 3"

@@ -52,10 +52,7 @@ class BestOfK:
 
 @dataclass
 class BestOfKConfig:
-    top: int = _f(1, "responses kept per prompt, the best by win-rate against the others")
-
-    def problems(self) -> list[tuple[str, str]]:
-        return [("top", "must be >= 1")] * (self.top < 1)
+    top: int = _f(1, "responses kept per prompt, the best by win-rate against the others", ge=1)
 
 
 ENTRIES = (AlgorithmEntry("best_of_k", "best_of_k", BestOfKConfig, lambda o, run: BestOfK(k=run.k, top=o.top),

@@ -67,8 +67,9 @@ class BuildContext:
 @dataclass(frozen=True)
 class AlgorithmEntry:
     """One algorithm as its module declares it. Several names may share one section (online_ipo and ipo_md read
-    ``algorithm.ipo``). ``options`` is the section's dataclass; its ``problems()`` returns (key, what) for each
-    value out of range. ``embedded_preset`` fills the section for the embedded tiny model (under what the user
+    ``algorithm.ipo``). ``options`` is the section's dataclass (``selfplay.config_fields._f`` fields, with their
+    bounds); an optional ``problems()`` returns (key, what) for each rule a bound cannot say (a template's
+    fields). ``embedded_preset`` fills the section for the embedded tiny model (under what the user
     sets); ``preset`` fills any part of the config when this algorithm is chosen (e.g. the engine it needs)."""
     name: str
     section: str

@@ -62,11 +62,8 @@ class OnlineDPO:
 
 @dataclass
 class DPOConfig:
-    beta: float = _f(0.1, "DPO inverse temperature beta")
+    beta: float = _f(0.1, "DPO inverse temperature beta", gt=0)
     labels: Literal["hard", "soft"] = _f("hard", "hard: winner by the preference; soft: cross-entropy on p")
-
-    def problems(self) -> list[tuple[str, str]]:
-        return [("beta", "must be > 0")] * (self.beta <= 0)
 
 
 ENTRIES = (AlgorithmEntry("dpo", "dpo", DPOConfig, lambda o, run: OnlineDPO(beta=o.beta, labels=o.labels),

@@ -64,23 +64,19 @@ class DRIFT:
 
 @dataclass
 class DRIFTConfig:
-    beta: float = _f(0.1, "DPO beta of the DRIFT loss")
+    beta: float = _f(0.1, "DPO beta of the DRIFT loss", gt=0)
     alpha: float = _f(0.001, "weight of the NLL term on the chosen response")
-    iteration_steps: int = _f(10, "learner steps per iteration; the reference resets after each")
+    iteration_steps: int = _f(10, "learner steps per iteration; the reference resets after each", ge=1)
     data_path: str | None = _f(
         None, "WildFeedback-format JSONL (prompt messages, rejected, user_preference); empty: synthetic DSAT "
               "data for the built-in task")
     condition_template: str = _f("{prompt} {rejected} {complaint}",
                                  "prompt that asks the policy for an improved answer")
-    filter_threshold: float = _f(0.0, "keep a positive only if P(positive > rejected) exceeds this (0: off)")
+    filter_threshold: float = _f(0.0, "keep a positive only if P(positive > rejected) exceeds this (0: off)", ge=0, lt=1)
 
     def problems(self) -> list[tuple[str, str]]:
-        found = [(key, what) for key, ok, what in (
-            ("beta", self.beta > 0, "must be > 0"),
-            ("iteration_steps", self.iteration_steps >= 1, "must be >= 1"),
-            ("filter_threshold", 0 <= self.filter_threshold < 1, "must be in [0, 1)")) if not ok]
         template = missing_fields(self.condition_template, ("prompt", "rejected", "complaint"))
-        return found + ([("condition_template", template)] if template else [])
+        return [("condition_template", template)] if template else []
 
 
 ENTRIES = (AlgorithmEntry(

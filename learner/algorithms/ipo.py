@@ -84,12 +84,9 @@ class OnlineIPO:
 
 @dataclass
 class IPOConfig:
-    tau: float = _f(0.1, "IPO regularisation tau; the target margin is (p - 1/2)/tau")
+    tau: float = _f(0.1, "IPO regularisation tau; the target margin is (p - 1/2)/tau", gt=0)
     labels: Literal["soft", "hard"] = _f("soft", "soft: regress on p; hard: winner drawn with probability p")
     mixture: MixtureConfig = _f(None, "IPO-MD's sampling mixture (online_ipo samples the policy: beta 0)")
-
-    def problems(self) -> list[tuple[str, str]]:
-        return [("tau", "must be > 0")] * (self.tau <= 0) + self.mixture.problems()
 
 
 ENTRIES = (

@@ -16,13 +16,8 @@ MIXTURE_PRESET = {"rollout": {"engine": "torch"}}
 
 @dataclass
 class MixtureConfig:
-    beta: float = _f(0.5, "geometric-mixture coefficient beta: pi^beta ∝ pi^(1-beta) mu^beta (TRL mixture_coef)")
+    beta: float = _f(0.5, "geometric-mixture coefficient beta: pi^beta ∝ pi^(1-beta) mu^beta (TRL mixture_coef)", ge=0, le=1)
     sampler: Literal["auto", "token", "sequence"] = _f(
         "auto", "token: exact token-level mixing (torch engine); sequence: importance resampling of policy "
                 "samples (any engine); auto: token with the torch engine, sequence with vLLM")
-    candidates: int = _f(8, "sequence sampler: policy samples per prompt to resample the opponent from")
-
-    def problems(self) -> list[tuple[str, str]]:
-        return [(key, what) for key, ok, what in (
-            ("mixture.beta", 0 <= self.beta <= 1, "must be in [0, 1]"),
-            ("mixture.candidates", self.candidates >= 2, "must be >= 2")) if not ok]
+    candidates: int = _f(8, "sequence sampler: policy samples per prompt to resample the opponent from", ge=2)

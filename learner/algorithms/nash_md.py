@@ -82,11 +82,8 @@ class NashMD:
 
 @dataclass
 class NashMDConfig:
-    tau: float = _f(0.1, "KL regularisation tau (TRL: beta)")
+    tau: float = _f(0.1, "KL regularisation tau (TRL: beta)", gt=0)
     mixture: MixtureConfig = _f(None, "the opponent's geometric mixture")
-
-    def problems(self) -> list[tuple[str, str]]:
-        return [("tau", "must be > 0")] * (self.tau <= 0) + self.mixture.problems()
 
 
 ENTRIES = (AlgorithmEntry(

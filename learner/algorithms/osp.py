@@ -130,25 +130,21 @@ class OSP:
 
 @dataclass
 class OSPConfig:
-    beta: float = _f(0.1, "inverse temperature of the soft-preference loss")
+    beta: float = _f(0.1, "inverse temperature of the soft-preference loss", gt=0)
     judge_template: str = _f("{prompt} {a} {b}", "self-judge prompt; {prompt}, {a}, {b} are filled in")
     verdict_a: str = _f("a", "the word (one token) by which the judge prefers the first response")
     verdict_b: str = _f("b", "the word (one token) by which the judge prefers the second response")
-    iteration_steps: int = _f(0, "reset the reference to the policy every N steps (0: fixed reference)")
+    iteration_steps: int = _f(0, "reset the reference to the policy every N steps (0: fixed reference)", ge=0)
     labels: Literal["soft", "hard"] = _f(
         "soft", "soft: the judged strength is the label (the paper); hard: the self-judged winner with p = 1")
     judge_warmup_steps: int = _f(
         0, "for the first N steps also teach the policy to judge: cross-entropy of its verdict tokens against "
            "the preference model's label of the same judged pairs; stands in for the judging skill an "
-           "instruction-tuned policy brings (0: pure OSP)")
+           "instruction-tuned policy brings (0: pure OSP)", ge=0)
 
     def problems(self) -> list[tuple[str, str]]:
-        found = [(key, what) for key, ok, what in (
-            ("beta", self.beta > 0, "must be > 0"),
-            ("judge_warmup_steps", self.judge_warmup_steps >= 0, "must be >= 0"),
-            ("iteration_steps", self.iteration_steps >= 0, "must be >= 0")) if not ok]
         template = missing_fields(self.judge_template, ("prompt", "a", "b"))
-        return found + ([("judge_template", template)] if template else [])
+        return [("judge_template", template)] if template else []
 
 
 ENTRIES = (AlgorithmEntry(

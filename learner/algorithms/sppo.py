@@ -83,17 +83,12 @@ class SPPO:
 @dataclass
 class SPPOConfig:
     eta: float = _f(1000.0, "step size eta of the multiplicative-weights update (the paper's 1000 = 1/beta, with "
-                            "summed log-probs; the embedded tiny model: 10)")
+                            "summed log-probs; the embedded tiny model: 10)", gt=0)
     form: Literal["all_k", "best_worst"] = _f(
         "all_k", "train on all K responses, or on the best and worst as the reference scripts do")
     iteration_steps: int = _f(
         1250, "learner steps per SPPO iteration; the reference resets after each (the paper: one pass over ~20k "
-              "prompts, 1250 steps of 16; the embedded tiny model: 10)")
-
-    def problems(self) -> list[tuple[str, str]]:
-        return [(key, what) for key, ok, what in (("eta", self.eta > 0, "must be > 0"),
-                                                  ("iteration_steps", self.iteration_steps >= 1, "must be >= 1"))
-                if not ok]
+              "prompts, 1250 steps of 16; the embedded tiny model: 10)", ge=1)
 
 
 ENTRIES = (AlgorithmEntry(

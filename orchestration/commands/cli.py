@@ -1,5 +1,5 @@
 """``selfplay`` command line: ``selfplay train [CONFIG.yaml] [key=value ...] [--dry-run] [--debug]``, ``resume``,
-``export``, ``status``, ``plot`` and ``serve-preference``."""
+``export``, ``status``, ``config``, ``plot`` and ``serve-preference``."""
 
 from __future__ import annotations
 
@@ -39,6 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--stale-after", type=float, default=30.0, metavar="SECONDS",
                         help="a heartbeat older than this means not alive (default 30)")
     status.add_argument("--debug", action="store_true", help="show full tracebacks")
+    config = sub.add_parser("config", help="every config key with its type, bounds, default and help; with a config "
+                                           "file or overrides, the value each key resolves to")
+    config.add_argument("items", nargs="*", metavar="CONFIG.yaml | key=value",
+                        help="an optional YAML config file, then dotted key=value overrides, to resolve")
+    config.add_argument("--section", default=None, help="one top-level section only, e.g. rollout")
+    config.add_argument("--markdown", action="store_true", help="the reference as a Markdown page "
+                                                                "(docs/config-reference.md)")
+    config.add_argument("--debug", action="store_true", help="show full tracebacks")
     plot = sub.add_parser("plot", help="draw the run's curves as PNGs into RUN_DIR/plots/")
     plot.add_argument("run_dir", help="the run directory")
     plot.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -88,6 +96,14 @@ def _run(args) -> int:
         if not paths:
             raise SelfplayError(f"{args.run_dir} has no metrics to plot yet (metrics.jsonl is empty)")
         print("\n".join(str(p) for p in paths))
+        return 0
+    if args.command == "config":
+        from selfplay.orchestration.config.reference import as_markdown, as_text, key_docs
+        from selfplay.orchestration.config.schema import load_config
+        docs = key_docs(args.section)
+        path, overrides = split_items(args.items)
+        resolved = load_config(path, overrides) if path or overrides else None
+        print(as_markdown(docs) if args.markdown else as_text(docs, resolved), end="")
         return 0
     if args.command == "export":
         from selfplay.orchestration.commands.launch import export

@@ -35,6 +35,6 @@ class MetricsConfig:
     prometheus: bool = _f(True, "export the run's metrics and the vLLM engines' stats as selfplay_* Prometheus "
                                 "metrics through Ray's metrics agent (dashboards/selfplay.json)")
     samples: int = _f(8, "evaluation prompts whose responses (current vs initial policy, and the preference "
-                         "between them) are logged at each evaluation (0: none)")
+                         "between them) are logged at each evaluation (0: none)", ge=0)
     wandb: WandbConfig = _f(None, "Weights & Biases")
     mlflow: MlflowConfig = _f(None, "MLflow")

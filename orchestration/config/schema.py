@@ -30,15 +30,15 @@ from selfplay.errors import ConfigError
 class RunConfig:
     name: str = _f("tiny-sppo", "run name; the run directory is <output_dir>/<name>")
     output_dir: str = _f("runs", "parent folder of run directories")
-    total_steps: int = _f(120, "learner optimisation steps to take")
+    total_steps: int = _f(120, "learner optimisation steps to take", ge=1)
     seed: int = _f(0, "seed for prompts order, sampling and model init")
-    log_every: int = _f(5, "steps between console progress lines")
+    log_every: int = _f(5, "steps between console progress lines", ge=1)
     overwrite: bool = _f(False, "replace an existing run directory of the same name")
     auto_resume: int = _f(0, "after a learner failure or a hung step, restart the whole run (new actors) from its "
-                             "last complete checkpoint, up to this many times within one `selfplay train`")
+                             "last complete checkpoint, up to this many times within one `selfplay train`", ge=0)
     step_timeout_s: float = _f(1800.0, "a step (or start-up phase) longer than this is a hang: every actor's stacks "
                                        "go to <run_dir>/stacks/, the run stops naming the phase (then auto_resume); "
-                                       "also the weight-broadcast collective's timeout. 0: no limit")
+                                       "also the weight-broadcast collective's timeout. 0: no limit", ge=0)
 
 
 @dataclass
@@ -77,20 +77,20 @@ class TaskConfig:
     overlong: Literal["drop", "truncate"] = _f(
         "drop", "prompts longer than rollout.max_prompt_tokens: drop them, or keep their last tokens")
     num_train_prompts: int = _f(4096, "built-in task: training prompts drawn from the seed")
-    num_eval_prompts: int = _f(32, "held-out prompts for the win-rate evaluation")
-    prompt_letters: int = _f(6, "sorting task: letters per prompt")
-    alphabet_size: int = _f(16, "sorting task: letters a.. in the alphabet (<= 26)")
+    num_eval_prompts: int = _f(32, "held-out prompts for the win-rate evaluation", ge=1)
+    prompt_letters: int = _f(6, "sorting task: letters per prompt", ge=1)
+    alphabet_size: int = _f(16, "sorting task: letters a.. in the alphabet (<= 26)", ge=2, le=26)
 
 
 @dataclass
 class VLLMConfig:
     kv_cache_gib: int = _f(1, "CPU KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)")
-    gpu_memory_utilization: float = _f(0.5, "fraction of GPU memory vLLM may take (GPU only)")
+    gpu_memory_utilization: float = _f(0.5, "fraction of GPU memory vLLM may take (GPU only)", gt=0, le=1)
     enforce_eager: bool = _f(True, "disable CUDA graphs / torch.compile (required on CPU)")
     max_model_len: int = _f(0, "longest prompt + response the engine accepts; 0: the longest rendered prompt "
                                "(at most rollout.max_prompt_tokens) plus rollout.max_tokens, more where the "
-                               "algorithm feeds longer sequences (OSP's judge prompts)")
-    tensor_parallel_size: int = _f(1, "GPUs per vLLM engine (tensor parallel); 1 on CPUs")
+                               "algorithm feeds longer sequences (OSP's judge prompts)", ge=0)
+    tensor_parallel_size: int = _f(1, "GPUs per vLLM engine (tensor parallel); 1 on CPUs", ge=1)
     enable_prefix_caching: bool = _f(True, "reuse the KV cache of shared prompt prefixes (the K samples of a "
                                            "prompt share it)")
 
@@ -100,29 +100,29 @@ class RolloutConfig:
     engine: Literal["vllm", "torch"] = _f(
         "vllm", "generation engine; nash_md and ipo_md default to torch, which draws their token-level mixture "
                 "in one pass (vLLM holds only the policy: the sequence sampler, 8 policy samples per response)")
-    num_workers: int = _f(1, "rollout worker actors (engines)")
+    num_workers: int = _f(1, "rollout worker actors (engines)", ge=1)
     max_restarts: int = _f(3, "times Ray restarts a rollout worker that died; its batch is retried and it gets the "
-                              "current weights (verified) before sampling again")
-    num_cpus: float = _f(1.0, "CPUs per rollout engine")
+                              "current weights (verified) before sampling again", ge=0)
+    num_cpus: float = _f(1.0, "CPUs per rollout engine", ge=0)
     num_threads: int | Literal["auto"] = _f(
         "auto", "threads each engine computes with; auto: on the in-process cluster, every core while the "
                 "engines generate in sync mode, the producer's share of the cores in async mode "
-                "(orchestration/cluster/thread_budget.py); on a joined cluster Ray's default, one per CPU held")
+                "(orchestration/cluster/thread_budget.py); on a joined cluster Ray's default, one per CPU held", ge=1)
     num_gpus: float | Literal["auto"] = _f(
         "auto", "GPUs per rollout engine; auto: vllm.tensor_parallel_size (torch engine: 1) with the CUDA build of "
-                "torch, else 0")
+                "torch, else 0", ge=0)
     resources: dict[str, float] = _f({}, "custom Ray resources per rollout engine, e.g. {rollout_node: 1} to place "
                                          "engines on the nodes started with that resource")
     cpu_threads_bind: str = _f(
         "auto", "CPU only: the cores each rollout worker runs on, one entry per worker separated by ';' (e.g. '1' "
                 "or '2-3;4-5'), so that engines and the learner do not share cores in async mode; a worker then "
                 "computes with one thread per core listed; auto: no binding. Ignored on GPUs")
-    prompts_per_step: int = _f(16, "prompts sampled per learner step")
-    k: int = _f(4, "responses sampled per prompt (SPPO needs >= 2)")
-    temperature: float = _f(1.0, "sampling temperature")
-    top_p: float = _f(1.0, "nucleus sampling mass")
-    max_tokens: int = _f(256, "longest response in tokens; a longer one is cut (finish reason 'length')")
-    max_prompt_tokens: int = _f(1024, "longest rendered prompt in tokens; longer ones follow task.overlong")
+    prompts_per_step: int = _f(16, "prompts sampled per learner step", ge=1)
+    k: int = _f(4, "responses sampled per prompt (SPPO needs >= 2)", ge=2)
+    temperature: float = _f(1.0, "sampling temperature", gt=0)
+    top_p: float = _f(1.0, "nucleus sampling mass", gt=0, le=1)
+    max_tokens: int = _f(256, "longest response in tokens; a longer one is cut (finish reason 'length')", ge=1)
+    max_prompt_tokens: int = _f(1024, "longest rendered prompt in tokens; longer ones follow task.overlong", ge=1)
     stop: list[str] = _f([], "strings that end a response (besides every EOS id of the tokenizer and "
                         "generation_config)")
     ignore_eos: bool = _f(False, "keep sampling past EOS (the embedded tiny model never learnt EOS)")
@@ -131,11 +131,11 @@ class RolloutConfig:
 
 @dataclass
 class PreferenceServeConfig:
-    replicas: int = _f(1, "selfplay serve-preference: Ray Serve replicas of the model, each with its own copy")
+    replicas: int = _f(1, "selfplay serve-preference: Ray Serve replicas of the model, each with its own copy", ge=1)
     max_batch_size: int = _f(32, "selfplay serve-preference: concurrent requests to one route joined into one "
-                                 "model call")
+                                 "model call", ge=1)
     batch_wait_s: float = _f(0.01, "selfplay serve-preference: how long a request waits for others to join its "
-                                   "batch")
+                                   "batch", ge=0)
 
 
 @dataclass
@@ -146,11 +146,11 @@ class PreferenceConfig:
                    "judge, a generative LLM asked which response is better; python, a class of yours with "
                    "probabilities(...); game, an intransitive game over the response's first word; remote, a model "
                    "served by `selfplay serve-preference` at preference.url")
-    sharpness: float = _f(20.0, "sorting and function kinds: P(a > b) = sigmoid(sharpness * (score_a - score_b))")
+    sharpness: float = _f(20.0, "sorting and function kinds: P(a > b) = sigmoid(sharpness * (score_a - score_b))", gt=0)
     model_path: str | None = _f(None, "reward_model, pairwise: a Hugging Face sequence-classification directory or "
                                       "hub id; judge: a causal (chat) LM directory or hub id, the judge model")
-    temperature: float = _f(1.0, "reward_model: P(a > b) = sigmoid((r_a - r_b) / temperature)")
-    batch_size: int = _f(16, "reward_model, pairwise: sequences per forward pass of the preference model")
+    temperature: float = _f(1.0, "reward_model: P(a > b) = sigmoid((r_a - r_b) / temperature)", gt=0)
+    batch_size: int = _f(16, "reward_model, pairwise: sequences per forward pass of the preference model", ge=1)
     pairwise_template: str = _f(
         "{prompt}\n\nResponse A:\n{a}\n\nResponse B:\n{b}\n\nIs Response A better than Response B?",
         "pairwise: the text the classifier reads, with {prompt}, {a} and {b}")
@@ -162,7 +162,7 @@ class PreferenceConfig:
     verdict_a: str = _f("A", "judge: the answer meaning 'the first response is better' (its first token is read)")
     verdict_b: str = _f("B", "judge: the answer meaning 'the second response is better'")
     judge_max_model_len: int = _f(0, "judge: the longest judge prompt + 1 its vLLM engine takes; 0: the judge "
-                                     "model's context. A longer judge prompt drops its group, counted")
+                                     "model's context. A longer judge prompt drops its group, counted", ge=0)
     class_path: str | None = _f(None, "python: 'module:Class', constructed with no arguments, with "
                                       "probabilities(prompts, first, second) -> list of P(first > second)")
     function: str | None = _f(
@@ -182,28 +182,28 @@ class PreferenceConfig:
                "by the spread (standard deviation) of the initial policy's evaluation scores, so temperature and "
                "sharpness are in units of that spread, whatever the reward model's scale")
     max_bad_batches: int = _f(100, "stop the run after this many batches in a row whose share of rejected groups "
-                                   "(NaN or out-of-range preferences) is above max_rejected_share")
+                                   "(NaN or out-of-range preferences) is above max_rejected_share", ge=1)
     max_rejected_share: float = _f(0.5, "the share of a batch's groups the preference code may fail on (an "
                                         "exception, NaN, out of range: the group is dropped) before the batch "
-                                        "counts towards max_bad_batches")
+                                        "counts towards max_bad_batches", ge=0, lt=1)
     max_restarts: int = _f(3, "times Ray restarts a preference replica that died; its share of a batch is "
-                              "asked again")
+                              "asked again", ge=0)
     num_replicas: int = _f(1, "preference service replicas, each with its own copy of the model; a batch's groups "
-                              "are spread over them")
+                              "are spread over them", ge=1)
     num_cpus: float | Literal["auto"] = _f(
         "auto", "CPUs per replica; auto: 1 for a model on its own engine or device (reward_model, pairwise, judge), "
-                "0.5 for the others")
+                "0.5 for the others", ge=0)
     num_gpus: float | Literal["auto"] = _f(
-        "auto", "GPUs per replica; auto: 1 for reward_model, pairwise and judge when the cluster has GPUs, else 0")
+        "auto", "GPUs per replica; auto: 1 for reward_model, pairwise and judge when the cluster has GPUs, else 0", ge=0)
     num_threads: int | Literal["auto"] = _f(
-        "auto", "threads each replica computes with; auto: as rollout.num_threads, for the scoring phase")
+        "auto", "threads each replica computes with; auto: as rollout.num_threads, for the scoring phase", ge=1)
     url: str | None = _f(None, "remote: the preference service's address, e.g. http://127.0.0.1:8000")
     token_env: str = _f("SELFPLAY_PREFERENCE_TOKEN",
                         "remote and selfplay serve-preference: the environment variable holding the service's "
                         "bearer token (the token itself never goes in a config file)")
-    timeout_s: float = _f(60.0, "remote: seconds one request may take before it counts as failed")
+    timeout_s: float = _f(60.0, "remote: seconds one request may take before it counts as failed", gt=0)
     retry_seconds: float = _f(300.0, "remote: how long to keep retrying a request that timed out, was refused or "
-                                     "got a 5xx, with exponential backoff, before the run stops")
+                                     "got a 5xx, with exponential backoff, before the run stops", ge=0)
     serve: PreferenceServeConfig = _f(None, "selfplay serve-preference: replicas and request batching")
 
 
@@ -230,32 +230,32 @@ AlgorithmConfig = _algorithm_config()
 @dataclass
 class LearnerConfig:
     lr: float = _f(5e-7, "AdamW learning rate (SPPO's and TRL's online DPO / Nash-MD default for a pretrained "
-                         "chat model; the embedded tiny model: 1e-3)")
+                         "chat model; the embedded tiny model: 1e-3)", gt=0)
     lr_schedule: Literal["constant", "linear", "cosine"] = _f(
         "constant", "learning rate after the warm-up: constant, or a linear or cosine decay to 0 at run.total_steps")
     warmup_steps: int = _f(0, "steps of linear learning-rate warm-up")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     grad_clip: float = _f(1.0, "gradient norm clip (0 disables)")
     micro_batch_size: int = _f(8, "sequences per forward/backward; gradients accumulate to the step (TRL's and "
-                                  "OpenRLHF's 8; the embedded tiny model: 64)")
-    zero_stage: int = _f(0, "DeepSpeed ZeRO stage 0-3")
-    num_ranks: int = _f(1, "data-parallel DeepSpeed ranks, one Ray actor (and one GPU, if any) each")
-    num_cpus: float = _f(1.0, "CPUs per learner rank")
+                                  "OpenRLHF's 8; the embedded tiny model: 64)", ge=1)
+    zero_stage: int = _f(0, "DeepSpeed ZeRO stage 0-3", ge=0, le=3)
+    num_ranks: int = _f(1, "data-parallel DeepSpeed ranks, one Ray actor (and one GPU, if any) each", ge=1)
+    num_cpus: float = _f(1.0, "CPUs per learner rank", ge=0)
     num_threads: int | Literal["auto"] = _f(
-        "auto", "threads each rank computes with; auto: as rollout.num_threads, for the training phase")
-    num_gpus: float | Literal["auto"] = _f("auto", "GPUs per learner rank; auto: 1 with the CUDA build of torch, else 0")
+        "auto", "threads each rank computes with; auto: as rollout.num_threads, for the training phase", ge=1)
+    num_gpus: float | Literal["auto"] = _f("auto", "GPUs per learner rank; auto: 1 with the CUDA build of torch, else 0", ge=0)
     resources: dict[str, float] = _f({}, "custom Ray resources per learner rank")
     backend: Literal["auto", "gloo", "nccl"] = _f("auto", "torch.distributed backend; auto: nccl on GPU, gloo on CPU")
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory, ~30% "
                                              "more compute)")
     logprob_chunk_tokens: int = _f(1024, "response tokens whose vocabulary log-softmax is computed at once "
-                                         "(bounds the [tokens, vocab] float32 tensor)")
+                                         "(bounds the [tokens, vocab] float32 tensor)", ge=1)
 
 
 @dataclass
 class SyncConfig:
-    every_steps: int = _f(1, "push learner weights to the rollout workers every N steps")
-    bucket_mb: int = _f(64, "weight push bucket size in MiB")
+    every_steps: int = _f(1, "push learner weights to the rollout workers every N steps", ge=1)
+    bucket_mb: int = _f(64, "weight push bucket size in MiB", ge=1)
     verify_digest: bool = _f(True, "each engine hashes the tensors it loads (as they stream) and every push "
                                    "checks that all engines hold the same; costs a device-to-host copy of the "
                                    "model per push on GPUs, so large runs may turn it off")
@@ -269,23 +269,23 @@ class SyncConfig:
 
 @dataclass
 class EvalConfig:
-    every_steps: int = _f(30, "steps between win-rate evaluations (0: only at the end)")
-    samples_per_prompt: int = _f(4, "responses per held-out prompt from each policy")
+    every_steps: int = _f(30, "steps between win-rate evaluations (0: only at the end)", ge=0)
+    samples_per_prompt: int = _f(4, "responses per held-out prompt from each policy", ge=1)
     temperature: float = _f(1.0, "sampling temperature of the evaluation")
 
 
 @dataclass
 class CheckpointConfig:
-    every_steps: int = _f(50, "steps between checkpoints (0: only on SIGTERM/SIGINT and at the end)")
-    keep_last: int = _f(3, "complete checkpoints to keep")
-    keep_every: int = _f(0, "also keep every checkpoint whose step is a multiple of this (0: none)")
+    every_steps: int = _f(50, "steps between checkpoints (0: only on SIGTERM/SIGINT and at the end)", ge=0)
+    keep_last: int = _f(3, "complete checkpoints to keep", ge=1)
+    keep_every: int = _f(0, "also keep every checkpoint whose step is a multiple of this (0: none)", ge=0)
     at_end: bool = _f(True, "write a checkpoint when the run finishes")
 
 
 @dataclass
 class PipelineConfig:
-    max_policy_lag: int = _f(1, "async: drop a batch sampled more than this many policy versions ago")
-    queue_size: int = _f(1, "async: scored batches the producer may hold ready ahead of the learner")
+    max_policy_lag: int = _f(1, "async: drop a batch sampled more than this many policy versions ago", ge=0)
+    queue_size: int = _f(1, "async: scored batches the producer may hold ready ahead of the learner", ge=1)
     hold_back: bool = _f(True, "async: the producer waits rather than sample a batch that would be more than "
                                "max_policy_lag versions old when trained (false: sample ahead, drop stale ones)")
 
@@ -295,18 +295,18 @@ class RayConfig:
     address: str | None = _f(None, "cluster to join (auto: this machine's; or host:port, ray://host:10001); empty: "
                                    "RAY_ADDRESS if set (a Ray job's driver has it), else an in-process cluster")
     placement_timeout_s: float = _f(60.0, "every role's placement group must be ready within this many seconds, "
-                                          "else the run stops naming the role and the missing resource")
+                                          "else the run stops naming the role and the missing resource", gt=0)
     num_cpus: int | Literal["auto"] = _f(
         "auto", "logical CPUs of the in-process cluster, a scheduling count (threads come from each role's "
-                "num_threads); auto: the machine's cores, or the CPUs the roles hold if that is more")
-    object_store_gib: float = _f(1.0, "object store size of the in-process cluster")
+                "num_threads); auto: the machine's cores, or the CPUs the roles hold if that is more", ge=1)
+    object_store_gib: float = _f(1.0, "object store size of the in-process cluster", gt=0)
     host_allocator: str = _f(
         "auto", "malloc preloaded into the actors without GPUs: auto = tcmalloc where installed (Debian package "
                 "libtcmalloc-minimal4; it keeps freed memory for reuse, a ~66M learner step 20% faster on 2 cores), "
                 "else the system's; system: the system's; or a library path")
     metrics_export_port: int = _f(0, "port of the in-process cluster's Prometheus endpoint (Ray's metrics agent, "
                                      "/metrics); 0: Ray picks one, printed at start. A joined cluster's comes "
-                                     "from ray start --metrics-export-port")
+                                     "from ray start --metrics-export-port", ge=0, le=65535)
 
 
 @dataclass
