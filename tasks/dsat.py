@@ -3,9 +3,9 @@
 WildFeedback format, one JSON object per line: ``prompt`` a message list (or a string), ``rejected`` the
 dissatisfied ("DSAT") reply (a string, or a message / message list whose last content is the reply),
 ``user_preference`` the complaint (a string or a list of strings). Errors name the file and line.
-For the built-in sorting task, ``synthetic_sorting_dsat`` makes such rows: the reply puts at each position
-the letter farthest from the right one (a clearly bad answer, worse than a random policy's) and the
-complaint asks for the sorted letters.
+For the built-in sorting task, ``synthetic_sorting_dsat`` makes such rows: the reply is the prompt's letters
+sorted the wrong way round (a plausible failure that scores about what a random policy does) and the complaint
+asks for ascending order.
 """
 
 from __future__ import annotations

@@ -194,7 +194,8 @@ class PreferenceConfig:
         "auto", "CPUs per replica; auto: 1 for a model on its own engine or device (reward_model, pairwise, judge), "
                 "0.5 for the others", ge=0)
     num_gpus: float | Literal["auto"] = _f(
-        "auto", "GPUs per replica; auto: 1 for reward_model, pairwise and judge when the cluster has GPUs, else 0", ge=0)
+        "auto", "GPUs per replica; auto: 1 for reward_model, pairwise and judge with the CUDA build of torch "
+                "(where the driver runs), else 0", ge=0)
     num_threads: int | Literal["auto"] = _f(
         "auto", "threads each replica computes with; auto: as rollout.num_threads, for the scoring phase", ge=1)
     url: str | None = _f(None, "remote: the preference service's address, e.g. http://127.0.0.1:8000")
