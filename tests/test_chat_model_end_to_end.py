@@ -116,7 +116,8 @@ def test_cli_sppo_learns_the_users_function_on_jsonl_chats(chat_files, selfplay_
     assert model.config.tie_word_embeddings
     # vLLM loads the export too (in its own process) and decodes greedily exactly as transformers does
     ids = tokenizer.apply_chat_template(chats(1)[0], add_generation_prompt=True, tokenize=True, return_dict=False)
-    script = ("import json, sys; from rollout.vllm_engine import VLLMEngine; from rollout.records import SamplingSpec; "
+    script = ("import json, sys; from selfplay.rollout.vllm_engine import VLLMEngine; "
+              "from selfplay.rollout.records import SamplingSpec; "
               "e = VLLMEngine(sys.argv[1], max_model_len=128); "
               "print(json.dumps(e.generate([json.loads(sys.argv[2])], [0], SamplingSpec(n=1, temperature=0.0, "
               "max_tokens=12))[0][0].response_token_ids))")

@@ -5,6 +5,7 @@ imports a bare top-level name (``tasks``, ``actors``, ...) that would load our c
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,21 @@ def test_tests_scripts_and_benchmarks_import_selfplay_by_its_one_name():
             for path in sorted((ROOT / folder).rglob("*.py"))
             for imported in _imports(path) if imported.split(".")[0] in set(FOLDERS) - {"selfplay"}]
     assert bare == []
+
+
+def test_no_code_held_in_a_string_imports_a_bare_name():
+    """Code run from a string (``python -c``, a Ray job's entrypoint) imports by the one name too."""
+    import io
+    import tokenize
+
+    names = "|".join(set(FOLDERS) - {"selfplay"})
+    bare = re.compile(rf"\bfrom (?:{names})(?:\.\w+)* import\b|(?:^|;\s*)import (?:{names})\b")
+    found = []
+    for folder in (*FOLDERS, "tests", "bench", "scripts", "examples"):
+        for path in sorted((ROOT / folder).rglob("*.py")) if (ROOT / folder).exists() else ():
+            if path.name == "test_layers.py":
+                continue
+            for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+                if token.type == tokenize.STRING and bare.search(token.string):
+                    found.append(f"{path.relative_to(ROOT)}:{token.start[0]}")
+    assert found == []

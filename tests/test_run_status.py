@@ -167,7 +167,7 @@ class _FailingController:
     def __init__(self, run_dir, error):
         self.run_dir, self.error, self.shut = run_dir, error, None
 
-    def run(self):
+    def run(self, auto_resumes=0):
         raise self.error
 
     def shutdown(self, failed=False):
