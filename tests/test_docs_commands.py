@@ -276,24 +276,24 @@ def test_every_skip_entry_matches_a_command():
         assert reason, f"SKIP entry {file}: {fragment} gives no reason"
 
 
-@pytest.mark.parametrize("command", TRAIN, ids=[c.id for c in TRAIN])
-def test_train_command_resolves_with_dry_run(results, command: Command):
+def _assert_resolves(results, command: Command, call, what: str) -> None:
+    """The command's config resolves (exit 0), unless SKIP lists why it cannot here."""
     reason = _skip_reason(command)
     if reason:
         pytest.skip(reason)
-    result = results[_train_call(command)]
-    assert result.returncode == 0, (f"{command.file}:{command.line}: `{command.text}` with --dry-run exited "
-                                    f"{result.returncode}: {result.stderr.strip()[-2000:]}")
+    result = results[call(command)]
+    assert result.returncode == 0, (f"{command.file}:{command.line}: `{command.text}` {what} (exit "
+                                    f"{result.returncode}): {result.stderr.strip()[-2000:]}")
+
+
+@pytest.mark.parametrize("command", TRAIN, ids=[c.id for c in TRAIN])
+def test_train_command_resolves_with_dry_run(results, command: Command):
+    _assert_resolves(results, command, _train_call, "fails with --dry-run")
 
 
 @pytest.mark.parametrize("command", CONFIGURED, ids=[c.id for c in CONFIGURED])
 def test_config_of_other_subcommands_resolves(results, command: Command):
-    reason = _skip_reason(command)
-    if reason:
-        pytest.skip(reason)
-    result = results[_config_call(command)]
-    assert result.returncode == 0, (f"{command.file}:{command.line}: the config of `{command.text}` does not resolve: "
-                                    f"{result.stderr.strip()[-2000:]}")
+    _assert_resolves(results, command, _config_call, "has a config that does not resolve")
 
 
 @pytest.mark.parametrize("command", OTHER, ids=[c.id for c in OTHER])

@@ -10,7 +10,7 @@ import importlib
 import os
 
 from selfplay.errors import ConfigError
-from selfplay.learner.algorithms.base import Algorithm, AlgorithmEntry, BuildContext
+from selfplay.learner.algorithms.base import Algorithm, AlgorithmEntry, BuildContext, RolloutNeeds
 
 MODULES = tuple(f"selfplay.learner.algorithms.{name}" for name in ("sppo", "nash_md", "ipo", "drift", "osp", "dpo"))
 PLUGIN_ENV = "SELFPLAY_ALGORITHM_MODULES"
@@ -51,6 +51,11 @@ def entry_of(config) -> AlgorithmEntry:
 def options_of(config):
     """The chosen algorithm's own config section."""
     return getattr(config.algorithm, entry_of(config).section)
+
+
+def needs_of(config) -> RolloutNeeds:
+    """What the chosen algorithm asks of the rollout and preference phases (its ``RolloutNeeds``)."""
+    return build_algorithm(config).needs
 
 
 def build_algorithm(config) -> Algorithm:

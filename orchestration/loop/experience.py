@@ -60,13 +60,15 @@ class Experience:
         self.learner = learner
         self.preference = preference
         self.on_phase = on_phase
+        self.options = options_of(config)  # the algorithm's own section (OSP's judge, DRIFT's filter)
+        self.section = entry_of(config).section
         self.sampler = None
         if self.needs.uses_mixture:
             self.sampler = self.needs.mixture_sampler
             if self.sampler == "auto":
                 self.sampler = "token" if self.config.rollout.engine == "torch" else "sequence"
             if self.sampler == "token" and self.config.rollout.engine != "torch":
-                raise ConfigError(f"algorithm.{entry_of(self.config).section}.mixture.sampler=token needs "
+                raise ConfigError(f"algorithm.{self.section}.mixture.sampler=token needs "
                                   "rollout.engine=torch (vLLM holds only the policy); use sampler=sequence")
             if self.sampler == "sequence" and (self.config.rollout.temperature != 1.0 or self.config.rollout.top_p != 1.0):
                 raise ConfigError("the sequence-level mixture sampler reweights samples of pi itself: it needs "
@@ -195,12 +197,12 @@ class Experience:
     # -- OSP: the policy judges its own responses ---------------------------------------------------
 
     def _verdict_token_ids(self) -> list[int]:
-        o = options_of(self.config)  # a self-judging algorithm's section: judge_template, verdict_a, verdict_b
+        o = self.options  # a self-judging algorithm's section: judge_template, verdict_a, verdict_b
         ids = []
         for key, word in (("verdict_a", o.verdict_a), ("verdict_b", o.verdict_b)):
             tokens = self.inputs.renderer.tokenizer(word, add_special_tokens=False).input_ids
             if len(tokens) != 1:
-                raise ConfigError(f"algorithm.{entry_of(self.config).section}.{key}='{word}' must be exactly one token of the policy's "
+                raise ConfigError(f"algorithm.{self.section}.{key}='{word}' must be exactly one token of the policy's "
                                   f"tokenizer (it is {len(tokens)})")
             ids.append(tokens[0])
         return ids
@@ -210,7 +212,7 @@ class Experience:
         """The policy's judgements of every pair, its agreement with the preference model, and during the
         judge warm-up the judged presentations labelled by the preference model, per group:
         [judge prompt ids, verdict_a id, verdict_b id, P(the first shown is better)]."""
-        texts, where = judge_pairs(options_of(self.config).judge_template, groups)
+        texts, where = judge_pairs(self.options.judge_template, groups)
         # Judge prompts are rendered like any prompt (as a user turn for chat models), and cut from the left
         # to what the engine accepts with the verdict token after them.
         renderer, room = self.inputs.renderer, self.inputs.max_model_len - 1
@@ -224,7 +226,7 @@ class Experience:
                  for m, r in zip(matrices, reference) for i in range(len(m)) for j in range(i + 1, len(m))
                  if r[i, j] != 0.5]
         examples: list[list] = [[] for _ in groups]
-        if step <= options_of(self.config).judge_warmup_steps:
+        if step <= self.options.judge_warmup_steps:
             a, b = self.verdict_ids
             for n, (g, i, j) in enumerate(where):
                 examples[g].append([ids[2 * n], a, b, float(reference[g][i, j])])
@@ -249,7 +251,7 @@ class Experience:
                                   response_token_ids=dsat.rejected_ids[i], response_text=dsat.rejected[i],
                                   policy_version=-1)
             groups.append([group[0], rejected])
-        threshold = options_of(self.config).filter_threshold
+        threshold = self.options.filter_threshold
         if threshold > 0:  # optional: keep a positive only if the preference model prefers it
             # Asked like every comparison: preference.truncated and identical-response ties apply.
             with self.timed(metrics, "score"):

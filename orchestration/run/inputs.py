@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from selfplay.orchestration.config.schema import Config
 from selfplay.errors import ConfigError, InputError
-from selfplay.learner.algorithms.registry import build_algorithm, entry_of, options_of
+from selfplay.learner.algorithms.registry import entry_of, needs_of, options_of
 from selfplay.orchestration.run.policy_model import embedded_model_spec, local_model_dir
 from selfplay.rollout.chat_rendering import PromptRenderer, eos_token_ids, fit_prompt, prompt_text
 from selfplay.tasks.dsat import load_wildfeedback_jsonl, synthetic_sorting_dsat
@@ -81,8 +81,7 @@ def load_run_inputs(config: Config) -> RunInputs:
         (train_records, in_train), (eval_records, in_eval) = map(drop_trailing_answers, (train_records, eval_records))
         answers = in_train + in_eval
     dsat_examples = None
-    needs = build_algorithm(c).needs
-    if needs.preferences == "dsat":  # DRIFT: conversations with a dissatisfying reply, not the task's prompts
+    if needs_of(c).preferences == "dsat":  # DRIFT: conversations with a dissatisfying reply, not the task's prompts
         dsat_examples, eval_records = _drift_examples(c, train_records, eval_records)
     model_path = local_model_dir(c.policy.model_path) if c.policy.model_path else None
     preference_model_path = check_preference_inputs(c)
@@ -173,7 +172,7 @@ def engine_context(config: Config, renderer: PromptRenderer, longest_prompt: int
     with room for OSP's judge prompts (a prompt and two responses in a template), within the model's context."""
     r = config.rollout
     need = longest_prompt + r.max_tokens
-    if build_algorithm(config).needs.preferences == "self_judge":  # OSP's judge prompts hold two responses
+    if needs_of(config).preferences == "self_judge":  # OSP's judge prompts hold two responses
         template = options_of(config).judge_template.format(prompt="", a="", b="")
         need = max(need, longest_prompt + len(renderer.render(template)) + 2 * r.max_tokens + _JUDGE_SLACK)
     if context is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from selfplay.orchestration.config.schema import Config
 from selfplay.errors import InputError
-from selfplay.learner.algorithms.registry import build_algorithm, options_of
+from selfplay.learner.algorithms.registry import needs_of, options_of
 
 
 def resolve_policy_model(config: Config, run_dir: Path) -> str:
@@ -59,7 +59,7 @@ def embedded_model_spec(config: Config):
     from selfplay.tasks.tiny_model import TinyModelSpec
 
     words = (game.PROMPT_PREFIX, *config.preference.strategies) if config.task.name == "game" else ()
-    if config.task.name != "game" and build_algorithm(config).needs.preferences == "self_judge":
+    if config.task.name != "game" and needs_of(config).preferences == "self_judge":
         words = sorting_words_with_the_judges(config)
     return TinyModelSpec(alphabet_size=config.task.alphabet_size, seed=config.run.seed, words=words)
 
