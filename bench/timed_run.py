@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable
 
-from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.config.loading import load_config
 from selfplay.orchestration.commands.launch import prepare
 
 

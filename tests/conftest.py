@@ -52,7 +52,7 @@ def run_in_process(out_dir, name, *overrides):
     """Run the real loop in this process (Ray started here) with the given overrides; returns (run_dir, summary).
     Evaluation only at the end and no periodic checkpoints, to keep end-to-end tests short. Four CPUs for the
     cluster: a module's runs share the Ray session its first run started, so it must fit each of them."""
-    from selfplay.orchestration.config.schema import load_config
+    from selfplay.orchestration.config.loading import load_config
     from selfplay.orchestration.commands.launch import prepare
 
     config = load_config(None, [f"run.output_dir={out_dir}", f"run.name={name}", "eval.every_steps=0",

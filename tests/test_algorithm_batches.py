@@ -12,7 +12,7 @@ from selfplay.learner.algorithms.ipo import OnlineIPO
 from selfplay.learner.algorithms.nash_md import NashMD
 from selfplay.learner.algorithms.osp import OSP
 from selfplay.learner.algorithms.registry import build_algorithm, entries
-from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.config.loading import load_config
 from selfplay.errors import ConfigError
 from selfplay.rollout.records import Completion, PreferenceGroup
 

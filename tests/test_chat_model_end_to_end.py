@@ -10,7 +10,7 @@ import pytest
 import ray
 import torch
 
-from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.config.loading import load_config
 from selfplay.orchestration.commands.launch import prepare
 from selfplay.rollout.chat_rendering import eos_token_ids
 from selfplay.tasks.tiny_chat_model import build_tiny_chat_model_dir

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.config.loading import load_config
 from selfplay.errors import ConfigError, InputError
 from selfplay.orchestration.run.inputs import load_run_inputs
 from selfplay.rollout.chat_rendering import PromptRenderer, eos_token_ids, first_eos, fit_prompt, prompt_text

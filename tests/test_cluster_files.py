@@ -173,7 +173,7 @@ RESOURCE_KEYS = {"learner": ("num_gpus", "num_cpus", "resources"), "rollout": ("
 
 
 def test_gpu_7b_config_validates_apart_from_the_resource_keys():
-    from selfplay.orchestration.config.schema import config_from_dict
+    from selfplay.orchestration.config.loading import config_from_dict
 
     data = load(GPU_7B)
     for section, keys in RESOURCE_KEYS.items():
@@ -184,11 +184,11 @@ def test_gpu_7b_config_validates_apart_from_the_resource_keys():
 
 
 def test_gpu_7b_config_loads_once_the_resource_keys_exist():
-    import dataclasses
+    from selfplay.orchestration.config.schema import LearnerConfig
 
-    from selfplay.orchestration.config.schema import LearnerConfig, load_config
+    from selfplay.orchestration.config.loading import load_config
 
-    if "num_gpus" not in {f.name for f in dataclasses.fields(LearnerConfig)}:
+    if "num_gpus" not in LearnerConfig.model_fields:
         pytest.skip("learner.num_gpus and the other per-role resource keys are not in orchestration/config/schema.py yet")
     config = load_config(GPU_7B)
     assert config.preset_keys == [] and config.learner.num_ranks == 4

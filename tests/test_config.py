@@ -2,7 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from selfplay.orchestration.config.schema import Config, load_config, parse_override, to_yaml, config_from_dict
+from selfplay.orchestration.config.schema import Config
+
+from selfplay.orchestration.config.loading import load_config, parse_override, to_yaml, config_from_dict
 from selfplay.errors import ConfigError
 import yaml
 
@@ -189,8 +191,47 @@ def test_each_bound_is_declared_on_its_field_and_checked_with_its_key(override, 
 
 
 def test_bounds_are_described_as_a_reader_writes_them():
-    from selfplay.config_fields import bound_problem, describe_bounds
+    from selfplay.config_fields import bounds_of, describe_bounds
+    from selfplay.orchestration.config.schema import LearnerConfig, PreferenceConfig
 
     assert describe_bounds({"ge": 1}) == ">= 1" and describe_bounds({"gt": 0, "le": 1}) == "in (0, 1]"
-    assert bound_problem(0.5, {"gt": 0, "le": 1}) is None and bound_problem(True, {"ge": 2}) is None
-    assert bound_problem("auto", {"ge": 1}) is None and bound_problem(3, {"lt": 3}) == "must be < 3"
+    assert describe_bounds({"lt": 3}) == "< 3" and describe_bounds({}) == ""
+    fields = LearnerConfig.model_fields
+    assert bounds_of(fields["zero_stage"]) == {"ge": 0, "le": 3} and bounds_of(fields["num_threads"]) == {"ge": 1}
+    assert bounds_of(PreferenceConfig.model_fields["max_rejected_share"]) == {"ge": 0, "lt": 1}
+
+
+def test_an_error_names_where_the_key_was_set(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("run:\n  total_steps: 7\nrollout:\n  prompts_per_step: 16\n  k: 2.5\n")
+    with pytest.raises(ConfigError, match=r"'rollout\.k' expects an integer, got 2\.5 \(.*run\.yaml, line 5\)"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"'rollout\.k' expects an integer, got 'x' \(set by the override rollout\.k=x\)"):
+        load_config(path, ["rollout.k=x"])
+    path.write_text("rollout:\n  k: 1\n  top_p: 0\nlearner:\n  lr: fast\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "'rollout.k' must be >= 2" in str(caught.value) and "(and 2 more: rollout.top_p, learner.lr)" in str(caught.value)
+
+
+def test_yaml_readings_of_numbers_text_and_lists():
+    config = load_config(None, ["run.name=2024", "learner.lr=3e-4", "algorithm.osp.verdict_a=1"])
+    assert config.run.name == "2024" and config.learner.lr == 3e-4 and config.algorithm.osp.verdict_a == "1"
+    with pytest.raises(ConfigError, match="'rollout.ignore_eos' expects true or false"):
+        load_config(None, ["rollout.ignore_eos=yes please"])  # strict: only YAML's true and false
+    with pytest.raises(ConfigError, match="'learner.num_threads' must be >= 1 or auto"):
+        load_config(None, ["learner.num_threads=0"])
+    with pytest.raises(ConfigError, match="'learner.num_threads' expects an integer or auto, got 'many'"):
+        load_config(None, ["learner.num_threads=many"])
+
+
+def test_a_default_outside_its_bounds_cannot_ship():
+    from pydantic import ValidationError
+
+    from selfplay.config_fields import Section, _f
+
+    class Broken(Section):
+        k: int = _f(1, "needs two", ge=2)
+
+    with pytest.raises(ValidationError):
+        Broken()

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from selfplay.orchestration.config.reference import as_markdown, key_docs
-from selfplay.orchestration.config.schema import load_config, to_dict
+from selfplay.orchestration.config.loading import load_config, to_dict
 from tests.conftest import REPO
 
 SELFPLAY = str(Path(sys.executable).parent / "selfplay")

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from selfplay.orchestration.cluster.probe import check_cluster_answers, host_and_port
-from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.config.loading import load_config
 from selfplay.errors import ConfigError
 
 

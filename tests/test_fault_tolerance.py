@@ -96,7 +96,7 @@ def test_rollout_worker_and_preference_replica_killed_mid_run(tmp_path, uninterr
 
 def train_in_process(tmp_path, name: str, *overrides) -> dict:
     """``selfplay train`` in this process (``launch.train``: auto-resume included), on the module's Ray."""
-    from selfplay.orchestration.config.schema import load_config
+    from selfplay.orchestration.config.loading import load_config
     from selfplay.orchestration.commands.launch import train
 
     return train(load_config(None, [f"run.output_dir={tmp_path}", f"run.name={name}", "eval.every_steps=0",

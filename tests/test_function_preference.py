@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.config.loading import load_config
 from selfplay.errors import ConfigError
 from selfplay.orchestration.loop.experience import valid_matrix
 from selfplay.orchestration.run.inputs import check_preference_function

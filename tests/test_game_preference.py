@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.config.loading import load_config
 from selfplay.orchestration.run.inputs import load_run_inputs
 from selfplay.preference.games import GamePreferenceModel, game_from_payoff, intransitive_game, nash_equilibrium
 from selfplay.tasks import game

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.config.loading import load_config
 from selfplay.orchestration.cluster.host_allocator import TCMALLOC, host_allocator_env, resolve_host_allocator
 from selfplay.orchestration.cluster.placement import Placement, RoleResources, actor_options, plan_cluster
 

@@ -11,7 +11,7 @@ import ray
 
 from selfplay.actors.learner_group import LearnerGroup
 from selfplay.learner.batch import TrainingBatch
-from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.config.loading import load_config
 from selfplay.orchestration.loop.learner_spec import learner_spec
 from selfplay.orchestration.cluster.placement import actor_options, role_resources
 from selfplay.tasks.tiny_model import TinyModelSpec, build_tiny_model_dir

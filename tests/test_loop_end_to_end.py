@@ -5,7 +5,7 @@ import json
 import pytest
 import ray
 
-from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.config.loading import load_config
 from selfplay.orchestration.commands.launch import prepare
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.config.loading import load_config
 from selfplay.orchestration.loop.experience import valid_matrix
 from selfplay.orchestration.run.inputs import check_preference_inputs
 from selfplay.preference.matrix import preference_matrices

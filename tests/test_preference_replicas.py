@@ -7,7 +7,7 @@ import ray
 
 from selfplay.actors.preference_replicas import PreferenceReplicas, contiguous_shards
 from selfplay.actors.preference_service import PreferenceService
-from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.config.loading import load_config
 from selfplay.orchestration.cluster.placement import role_resources
 from selfplay.preference.matrix import pair_probabilities, preference_matrices
 from selfplay.preference.sorting_judge import SortingJudge

@@ -4,7 +4,7 @@ the per-batch stats the controller logs, and preference.max_bad_batches counting
 import numpy as np
 import pytest
 
-from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.config.loading import load_config
 from selfplay.orchestration.loop.controller import RunState, count_batch
 from selfplay.preference.matrix import preference_matrices
 from selfplay.preference.self_judge import ask_both_orders

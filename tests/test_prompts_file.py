@@ -1,6 +1,8 @@
 import pytest
 
-from selfplay.orchestration.config.schema import TaskConfig, load_config
+from selfplay.orchestration.config.schema import TaskConfig
+
+from selfplay.orchestration.config.loading import load_config
 from selfplay.errors import InputError
 from selfplay.tasks.prompt_data import load_prompt_records
 from selfplay.tasks.prompts import train_and_eval_prompts

@@ -19,7 +19,7 @@ import numpy as np
 import psutil  # deepspeed's dependency
 import pytest
 
-from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.config.loading import load_config
 from selfplay.orchestration.run.inputs import check_preference_inputs
 from selfplay.preference.matrix import preference_matrices
 from selfplay.preference.model import build_preference_model

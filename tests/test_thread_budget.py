@@ -2,7 +2,7 @@
 
 import pytest
 
-from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.config.loading import load_config
 from selfplay.orchestration.cluster.placement import (CORES_ENV, actor_options, cluster_cpus, plan_cluster,
                                                      role_resources, role_threads)
 from selfplay.orchestration.cluster.thread_budget import parse_cores, thread_counts

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from selfplay.orchestration.config.schema import load_config
+from selfplay.orchestration.config.loading import load_config
 from selfplay.orchestration.telemetry.metrics import MetricsLog, check_trackers_installed
 from selfplay.errors import ConfigError
 

@@ -11,7 +11,7 @@ import ray
 from selfplay.actors.learner_group import LearnerGroup
 from selfplay.actors.rollout_worker import RolloutWorker
 from selfplay.actors.weight_transport import close_weight_transport, open_weight_transport, push_weights
-from selfplay.orchestration.config.schema import load_config, to_dict
+from selfplay.orchestration.config.loading import load_config, to_dict
 from selfplay.orchestration.loop.learner_spec import learner_spec
 from selfplay.orchestration.cluster.placement import actor_options, role_resources
 from selfplay.tasks.tiny_model import TinyModelSpec, build_tiny_model_dir

@@ -6,12 +6,11 @@ Loaded with SELFPLAY_ALGORITHM_MODULES=tests.toy_algorithm (tests/test_algorithm
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from selfplay.config_fields import _f
+from selfplay.config_fields import Section, _f
 from selfplay.learner.algorithms.base import AlgorithmEntry, RolloutNeeds
 from selfplay.learner.batch import TrainingBatch
 from selfplay.preference.matrix import win_rates
@@ -50,8 +49,7 @@ class BestOfK:
         return False
 
 
-@dataclass
-class BestOfKConfig:
+class BestOfKConfig(Section):
     top: int = _f(1, "responses kept per prompt, the best by win-rate against the others", ge=1)
 
 

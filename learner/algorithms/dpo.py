@@ -16,11 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dataclasses import dataclass
 from typing import Literal
 
-from selfplay.config_fields import _f
-from selfplay.learner.algorithms.base import AlgorithmEntry, BuildContext, RolloutNeeds
+from selfplay.config_fields import Section, _f
+from selfplay.learner.algorithms.base import AlgorithmEntry, RolloutNeeds
 from selfplay.learner.batch import TrainingBatch, first_second, labelled_pairs, pair_batch
 from selfplay.rollout.records import PreferenceGroup
 
@@ -60,8 +59,7 @@ class OnlineDPO:
         return False
 
 
-@dataclass
-class DPOConfig:
+class DPOConfig(Section):
     beta: float = _f(0.1, "DPO inverse temperature beta", gt=0)
     labels: Literal["hard", "soft"] = _f("hard", "hard: winner by the preference; soft: cross-entropy on p")
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dataclasses import dataclass
 
-from selfplay.config_fields import _f
-from selfplay.learner.algorithms.base import AlgorithmEntry, BuildContext, RolloutNeeds, missing_fields
+from pydantic import model_validator
+
+from selfplay.config_fields import KeyProblem, Section, _f
+from selfplay.learner.algorithms.base import AlgorithmEntry, RolloutNeeds, missing_fields
 from selfplay.learner.batch import TrainingBatch, first_second, pair_batch
 from selfplay.rollout.records import PreferenceGroup
 
@@ -62,8 +63,7 @@ class DRIFT:
         return step % self.iteration_steps == 0
 
 
-@dataclass
-class DRIFTConfig:
+class DRIFTConfig(Section):
     beta: float = _f(0.1, "DPO beta of the DRIFT loss", gt=0)
     alpha: float = _f(0.001, "weight of the NLL term on the chosen response")
     iteration_steps: int = _f(10, "learner steps per iteration; the reference resets after each", ge=1)
@@ -74,9 +74,11 @@ class DRIFTConfig:
                                  "prompt that asks the policy for an improved answer")
     filter_threshold: float = _f(0.0, "keep a positive only if P(positive > rejected) exceeds this (0: off)", ge=0, lt=1)
 
-    def problems(self) -> list[tuple[str, str]]:
-        template = missing_fields(self.condition_template, ("prompt", "rejected", "complaint"))
-        return [("condition_template", template)] if template else []
+    @model_validator(mode="after")
+    def _template(self) -> DRIFTConfig:
+        if problem := missing_fields(self.condition_template, ("prompt", "rejected", "complaint")):
+            raise KeyProblem("condition_template", problem)
+        return self
 
 
 ENTRIES = (AlgorithmEntry(

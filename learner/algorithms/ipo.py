@@ -20,11 +20,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dataclasses import dataclass
 from typing import Literal
 
-from selfplay.config_fields import _f
-from selfplay.learner.algorithms.base import AlgorithmEntry, BuildContext, RolloutNeeds
+from selfplay.config_fields import Section, _f
+from selfplay.learner.algorithms.base import AlgorithmEntry, RolloutNeeds
 from selfplay.learner.algorithms.mixture import MIXTURE_PRESET, MixtureConfig
 from selfplay.learner.batch import TrainingBatch, first_second, labelled_pairs, pair_batch
 from selfplay.rollout.records import PreferenceGroup
@@ -82,11 +81,10 @@ class OnlineIPO:
         return False
 
 
-@dataclass
-class IPOConfig:
+class IPOConfig(Section):
     tau: float = _f(0.1, "IPO regularisation tau; the target margin is (p - 1/2)/tau", gt=0)
     labels: Literal["soft", "hard"] = _f("soft", "soft: regress on p; hard: winner drawn with probability p")
-    mixture: MixtureConfig = _f(None, "IPO-MD's sampling mixture (online_ipo samples the policy: beta 0)")
+    mixture: MixtureConfig = _f(MixtureConfig, "IPO-MD's sampling mixture (online_ipo samples the policy: beta 0)")
 
 
 ENTRIES = (

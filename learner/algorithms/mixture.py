@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
-from selfplay.config_fields import _f
+from selfplay.config_fields import Section, _f
 
 # The torch engine holds the policy and the reference and draws the token-level mixture in one decoding pass,
 # where vLLM (the policy only) needs the sequence sampler's `candidates` policy samples per response. So unless
@@ -14,8 +13,7 @@ from selfplay.config_fields import _f
 MIXTURE_PRESET = {"rollout": {"engine": "torch"}}
 
 
-@dataclass
-class MixtureConfig:
+class MixtureConfig(Section):
     beta: float = _f(0.5, "geometric-mixture coefficient beta: pi^beta ∝ pi^(1-beta) mu^beta (TRL mixture_coef)", ge=0, le=1)
     sampler: Literal["auto", "token", "sequence"] = _f(
         "auto", "token: exact token-level mixing (torch engine); sequence: importance resampling of policy "

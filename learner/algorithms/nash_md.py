@@ -30,10 +30,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dataclasses import dataclass
 
-from selfplay.config_fields import _f
-from selfplay.learner.algorithms.base import AlgorithmEntry, BuildContext, RolloutNeeds
+from selfplay.config_fields import Section, _f
+from selfplay.learner.algorithms.base import AlgorithmEntry, RolloutNeeds
 from selfplay.learner.algorithms.mixture import MIXTURE_PRESET, MixtureConfig
 from selfplay.learner.batch import TrainingBatch
 from selfplay.rollout.records import PreferenceGroup
@@ -80,10 +79,9 @@ class NashMD:
         return False
 
 
-@dataclass
-class NashMDConfig:
+class NashMDConfig(Section):
     tau: float = _f(0.1, "KL regularisation tau (TRL: beta)", gt=0)
-    mixture: MixtureConfig = _f(None, "the opponent's geometric mixture")
+    mixture: MixtureConfig = _f(MixtureConfig, "the opponent's geometric mixture")
 
 
 ENTRIES = (AlgorithmEntry(

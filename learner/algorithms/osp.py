@@ -25,11 +25,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dataclasses import dataclass
 from typing import Literal
 
-from selfplay.config_fields import _f
-from selfplay.learner.algorithms.base import AlgorithmEntry, BuildContext, RolloutNeeds, missing_fields
+from pydantic import model_validator
+
+from selfplay.config_fields import KeyProblem, Section, _f
+from selfplay.learner.algorithms.base import AlgorithmEntry, RolloutNeeds, missing_fields
 from selfplay.learner.batch import TrainingBatch, first_second, pair_batch
 from selfplay.preference.matrix import win_rates
 from selfplay.rollout.records import PreferenceGroup
@@ -128,8 +129,7 @@ class OSP:
         return bool(self.iteration_steps) and step % self.iteration_steps == 0
 
 
-@dataclass
-class OSPConfig:
+class OSPConfig(Section):
     beta: float = _f(0.1, "inverse temperature of the soft-preference loss", gt=0)
     judge_template: str = _f("{prompt} {a} {b}", "self-judge prompt; {prompt}, {a}, {b} are filled in")
     verdict_a: str = _f("a", "the word (one token) by which the judge prefers the first response")
@@ -142,9 +142,11 @@ class OSPConfig:
            "the preference model's label of the same judged pairs; stands in for the judging skill an "
            "instruction-tuned policy brings (0: pure OSP)", ge=0)
 
-    def problems(self) -> list[tuple[str, str]]:
-        template = missing_fields(self.judge_template, ("prompt", "a", "b"))
-        return [("judge_template", template)] if template else []
+    @model_validator(mode="after")
+    def _template(self) -> OSPConfig:
+        if problem := missing_fields(self.judge_template, ("prompt", "a", "b")):
+            raise KeyProblem("judge_template", problem)
+        return self
 
 
 ENTRIES = (AlgorithmEntry(

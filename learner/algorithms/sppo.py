@@ -16,11 +16,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dataclasses import dataclass
 from typing import Literal
 
-from selfplay.config_fields import _f
-from selfplay.learner.algorithms.base import AlgorithmEntry, BuildContext, RolloutNeeds
+from selfplay.config_fields import Section, _f
+from selfplay.learner.algorithms.base import AlgorithmEntry, RolloutNeeds
 from selfplay.learner.batch import TrainingBatch
 from selfplay.preference.matrix import win_rates
 from selfplay.rollout.records import PreferenceGroup
@@ -80,8 +79,7 @@ class SPPO:
         return step % self.iteration_steps == 0
 
 
-@dataclass
-class SPPOConfig:
+class SPPOConfig(Section):
     eta: float = _f(1000.0, "step size eta of the multiplicative-weights update (the paper's 1000 = 1/beta, with "
                             "summed log-probs; the embedded tiny model: 10)", gt=0)
     form: Literal["all_k", "best_worst"] = _f(

@@ -99,7 +99,7 @@ def _run(args) -> int:
         return 0
     if args.command == "config":
         from selfplay.orchestration.config.reference import as_markdown, as_text, key_docs
-        from selfplay.orchestration.config.schema import load_config
+        from selfplay.orchestration.config.loading import load_config
         docs = key_docs(args.section)
         path, overrides = split_items(args.items)
         resolved = load_config(path, overrides) if path or overrides else None
@@ -110,7 +110,7 @@ def _run(args) -> int:
         out = export(args.run_dir, args.out_dir, args.step)
         print(f"exported {out}")
         return 0
-    from selfplay.orchestration.config.schema import load_config, to_yaml
+    from selfplay.orchestration.config.loading import load_config, to_yaml
 
     path, overrides = split_items(args.items)
     if getattr(args, "address", None):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import sys
 from pathlib import Path
 
 from selfplay.orchestration.run import checkpoints as ckpt
-from selfplay.orchestration.config.schema import (Config, apply_overrides, config_from_dict, read_yaml, structural_differences,
-                                  to_yaml)
+from selfplay.orchestration.config.schema import Config
+from selfplay.orchestration.config.loading import apply_overrides, config_from_dict, read_yaml, to_yaml
+from selfplay.orchestration.config.resume_changes import structural_differences
 from selfplay.orchestration.loop.controller import Controller
 from selfplay.orchestration.health.heartbeat import recording_errors
 from selfplay.errors import ConfigError, InputError, SelfplayError
@@ -160,7 +160,7 @@ def run_with_auto_resume(controller: Controller) -> dict:
             _warn(f"the run failed ({type(exc).__name__}: {reason}); auto-resume {attempt + 1} of "
                   f"{config.run.auto_resume}: restarting it from its last complete checkpoint")
             # The next attempt resumes, or starts afresh beside this one's evidence: never over it.
-            config = dataclasses.replace(config, resume="auto", run=dataclasses.replace(config.run, overwrite=False))
+            config = config.model_copy(update={"resume": "auto", "run": config.run.model_copy(update={"overwrite": False})})
             controller = prepare(config)
     raise AssertionError("unreachable")
 

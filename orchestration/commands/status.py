@@ -47,7 +47,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def _total_steps(run_dir: Path) -> int | None:
-    from selfplay.orchestration.config.schema import read_yaml
+    from selfplay.orchestration.config.loading import read_yaml
     try:
         return int(read_yaml(run_dir / "config.yaml")["run"]["total_steps"])
     except Exception:

@@ -3,14 +3,12 @@ TensorBoard logs that every run writes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
-from selfplay.config_fields import _f
+from selfplay.config_fields import Section, _f
 
 
-@dataclass
-class WandbConfig:
+class WandbConfig(Section):
     enabled: bool = _f(False, "log metrics and evaluation samples to Weights & Biases (pip install wandb)")
     project: str = _f("selfplay", "W&B project")
     entity: str | None = _f(None, "W&B entity (user or team); empty: your default entity")
@@ -21,8 +19,7 @@ class WandbConfig:
                                "run directory")
 
 
-@dataclass
-class MlflowConfig:
+class MlflowConfig(Section):
     enabled: bool = _f(False, "log metrics and evaluation samples to MLflow (pip install mlflow-skinny "
                               "sqlalchemy alembic, or mlflow)")
     tracking_uri: str | None = _f(None, "MLflow tracking server or store; empty: a local SQLite store, "
@@ -30,11 +27,10 @@ class MlflowConfig:
     experiment: str = _f("selfplay", "MLflow experiment name (created if missing)")
 
 
-@dataclass
-class MetricsConfig:
+class MetricsConfig(Section):
     prometheus: bool = _f(True, "export the run's metrics and the vLLM engines' stats as selfplay_* Prometheus "
                                 "metrics through Ray's metrics agent (dashboards/selfplay.json)")
     samples: int = _f(8, "evaluation prompts whose responses (current vs initial policy, and the preference "
                          "between them) are logged at each evaluation (0: none)", ge=0)
-    wandb: WandbConfig = _f(None, "Weights & Biases")
-    mlflow: MlflowConfig = _f(None, "MLflow")
+    wandb: WandbConfig = _f(WandbConfig, "Weights & Biases")
+    mlflow: MlflowConfig = _f(MlflowConfig, "MLflow")

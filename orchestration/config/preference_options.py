@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from selfplay.orchestration.config.schema import Config, to_dict
+from selfplay.orchestration.config.schema import Config
+
+from selfplay.orchestration.config.loading import to_dict
 from selfplay.preference.function_model import module_search_path
 from selfplay.preference.remote_model import read_token
 

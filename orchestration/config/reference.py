@@ -3,15 +3,17 @@ the embedded model's preset value, for ``selfplay config`` and the generated doc
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from selfplay.config_fields import describe_bounds
+from pydantic import BaseModel
+
+from selfplay.config_fields import bounds_of, describe_bounds
+from selfplay.errors import ConfigError
 from selfplay.orchestration.config.presets import embedded_preset
-from selfplay.orchestration.config.schema import Config, _build
+from selfplay.orchestration.config.schema import Config
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class KeyDoc:
 def type_name(hint: Any) -> str:
     """A field's type as a reader writes it: ``int or auto``, ``one of sum, mean``, ``str or null``."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        return type_name(args[0])
     if origin is Literal:
         return "one of " + ", ".join(map(str, args))
     if origin in (typing.Union, types.UnionType):
@@ -58,34 +62,24 @@ def _flat(preset: dict, prefix: str = "") -> dict[str, Any]:
 
 def key_docs(section: str | None = None) -> list[KeyDoc]:
     """Every key of the schema (of one top-level ``section``), in the order the config file lists them."""
-    defaults = _build(Config, {}, "")
     presets = _flat(embedded_preset())
     docs: list[KeyDoc] = []
 
-    def walk(obj: Any, prefix: str) -> None:
-        hints = typing.get_type_hints(type(obj))
-        for f in dataclasses.fields(obj):
-            key, value = f"{prefix}{f.name}", getattr(obj, f.name)
-            if dataclasses.is_dataclass(value):
-                walk(value, key + ".")
+    def walk(model: type[BaseModel], prefix: str, only: str | None = None) -> None:
+        for name, field in model.model_fields.items():
+            if only not in (None, name):
                 continue
-            docs.append(KeyDoc(key, type_name(hints[f.name]), value, describe_bounds(f.metadata.get("bounds", {})),
-                               f.metadata.get("help", ""), presets.get(key)))
+            key, hint = f"{prefix}{name}", field.annotation
+            if isinstance(hint, type) and issubclass(hint, BaseModel):
+                walk(hint, key + ".")
+                continue
+            docs.append(KeyDoc(key, type_name(hint), field.get_default(call_default_factory=True),
+                               describe_bounds(bounds_of(field)), field.description or "", presets.get(key)))
 
-    sections = [f.name for f in dataclasses.fields(Config)]
+    sections = list(Config.model_fields)
     if section is not None and section not in sections:
-        from selfplay.errors import ConfigError
         raise ConfigError(f"unknown config section '{section}' (sections: {', '.join(sections)})")
-    for name in sections:
-        if section in (None, name):
-            value = getattr(defaults, name)
-            if dataclasses.is_dataclass(value):
-                walk(value, name + ".")
-            else:
-                walk_top = dataclasses.fields(Config)[sections.index(name)]
-                docs.append(KeyDoc(name, type_name(typing.get_type_hints(Config)[name]), value,
-                                   describe_bounds(walk_top.metadata.get("bounds", {})),
-                                   walk_top.metadata.get("help", "")))
+    walk(Config, "", only=section)
     return docs
 
 

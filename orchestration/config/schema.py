@@ -1,33 +1,22 @@
-"""Typed run configuration: dataclasses, loaded from one YAML file plus ``key=value`` overrides.
-
-Every field carries a one-line ``help``. Loading checks names and types recursively and raises
-``ConfigError`` with the dotted key path of the first bad entry, so the CLI can print one line.
-"""
+"""The run's configuration: one pydantic model per section, each key with its type, default, bounds and one-line
+help (``selfplay config`` prints them), each rule that ties keys together a validator of the section that holds
+them (across sections: ``Config``'s). Loaded from YAML and ``key=value`` overrides by loading.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import types
-import typing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Literal
 
-import yaml
+from pydantic import Field, PrivateAttr, create_model, model_validator
 
-from selfplay.config_fields import _f
+from selfplay.config_fields import Auto, KeyProblem, Section, Words, _f
 from selfplay.learner.algorithms import registry
+from selfplay.learner.algorithms.base import missing_fields
 from selfplay.orchestration.config.metrics import MetricsConfig
-from selfplay.orchestration.config.presets import apply_presets
-from selfplay.orchestration.config.validation import validate
-from selfplay.errors import ConfigError
 
 
-
-
-@dataclass
-class RunConfig:
+class RunConfig(Section):
     name: str = _f("tiny-sppo", "run name; the run directory is <output_dir>/<name>")
     output_dir: str = _f("runs", "parent folder of run directories")
     total_steps: int = _f(120, "learner optimisation steps to take", ge=1)
@@ -40,17 +29,21 @@ class RunConfig:
                                        "go to <run_dir>/stacks/, the run stops naming the phase (then auto_resume); "
                                        "also the weight-broadcast collective's timeout. 0: no limit", ge=0)
 
+    @model_validator(mode="after")
+    def _name(self) -> RunConfig:
+        if not self.name or "/" in self.name:
+            raise KeyProblem("name", "must be a non-empty name without '/'")
+        return self
 
-@dataclass
-class PolicyConfig:
+
+class PolicyConfig(Section):
     model_path: str | None = _f(
         None, "HF model directory or hub id; empty builds the embedded tiny model offline")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
         "auto", "weights dtype; auto: bfloat16 on GPUs that support it, float32 on CPUs")
 
 
-@dataclass
-class TaskConfig:
+class TaskConfig(Section):
     name: Literal["sorting", "game"] = _f(
         "sorting", "built-in task that makes prompts when no file is given: sorting (sort the letters), or game "
                    "(play one of preference.strategies, judged by preference.kind=game)")
@@ -82,8 +75,7 @@ class TaskConfig:
     alphabet_size: int = _f(16, "sorting task: letters a.. in the alphabet (<= 26)", ge=2, le=26)
 
 
-@dataclass
-class VLLMConfig:
+class VLLMConfig(Section):
     kv_cache_gib: int = _f(1, "CPU KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)")
     gpu_memory_utilization: float = _f(0.5, "fraction of GPU memory vLLM may take (GPU only)", gt=0, le=1)
     enforce_eager: bool = _f(True, "disable CUDA graphs / torch.compile (required on CPU)")
@@ -95,8 +87,7 @@ class VLLMConfig:
                                            "prompt share it)")
 
 
-@dataclass
-class RolloutConfig:
+class RolloutConfig(Section):
     engine: Literal["vllm", "torch"] = _f(
         "vllm", "generation engine; nash_md and ipo_md default to torch, which draws their token-level mixture "
                 "in one pass (vLLM holds only the policy: the sequence sampler, 8 policy samples per response)")
@@ -104,14 +95,14 @@ class RolloutConfig:
     max_restarts: int = _f(3, "times Ray restarts a rollout worker that died; its batch is retried and it gets the "
                               "current weights (verified) before sampling again", ge=0)
     num_cpus: float = _f(1.0, "CPUs per rollout engine", ge=0)
-    num_threads: int | Literal["auto"] = _f(
+    num_threads: Annotated[int, Field(ge=1)] | Auto = _f(
         "auto", "threads each engine computes with; auto: on the in-process cluster, every core while the "
                 "engines generate in sync mode, the producer's share of the cores in async mode "
-                "(orchestration/cluster/thread_budget.py); on a joined cluster Ray's default, one per CPU held", ge=1)
-    num_gpus: float | Literal["auto"] = _f(
+                "(orchestration/cluster/thread_budget.py); on a joined cluster Ray's default, one per CPU held")
+    num_gpus: Annotated[float, Field(ge=0)] | Auto = _f(
         "auto", "GPUs per rollout engine; auto: vllm.tensor_parallel_size (torch engine: 1) with the CUDA build of "
-                "torch, else 0", ge=0)
-    resources: dict[str, float] = _f({}, "custom Ray resources per rollout engine, e.g. {rollout_node: 1} to place "
+                "torch, else 0")
+    resources: dict[str, Annotated[float, Field(ge=0)]] = _f({}, "custom Ray resources per rollout engine, e.g. {rollout_node: 1} to place "
                                          "engines on the nodes started with that resource")
     cpu_threads_bind: str = _f(
         "auto", "CPU only: the cores each rollout worker runs on, one entry per worker separated by ';' (e.g. '1' "
@@ -123,14 +114,23 @@ class RolloutConfig:
     top_p: float = _f(1.0, "nucleus sampling mass", gt=0, le=1)
     max_tokens: int = _f(256, "longest response in tokens; a longer one is cut (finish reason 'length')", ge=1)
     max_prompt_tokens: int = _f(1024, "longest rendered prompt in tokens; longer ones follow task.overlong", ge=1)
-    stop: list[str] = _f([], "strings that end a response (besides every EOS id of the tokenizer and "
+    stop: Words = _f([], "strings that end a response (besides every EOS id of the tokenizer and "
                         "generation_config)")
     ignore_eos: bool = _f(False, "keep sampling past EOS (the embedded tiny model never learnt EOS)")
-    vllm: VLLMConfig = _f(None, "vLLM engine options", )
+    vllm: VLLMConfig = _f(VLLMConfig, "vLLM engine options", )
+
+    @model_validator(mode="after")
+    def _core_lists(self) -> RolloutConfig:
+        binds = self.cpu_threads_bind
+        if binds != "auto" and len(binds.split(";")) != self.num_workers:
+            raise KeyProblem("cpu_threads_bind", f"needs one core list per rollout worker ({self.num_workers}), "
+                                                 "separated by ';', or auto")
+        if binds != "auto" and not all(re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", b) for b in binds.split(";")):
+            raise KeyProblem("cpu_threads_bind", "core lists look like 1 or 0-3 or 0,2,4-5")
+        return self
 
 
-@dataclass
-class PreferenceServeConfig:
+class PreferenceServeConfig(Section):
     replicas: int = _f(1, "selfplay serve-preference: Ray Serve replicas of the model, each with its own copy", ge=1)
     max_batch_size: int = _f(32, "selfplay serve-preference: concurrent requests to one route joined into one "
                                  "model call", ge=1)
@@ -138,8 +138,7 @@ class PreferenceServeConfig:
                                    "batch", ge=0)
 
 
-@dataclass
-class PreferenceConfig:
+class PreferenceConfig(Section):
     kind: Literal["sorting", "function", "reward_model", "pairwise", "judge", "python", "game", "remote"] = _f(
         "sorting", "preference model: sorting, the built-in task's judge; function, a Python callable of yours; "
                    "reward_model, a Bradley-Terry sequence classifier; pairwise, a classifier of (prompt, a, b); "
@@ -169,7 +168,7 @@ class PreferenceConfig:
         None, "kind=function: 'module:callable', importable from the working directory or an installed package")
     function_kind: Literal["score", "pairwise"] = _f(
         "score", "kind=function: score(prompt, response) -> float, or pairwise(prompt, a, b) -> P(a > b)")
-    strategies: list[str] = _f(["rock", "paper", "scissors"], "game: the strategies, one word each; a response plays "
+    strategies: Words = _f(["rock", "paper", "scissors"], "game: the strategies, one word each; a response plays "
                                                          "the one its first word names (any other loses)")
     payoff: list[list[float]] = _f([[0.5, 0.1, 0.6], [0.9, 0.5, 0.3], [0.4, 0.7, 0.5]],
                       "game: payoff[i][j] = P(strategy i > strategy j), with payoff[i][j] + payoff[j][i] = 1; the "
@@ -190,14 +189,14 @@ class PreferenceConfig:
                               "asked again", ge=0)
     num_replicas: int = _f(1, "preference service replicas, each with its own copy of the model; a batch's groups "
                               "are spread over them", ge=1)
-    num_cpus: float | Literal["auto"] = _f(
+    num_cpus: Annotated[float, Field(ge=0)] | Auto = _f(
         "auto", "CPUs per replica; auto: 1 for a model on its own engine or device (reward_model, pairwise, judge), "
-                "0.5 for the others", ge=0)
-    num_gpus: float | Literal["auto"] = _f(
+                "0.5 for the others")
+    num_gpus: Annotated[float, Field(ge=0)] | Auto = _f(
         "auto", "GPUs per replica; auto: 1 for reward_model, pairwise and judge with the CUDA build of torch "
-                "(where the driver runs), else 0", ge=0)
-    num_threads: int | Literal["auto"] = _f(
-        "auto", "threads each replica computes with; auto: as rollout.num_threads, for the scoring phase", ge=1)
+                "(where the driver runs), else 0")
+    num_threads: Annotated[int, Field(ge=1)] | Auto = _f(
+        "auto", "threads each replica computes with; auto: as rollout.num_threads, for the scoring phase")
     url: str | None = _f(None, "remote: the preference service's address, e.g. http://127.0.0.1:8000")
     token_env: str = _f("SELFPLAY_PREFERENCE_TOKEN",
                         "remote and selfplay serve-preference: the environment variable holding the service's "
@@ -205,7 +204,44 @@ class PreferenceConfig:
     timeout_s: float = _f(60.0, "remote: seconds one request may take before it counts as failed", gt=0)
     retry_seconds: float = _f(300.0, "remote: how long to keep retrying a request that timed out, was refused or "
                                      "got a 5xx, with exponential backoff, before the run stops", ge=0)
-    serve: PreferenceServeConfig = _f(None, "selfplay serve-preference: replicas and request batching")
+    serve: PreferenceServeConfig = _f(PreferenceServeConfig, "selfplay serve-preference: replicas and request batching")
+
+    @model_validator(mode="after")
+    def _what_each_kind_needs(self) -> PreferenceConfig:
+        needs = {"function": ("function", "(e.g. my_rewards:score)"),
+                 "python": ("class_path", "(e.g. my_judge:Judge)"),
+                 "remote": ("url", "(e.g. http://127.0.0.1:8000)"),
+                 **{kind: ("model_path", f"(a {'causal LM' if kind == 'judge' else 'sequence-classifier'} "
+                                         "directory or hub id)") for kind in ("reward_model", "pairwise", "judge")}}
+        if self.kind in needs and not getattr(self, needs[self.kind][0]):
+            key, example = needs[self.kind]
+            raise KeyProblem(key, f"is required with preference.kind={self.kind} {example}")
+        if self.kind == "game":
+            from selfplay.preference.games import game_from_payoff
+            try:
+                game_from_payoff(self.strategies, self.payoff)
+            except ValueError as exc:
+                raise KeyProblem("payoff", f"(or preference.strategies): {exc}") from None
+        for key in ("verdict_a", "verdict_b"):
+            if not getattr(self, key).strip():
+                raise KeyProblem(key, "must be a non-empty answer such as A")
+        if self.verdict_a == self.verdict_b:
+            raise KeyProblem("verdict_b", "must differ from preference.verdict_a")
+        if self.url and re.match(r"https?://[^/\s]+", self.url) is None:
+            raise KeyProblem("url", f"must look like http://HOST:PORT, got {self.url!r}")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.token_env):
+            raise KeyProblem("token_env", "must be an environment variable name such as SELFPLAY_PREFERENCE_TOKEN, "
+                                          f"got {self.token_env!r}")
+        for key in ("pairwise_template", "judge_template"):
+            template = getattr(self, key)
+            if problem := missing_fields(template, ("prompt", "a", "b")):
+                raise KeyProblem(key, problem)
+            try:  # other braces would break str.format in the middle of a run
+                template.format(prompt="", a="", b="")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise KeyProblem(key, f"cannot be filled in ({type(exc).__name__}: {exc}); write a literal brace "
+                                      "as {{ or }}") from None
+        return self
 
 
 def _algorithm_config() -> type:
@@ -213,23 +249,21 @@ def _algorithm_config() -> type:
     (learner/algorithms/registry.py), so that an algorithm is added in its own module alone."""
     entries = registry.entries()
     names = tuple(entries)
-    fields = [("name", Literal[names], _f("sppo", "self-play algorithm: " + "; ".join(
+    fields = {"name": (Literal[names], _f("sppo", "self-play algorithm: " + "; ".join(
                   f"{name}: {entry.summary}" for name, entry in entries.items()))),
-              ("logprob_reduction", Literal["sum", "mean"], _f(
-                  "sum", "how response log-probs are reduced over tokens (sum for SPPO, Nash-MD, online IPO)"))]
+              "logprob_reduction": (Literal["sum", "mean"], _f(
+                  "sum", "how response log-probs are reduced over tokens (sum for SPPO, Nash-MD, online IPO)"))}
     for section, options in registry.sections().items():
         users = ", ".join(name for name, entry in entries.items() if entry.section == section)
-        fields.append((section, options, _f(None, f"{users} options")))
-    section = dataclasses.make_dataclass("AlgorithmConfig", fields)
-    section.__module__ = __name__  # pickled by reference, as the other sections
-    return section
+        fields[section] = (options, _f(options, f"{users} options"))
+    # pickled by reference (Ray ships configs to the actors), as the other sections
+    return create_model("AlgorithmConfig", __base__=Section, __module__=__name__, **fields)
 
 
 AlgorithmConfig = _algorithm_config()
 
 
-@dataclass
-class LearnerConfig:
+class LearnerConfig(Section):
     lr: float = _f(5e-7, "AdamW learning rate (SPPO's and TRL's online DPO / Nash-MD default for a pretrained "
                          "chat model; the embedded tiny model: 1e-3)", gt=0)
     lr_schedule: Literal["constant", "linear", "cosine"] = _f(
@@ -242,10 +276,10 @@ class LearnerConfig:
     zero_stage: int = _f(0, "DeepSpeed ZeRO stage 0-3", ge=0, le=3)
     num_ranks: int = _f(1, "data-parallel DeepSpeed ranks, one Ray actor (and one GPU, if any) each", ge=1)
     num_cpus: float = _f(1.0, "CPUs per learner rank", ge=0)
-    num_threads: int | Literal["auto"] = _f(
-        "auto", "threads each rank computes with; auto: as rollout.num_threads, for the training phase", ge=1)
-    num_gpus: float | Literal["auto"] = _f("auto", "GPUs per learner rank; auto: 1 with the CUDA build of torch, else 0", ge=0)
-    resources: dict[str, float] = _f({}, "custom Ray resources per learner rank")
+    num_threads: Annotated[int, Field(ge=1)] | Auto = _f(
+        "auto", "threads each rank computes with; auto: as rollout.num_threads, for the training phase")
+    num_gpus: Annotated[float, Field(ge=0)] | Auto = _f("auto", "GPUs per learner rank; auto: 1 with the CUDA build of torch, else 0")
+    resources: dict[str, Annotated[float, Field(ge=0)]] = _f({}, "custom Ray resources per learner rank")
     backend: Literal["auto", "gloo", "nccl"] = _f("auto", "torch.distributed backend; auto: nccl on GPU, gloo on CPU")
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory, ~30% "
                                              "more compute)")
@@ -253,8 +287,7 @@ class LearnerConfig:
                                          "(bounds the [tokens, vocab] float32 tensor)", ge=1)
 
 
-@dataclass
-class SyncConfig:
+class SyncConfig(Section):
     every_steps: int = _f(1, "push learner weights to the rollout workers every N steps", ge=1)
     bucket_mb: int = _f(64, "weight push bucket size in MiB", ge=1)
     verify_digest: bool = _f(True, "each engine hashes the tensors it loads (as they stream) and every push "
@@ -268,38 +301,34 @@ class SyncConfig:
                 "engine on learner rank 0's node, else the broadcast)")
 
 
-@dataclass
-class EvalConfig:
+class EvalConfig(Section):
     every_steps: int = _f(30, "steps between win-rate evaluations (0: only at the end)", ge=0)
     samples_per_prompt: int = _f(4, "responses per held-out prompt from each policy", ge=1)
     temperature: float = _f(1.0, "sampling temperature of the evaluation")
 
 
-@dataclass
-class CheckpointConfig:
+class CheckpointConfig(Section):
     every_steps: int = _f(50, "steps between checkpoints (0: only on SIGTERM/SIGINT and at the end)", ge=0)
     keep_last: int = _f(3, "complete checkpoints to keep", ge=1)
     keep_every: int = _f(0, "also keep every checkpoint whose step is a multiple of this (0: none)", ge=0)
     at_end: bool = _f(True, "write a checkpoint when the run finishes")
 
 
-@dataclass
-class PipelineConfig:
+class PipelineConfig(Section):
     max_policy_lag: int = _f(1, "async: drop a batch sampled more than this many policy versions ago", ge=0)
     queue_size: int = _f(1, "async: scored batches the producer may hold ready ahead of the learner", ge=1)
     hold_back: bool = _f(True, "async: the producer waits rather than sample a batch that would be more than "
                                "max_policy_lag versions old when trained (false: sample ahead, drop stale ones)")
 
 
-@dataclass
-class RayConfig:
+class RayConfig(Section):
     address: str | None = _f(None, "cluster to join (auto: this machine's; or host:port, ray://host:10001); empty: "
                                    "RAY_ADDRESS if set (a Ray job's driver has it), else an in-process cluster")
     placement_timeout_s: float = _f(60.0, "every role's placement group must be ready within this many seconds, "
                                           "else the run stops naming the role and the missing resource", gt=0)
-    num_cpus: int | Literal["auto"] = _f(
+    num_cpus: Annotated[int, Field(ge=1)] | Auto = _f(
         "auto", "logical CPUs of the in-process cluster, a scheduling count (threads come from each role's "
-                "num_threads); auto: the machine's cores, or the CPUs the roles hold if that is more", ge=1)
+                "num_threads); auto: the machine's cores, or the CPUs the roles hold if that is more")
     object_store_gib: float = _f(1.0, "object store size of the in-process cluster", gt=0)
     host_allocator: str = _f(
         "auto", "malloc preloaded into the actors without GPUs: auto = tcmalloc where installed (Debian package "
@@ -309,227 +338,62 @@ class RayConfig:
                                      "/metrics); 0: Ray picks one, printed at start. A joined cluster's comes "
                                      "from ray start --metrics-export-port", ge=0, le=65535)
 
+    @model_validator(mode="after")
+    def _allocator(self) -> RayConfig:
+        allocator = self.host_allocator
+        if not (allocator in ("auto", "system")
+                or (bool(allocator) and ("/" not in allocator or Path(allocator).is_file()))):
+            raise KeyProblem("host_allocator", "must be auto, system, a library soname or an existing library "
+                                               f"file, got {allocator!r}")
+        return self
 
-@dataclass
-class Config:
-    run: RunConfig = _f(None, "run identity and length")
-    policy: PolicyConfig = _f(None, "the policy model")
-    task: TaskConfig = _f(None, "where prompts come from")
-    rollout: RolloutConfig = _f(None, "sampling")
-    preference: PreferenceConfig = _f(None, "the preference model")
-    algorithm: AlgorithmConfig = _f(None, "the self-play algorithm")
-    learner: LearnerConfig = _f(None, "the DeepSpeed learner")
-    sync: SyncConfig = _f(None, "weight push to the rollout workers")
-    eval: EvalConfig = _f(None, "win-rate evaluation")
-    checkpoint: CheckpointConfig = _f(None, "checkpoints and retention")
+
+class Config(Section):
+    run: RunConfig = _f(RunConfig, "run identity and length")
+    policy: PolicyConfig = _f(PolicyConfig, "the policy model")
+    task: TaskConfig = _f(TaskConfig, "where prompts come from")
+    rollout: RolloutConfig = _f(RolloutConfig, "sampling")
+    preference: PreferenceConfig = _f(PreferenceConfig, "the preference model")
+    algorithm: AlgorithmConfig = _f(AlgorithmConfig, "the self-play algorithm")
+    learner: LearnerConfig = _f(LearnerConfig, "the DeepSpeed learner")
+    sync: SyncConfig = _f(SyncConfig, "weight push to the rollout workers")
+    eval: EvalConfig = _f(EvalConfig, "win-rate evaluation")
+    checkpoint: CheckpointConfig = _f(CheckpointConfig, "checkpoints and retention")
     mode: Literal["sync", "async"] = _f(
         "sync", "sync: sample, then train, deterministic; async: sampling and scoring overlap training")
-    pipeline: PipelineConfig = _f(None, "the async experience pipeline")
-    ray: RayConfig = _f(None, "Ray cluster")
-    metrics: MetricsConfig = _f(None, "where the run's metrics go besides metrics.jsonl and TensorBoard: "
+    pipeline: PipelineConfig = _f(PipelineConfig, "the async experience pipeline")
+    ray: RayConfig = _f(RayConfig, "Ray cluster")
+    metrics: MetricsConfig = _f(MetricsConfig, "where the run's metrics go besides metrics.jsonl and TensorBoard: "
                                       "Prometheus, W&B, MLflow; evaluation samples")
     resume: Literal["never", "auto"] = _f(
         "never", "auto: continue from the run directory's latest complete checkpoint if there is one")
 
-    def __post_init__(self) -> None:
-        _fill_nested_defaults(self)
+    _preset_keys: list[str] = PrivateAttr(default_factory=list)
 
+    @property
+    def preset_keys(self) -> list[str]:
+        """The ``key=value`` each preset filled in (``selfplay train --dry-run`` lists them); not a key: the saved
+        config holds the values."""
+        return self._preset_keys
 
-def _fill_nested_defaults(obj: Any) -> None:
-    """Nested config fields default to None above (dataclasses cannot share mutable defaults)."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint) and getattr(obj, f.name) is None:
-            value = hint()
-            _fill_nested_defaults(value)
-            setattr(obj, f.name, value)
+    def __eq__(self, other: object) -> bool:  # equal keys, whichever presets filled them in
+        return isinstance(other, Config) and self.model_dump() == other.model_dump()
 
-
-# ---------------------------------------------------------------------------------------------------
-# Loading: YAML dict + overrides -> typed Config, with the key path in every error.
-
-
-def _coerce(value: Any, hint: Any, path: str) -> Any:
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key '{path}' must be a mapping, got {type(value).__name__}")
-        return _build(hint, value, path)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, path)
-            except ConfigError:
-                continue
-        names = " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
-        raise ConfigError(f"config key '{path}' expects {names}, got {value!r}")
-    if origin is Literal:
-        choices = typing.get_args(hint)
-        if value not in choices:
-            raise ConfigError(f"config key '{path}' must be one of {', '.join(map(str, choices))}; "
-                              f"got {value!r}")
-        return value
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"config key '{path}' expects true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"config key '{path}' expects an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+", value.strip()):
-            return float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
-        raise ConfigError(f"config key '{path}' expects a number, got {value!r}")
-    if hint == dict[str, float]:  # custom Ray resources
-        if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, (int, float))
-                                           and not isinstance(v, bool) and v >= 0 for k, v in value.items()):
-            return {k: float(v) for k, v in value.items()}
-        raise ConfigError(f"config key '{path}' expects a mapping of resource names to amounts >= 0, e.g. "
-                          f"{{rollout_node: 1}}, got {value!r}")
-    if hint == list[list[float]]:  # a matrix (preference.payoff)
-        if isinstance(value, list) and value and all(
-                isinstance(row, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row)
-                for row in value):
-            return [[float(v) for v in row] for row in value]
-        raise ConfigError(f"config key '{path}' expects a list of rows of numbers, e.g. [[0.5, 0.1], [0.9, 0.5]], "
-                          f"got {value!r}")
-    if hint in (list, list[str]):  # lists of strings; one string on the command line is a list of one
-        items = [value] if isinstance(value, str) else value
-        if isinstance(items, list) and all(isinstance(v, str) and v for v in items):
-            return list(items)
-        raise ConfigError(f"config key '{path}' expects a list of non-empty strings, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # YAML reads `cpu_threads_bind=1` or `name=2024` as a number: take its text
-        raise ConfigError(f"config key '{path}' expects a string, got {value!r}")
-    raise ConfigError(f"config key '{path}' has an unsupported type {hint}")  # pragma: no cover
-
-
-def _build(cls: type, data: dict, prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in names:
-            where = f"{prefix}.{key}" if prefix else str(key)
-            raise ConfigError(f"unknown config key '{where}' (valid keys here: {', '.join(sorted(names))})")
-    kwargs = {}
-    for name, value in data.items():
-        path = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _coerce(value, hints[name], path)
-    obj = cls(**kwargs)
-    _fill_nested_defaults(obj)
-    return obj
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b=3`` -> (["a", "b"], 3); the value is parsed as YAML so numbers and booleans keep their type."""
-    if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like key=value")
-    key, raw = text.split("=", 1)
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override '{text}' has an empty key")
-    try:
-        value = yaml.safe_load(raw) if raw != "" else None
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    for text in overrides:
-        parts, value = parse_override(text)
-        node = data
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override '{text}': '{part}' is not a section")
-            node = child
-        node[parts[-1]] = value
-    return data
-
-
-def read_yaml(path: str | Path) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {p}{where} is not valid YAML") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {p} must hold a mapping at the top level")
-    return data
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    data = read_yaml(path) if path is not None else {}
-    apply_overrides(data, list(overrides or []))
-    preset = apply_presets(data)
-    config = _build(Config, data, "")
-    config.preset_keys = preset  # not a field: --dry-run shows it, the saved config holds the values
-    validate(config)
-    return config
-
-
-def config_from_dict(data: dict) -> Config:
-    config = _build(Config, data, "")
-    validate(config)
-    return config
-
-
-def to_dict(config: Config) -> dict:
-    return dataclasses.asdict(config)
-
-
-def to_yaml(config: Config) -> str:
-    return yaml.safe_dump(to_dict(config), sort_keys=False)
-
-
-# Keys a resumed run may change: they alter how long it runs, what it reports and what it runs on, not what it
-# learns. A remote preference service may move (a new host or port) or be slower than planned between a run and its
-# resume; a pre-empted job comes back with other resources, or after running out of memory with a smaller
-# micro-batch (the same sums in another order: equal to the uninterrupted run to ~1e-5, not bitwise) or with
-# gradient checkpointing. ``*.name`` matches that key in any section.
-RESUMABLE_OVERRIDES = ("run.total_steps", "run.log_every", "run.auto_resume", "run.step_timeout_s",
-                       "rollout.max_restarts", "preference.max_restarts", "checkpoint.", "eval.every_steps", "ray.", "resume",
-                       "run.overwrite", "run.output_dir", "run.name", "sync.transport", "sync.bucket_mb", "mode",
-                       "pipeline.", "preference.url", "preference.token_env", "preference.timeout_s",
-                       "preference.retry_seconds", "preference.serve.", "metrics.",
-                       "learner.micro_batch_size", "learner.gradient_checkpointing", "learner.logprob_chunk_tokens",
-                       "learner.num_ranks", "rollout.num_workers", "rollout.cpu_threads_bind", "rollout.vllm.",
-                       "preference.num_replicas", "preference.batch_size", "sync.verify_digest",
-                       "*.num_gpus", "*.num_cpus", "*.num_threads", "*.resources")
-
-
-def _resumable(key: str) -> bool:
-    parts = key.split(".")
-    return any(key == p or (p.endswith(".") and key.startswith(p)) or (p.startswith("*.") and p[2:] in parts[1:])
-               for p in RESUMABLE_OVERRIDES)
-
-
-def structural_differences(saved: Config, new: Config) -> list[str]:
-    """Dotted keys whose values differ between two configs, leaving out those a resume may change."""
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            out.update(flat(v, key + ".") if isinstance(v, dict) and v else {key: v})
-        return out
-
-    a, b = flat(to_dict(saved)), flat(to_dict(new))
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and not _resumable(k))
+    @model_validator(mode="after")
+    def _rules_across_sections(self) -> Config:
+        p = self.preference
+        if p.kind == "sorting" and (self.task.prompts_path or self.algorithm.drift.data_path):
+            raise KeyProblem("preference.kind", "sorting judges only the built-in sorting task's prompts; with your "
+                             "own prompts use preference.kind=function (preference.function=module:callable), "
+                             "reward_model, pairwise or judge (preference.model_path), or python "
+                             "(preference.class_path)")
+        if self.task.name == "game" and p.kind != "game":
+            raise KeyProblem("task.name", f"game needs preference.kind=game (got preference.kind={p.kind})")
+        if not (self.learner.warmup_steps == 0 or 0 <= self.learner.warmup_steps < self.run.total_steps):
+            raise KeyProblem("learner.warmup_steps", f"must be >= 0 and below run.total_steps "
+                                                     f"({self.run.total_steps})")
+        if self.rollout.prompts_per_step % self.learner.num_ranks:
+            raise KeyProblem("learner.num_ranks", f"must divide rollout.prompts_per_step "
+                             f"({self.rollout.prompts_per_step}): each rank trains on an equal share of the step's "
+                             "prompts")
+        return self

@@ -27,7 +27,8 @@ from selfplay.actors.preference_service import PreferenceService
 from selfplay.actors.rollout_worker import RolloutWorker
 from selfplay.actors.rollout_fleet import RolloutFleet, TransportSpec
 from selfplay.learner.algorithms.registry import build_algorithm
-from selfplay.orchestration.config.schema import Config, to_dict
+from selfplay.orchestration.config.schema import Config
+from selfplay.orchestration.config.loading import to_dict
 from selfplay.errors import ConfigError, InputError
 from selfplay.orchestration.run.inputs import RunInputs
 from selfplay.orchestration.config.preference_options import preference_options

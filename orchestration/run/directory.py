@@ -7,7 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
-from selfplay.orchestration.config.schema import Config, to_yaml
+from selfplay.orchestration.config.schema import Config
+
+from selfplay.orchestration.config.loading import to_yaml
 from selfplay.errors import InputError
 
 
