@@ -26,7 +26,7 @@ from selfplay.actors.preference_replicas import PreferenceReplicas
 from selfplay.actors.preference_service import PreferenceService
 from selfplay.actors.rollout_worker import RolloutWorker
 from selfplay.actors.rollout_fleet import RolloutFleet, TransportSpec
-from selfplay.learner.algorithms.registry import build_algorithm
+from selfplay.learner.algorithms.registry import build_algorithm, entry_of, options_of
 from selfplay.orchestration.config.schema import Config
 from selfplay.orchestration.config.loading import to_dict
 from selfplay.errors import ConfigError, InputError
@@ -152,8 +152,10 @@ class Controller:
             self.watchdog.check(exc)  # a wait ended by the watchdog is reported as the hang it was
             raise
         self.stream = PromptStream(len(self.train), config.run.seed)
-        self.experience = Experience(config, self.algorithm.needs, inputs, self.train, self.fleet, self.learner,
-                                     self.preference, on_phase=None if config.mode == "async" else self.phase)
+        self.experience = Experience(
+            config.rollout, config.run.seed, options_of(config), entry_of(config).section, self.algorithm.needs,
+            inputs, self.train, self.fleet, self.learner, self.preference,
+            on_phase=None if config.mode == "async" else self.phase)
         self.pipeline: ExperiencePipeline | None = None
         self.restored_queue: list[ExperienceItem] = []
         self.unlogged: Counter = Counter()  # counts folded since the last metrics row (its counted/* keys)

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from selfplay.errors import ConfigError
-from selfplay.learner.algorithms.registry import entry_of, options_of
 from selfplay.preference.self_judge import judge_pairs, judge_matrix
 from selfplay.rollout.chat_rendering import fit_prompt
 from selfplay.rollout.geometric_mixture import resample_sequence_mixture
@@ -35,7 +34,8 @@ if TYPE_CHECKING:
     from selfplay.actors.preference_replicas import PreferenceReplicas
     from selfplay.actors.rollout_fleet import RolloutFleet
     from selfplay.learner.algorithms.base import RolloutNeeds
-    from selfplay.orchestration.config.schema import Config
+    from selfplay.config_fields import Section
+    from selfplay.orchestration.config.schema import RolloutConfig
     from selfplay.orchestration.run.inputs import PromptSet, RunInputs
 
 
@@ -44,15 +44,20 @@ def valid_matrix(matrix: np.ndarray) -> bool:
 
 
 class Experience:
-    """The experience phase of one run, given the handles it uses: the run's inputs and its training prompts
-    (DRIFT's conversations, or the task's), the rollout fleet, the learner (the sequence-level mixture's
-    log-probs), the preference replicas, and ``on_phase`` (sync mode: the run's current phase is told each part
-    as it starts; None in async mode, where the producer runs beside the step)."""
+    """The experience phase of one run, given the config it reads and the handles it uses: the ``rollout``
+    section, the run's ``seed``, the chosen algorithm's own ``options`` (OSP's judge, DRIFT's filter) and their
+    ``section`` name (for errors), its ``needs``; the run's inputs and its training prompts (DRIFT's
+    conversations, or the task's), the rollout fleet, the learner (the sequence-level mixture's log-probs), the
+    preference replicas, and ``on_phase`` (sync mode: the run's current phase is told each part as it starts;
+    None in async mode, where the producer runs beside the step)."""
 
-    def __init__(self, config: Config, needs: RolloutNeeds, inputs: RunInputs, train: PromptSet,
-                 fleet: RolloutFleet, learner: LearnerGroup, preference: PreferenceReplicas,
-                 on_phase: Callable[[str], None] | None) -> None:
-        self.config = config
+    def __init__(self, rollout: RolloutConfig, seed: int, options: Section, section: str, needs: RolloutNeeds,
+                 inputs: RunInputs, train: PromptSet, fleet: RolloutFleet, learner: LearnerGroup,
+                 preference: PreferenceReplicas, on_phase: Callable[[str], None] | None) -> None:
+        self.rollout = rollout
+        self.seed = seed
+        self.options = options
+        self.section = section
         self.needs = needs
         self.inputs = inputs
         self.train = train
@@ -60,17 +65,15 @@ class Experience:
         self.learner = learner
         self.preference = preference
         self.on_phase = on_phase
-        self.options = options_of(config)  # the algorithm's own section (OSP's judge, DRIFT's filter)
-        self.section = entry_of(config).section
         self.sampler = None
         if self.needs.uses_mixture:
             self.sampler = self.needs.mixture_sampler
             if self.sampler == "auto":
-                self.sampler = "token" if self.config.rollout.engine == "torch" else "sequence"
-            if self.sampler == "token" and self.config.rollout.engine != "torch":
+                self.sampler = "token" if self.rollout.engine == "torch" else "sequence"
+            if self.sampler == "token" and self.rollout.engine != "torch":
                 raise ConfigError(f"algorithm.{self.section}.mixture.sampler=token needs "
                                   "rollout.engine=torch (vLLM holds only the policy); use sampler=sequence")
-            if self.sampler == "sequence" and (self.config.rollout.temperature != 1.0 or self.config.rollout.top_p != 1.0):
+            if self.sampler == "sequence" and (self.rollout.temperature != 1.0 or self.rollout.top_p != 1.0):
                 raise ConfigError("the sequence-level mixture sampler reweights samples of pi itself: it needs "
                                   "rollout.temperature=1 and rollout.top_p=1")
             self.candidates = self.needs.mixture_candidates
@@ -81,9 +84,9 @@ class Experience:
     # -- sampling -----------------------------------------------------------------------------------
 
     def spec(self, n: int, step: int) -> SamplingSpec:
-        r = self.config.rollout
+        r = self.rollout
         return SamplingSpec(n=n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
-                            ignore_eos=r.ignore_eos, seed=self.config.run.seed * 1_000_003 + step * 10_007,
+                            ignore_eos=r.ignore_eos, seed=self.seed * 1_000_003 + step * 10_007,
                             stop=list(r.stop))
 
     def from_mixture(self, indices: list[int], n: int, step: int) -> tuple[list[list[Completion]], dict]:
@@ -99,7 +102,7 @@ class Experience:
         flat = [c for group in candidates for c in group]
         policy, reference = self.learner.call(
             "policy_and_reference_logprobs", [c.prompt_token_ids for c in flat], [c.response_token_ids for c in flat])
-        generator = torch.Generator().manual_seed(self.config.run.seed * 7_919 + step)
+        generator = torch.Generator().manual_seed(self.seed * 7_919 + step)
         groups, ess = [], []
         for g, group in enumerate(candidates):
             chosen = []
@@ -118,7 +121,7 @@ class Experience:
         (Nash-MD's token sampler): the policy's rows are drawn as the mixture's are, from the whole softmax at the
         temperature (so not with top-p), EOS and stop strings cut afterwards."""
         return self.needs.sample_from == "policy" and self.needs.opponent == "mixture" \
-            and self.sampler == "token" and self.config.rollout.top_p == 1.0
+            and self.sampler == "token" and self.rollout.top_p == 1.0
 
     # -- the phase ----------------------------------------------------------------------------------
 
