@@ -1,4 +1,5 @@
-"""Ray actor around one DeepSpeed learner rank."""
+"""Ray actor around one DeepSpeed learner rank, and, colocated (rollout.colocate), around the rollout engine that
+shares its process and devices: the rank samples its shard of each step's prompts with the policy it trains."""
 
 from __future__ import annotations
 
@@ -87,6 +88,53 @@ class LearnerWorker:
 
     def weights_digest(self) -> str:
         return self._learner.weights_digest()
+
+    # -- the colocated engine (actors/colocated_fleet.py) ---------------------------------------------
+
+    def attach_engine(self, seed: int, mixture: bool) -> None:
+        """This rank's engine. Under ZeRO 0-2 it generates with the rank's own module, and the reference mu of the
+        token-level mixture (``mixture``) is the rank's own frozen reference: no copy of either. Under ZeRO-3 the
+        rank holds only partitions, so the engine has its own full copy, loaded from the gathered parameters at
+        each push (and mu from the initial model, which is what the mixture algorithms' reference stays)."""
+        from selfplay.rollout.torch_engine import TorchEngine
+
+        learner = self._learner
+        if learner.zero_stage == 3:
+            self._engine = TorchEngine(self._model_path, dtype=learner.dtype, seed=seed,
+                                       reference_path=self._model_path if mixture else None)
+        else:
+            self._engine = TorchEngine.around(learner.engine.module, self._model_path, seed=seed,
+                                              reference=learner.reference if mixture else None)
+        self._engine_digest = ""
+
+    def load_engine_weights(self, version: int, verify: bool = True) -> tuple[int, str]:
+        """The push, in process: the engine takes the policy as ``version``; returns (version, digest of what it
+        holds). A shared module holds the policy already: only its version moves, and the digest is of the
+        rank's parameters themselves. Under ZeRO-3 every rank gathers (collectives) and loads its own engine."""
+        if self._engine.shared:
+            self._engine.policy_version = version
+            self._engine_digest = self._learner.weights_digest() if verify else ""
+        else:
+            self._engine_digest = self._engine.load_weights(self._learner.full_parameters(), version, verify)
+        return version, self._engine_digest
+
+    def engine_state(self) -> tuple[int, str]:
+        return self._engine.policy_version, self._engine_digest
+
+    def engine_shares_weights(self) -> bool:
+        """Whether every parameter the engine generates with is the learner's own storage (no second copy)."""
+        mine = {p.data_ptr() for p in self._learner.engine.module.parameters()}
+        return all(p.data_ptr() in mine for p in self._engine._model.parameters())
+
+    def generate(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec, prompts=None):
+        return self._engine.generate(prompt_token_ids, prompt_indices, spec, prompts)
+
+    def generate_mixture(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec, beta: float,
+                         prompts=None, policy_n: int = 0):
+        return self._engine.generate_mixture(prompt_token_ids, prompt_indices, spec, beta, prompts, policy_n)
+
+    def next_token_logprobs(self, prefixes: list[list[int]], token_ids: list[int]) -> list[list[float]]:
+        return self._engine.next_token_logprobs(prefixes, token_ids)
 
     def reset_reference(self) -> None:
         self._learner.reset_reference()

@@ -71,6 +71,7 @@ class PolicyLearner:
 
         torch.manual_seed(seed)
         dtype = resolve_dtype(dtype)  # "auto" is decided where the rank runs (bf16 on GPUs that have it)
+        self.dtype = dtype
         self.algorithm = algorithm
         self.reduction = reduction
         self.zero_stage = zero_stage

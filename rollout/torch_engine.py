@@ -1,9 +1,14 @@
 """torch/transformers rollout engine: the fallback behind the same interface as the vLLM engine.
 
-On tiny models it is as fast as vLLM (per-step overhead dominates) and it needs nothing but transformers.
+On tiny models it is as fast as vLLM (per-step overhead dominates) and it needs nothing but transformers. Built
+around a module it is given (``TorchEngine.around``), it is a colocated learner rank's engine: it generates with the
+very parameters the rank trains, so a push loads nothing (rollout.colocate).
 """
 
 from __future__ import annotations
+
+import contextlib
+import functools
 
 import torch
 
@@ -15,12 +20,25 @@ from selfplay.rollout.weights_digest import WeightsDigest
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def _in_inference(method):
+    """Run an engine call inside ``TorchEngine._inference`` (eval mode and a forked random state when shared)."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with self._inference():
+            return method(self, *args, **kwargs)
+    return call
+
+
 class TorchEngine:
     def __init__(self, model_path: str, dtype: str = "float32", seed: int = 0,
-                 reference_path: str | None = None) -> None:
+                 reference_path: str | None = None, model: torch.nn.Module | None = None,
+                 reference: torch.nn.Module | None = None) -> None:
+        """The policy from ``model_path`` (or ``model`` itself, shared: see ``around``); the fixed reference mu of
+        the token-level mixture from ``reference_path`` (or ``reference`` itself)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if model is None \
+            else next(model.parameters()).device
         self._tokenizer = AutoTokenizer.from_pretrained(model_path)
         self._eos_ids = eos_token_ids(self._tokenizer, model_path)
         # Left padding for batched generation; tokenizers without a pad token (Llama's) pad with an EOS id,
@@ -28,16 +46,41 @@ class TorchEngine:
         self._pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None \
             else (self._eos_ids[0] if self._eos_ids else 0)
         dtype = _DTYPES[resolve_dtype(dtype)]
-        self._model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self._device)
-        self._model.eval()
+        self.shared = model is not None  # generating with another owner's module (a learner rank's)
+        self._model = model if model is not None else \
+            AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self._device).eval()
         self._generator = torch.Generator(device="cpu").manual_seed(seed)
         # The fixed reference mu, for exact token-level geometric-mixture sampling (Nash-MD, IPO-MD).
-        self._reference = None
-        if reference_path:
+        self._reference = reference
+        if reference is None and reference_path:
             self._reference = AutoModelForCausalLM.from_pretrained(reference_path, dtype=dtype).to(
                 self._device).eval()
         self.policy_version = 0
 
+    @classmethod
+    def around(cls, model: torch.nn.Module, model_path: str, seed: int = 0,
+               reference: torch.nn.Module | None = None) -> TorchEngine:
+        """An engine that generates with ``model`` itself, a learner rank's own module under ZeRO 0-2: no copy of
+        the weights, and the policy it samples is exactly the one trained. ``model_path``: its tokenizer and
+        generation config. Each call runs the module in eval mode (no dropout) and puts its mode back, with the
+        random state forked so the owner's own random stream (dropout, its checkpointed RNG) is not consumed."""
+        return cls(model_path, seed=seed, model=model, reference=reference)
+
+    @contextlib.contextmanager
+    def _inference(self):
+        if not self.shared:
+            yield
+            return
+        training = self._model.training
+        devices = [self._device] if self._device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            self._model.eval()
+            try:
+                yield
+            finally:
+                self._model.train(training)
+
+    @_in_inference
     @torch.no_grad()
     def generate(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,
                  prompts: list | None = None) -> list[list[Completion]]:
@@ -118,6 +161,7 @@ class TorchEngine:
             return row[:end + 1], "stop"
         return row, "length"
 
+    @_in_inference
     @torch.no_grad()
     def generate_mixture(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec: SamplingSpec,
                          beta: float, prompts: list | None = None, policy_n: int = 0) -> list[list[Completion]]:
@@ -135,6 +179,7 @@ class TorchEngine:
         rows = torch.cat([from_policy, from_mixture], dim=1).tolist()
         return self._completions(prompt_token_ids, prompt_indices, rows, spec, prompts)
 
+    @_in_inference
     @torch.no_grad()
     def next_token_logprobs(self, prefixes: list[list[int]], token_ids: list[int]) -> list[list[float]]:
         result = []
@@ -158,9 +203,15 @@ class TorchEngine:
         transport = getattr(self, "_transport", None)
         if transport is None:
             raise RuntimeError("connect_weight_transport was not called on this engine")
+        return self.load_weights(transport.receive(version, transport.fetch(source)), version, verify)
+
+    @torch.no_grad()
+    def load_weights(self, named_tensors, version: int, verify: bool = True) -> str:
+        """Copy (name, tensor) pairs into the model in place as ``version``; returns the digest of what was loaded
+        ("" without ``verify``). A colocated ZeRO-3 rank loads its gathered parameters this way."""
         targets = self._model.state_dict()
         digest, unexpected = WeightsDigest(), []
-        for name, tensor in transport.receive(version, transport.fetch(source)):
+        for name, tensor in named_tensors:
             if name in targets:
                 targets[name].copy_(tensor)
                 if verify:
@@ -177,6 +228,7 @@ class TorchEngine:
             self._transport.close()
         self._transport = None
 
+    @_in_inference
     @torch.no_grad()
     def sequence_logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:
         result = []

@@ -148,7 +148,8 @@ def role_resources(config: Config, role: str) -> RoleResources:
 
 
 def role_counts(config: Config) -> dict[str, int]:
-    return {"learner": config.learner.num_ranks, "rollout": config.rollout.num_workers,
+    """Actors of each role; colocated engines live in the learner ranks' actors, so the rollout role has none."""
+    return {"learner": config.learner.num_ranks, "rollout": 0 if config.rollout.colocate else config.rollout.num_workers,
             "preference": config.preference.num_replicas}
 
 
@@ -236,6 +237,8 @@ class Placement:
         """The node id of each bundle of ``role``."""
         from ray.util import placement_group_table
 
+        if role not in self.groups:
+            return []
         placed = placement_group_table(self.groups[role])["bundles_to_node_id"]
         return [placed[i] for i in range(len(placed))]
 
@@ -275,7 +278,7 @@ def reserve(plan: ClusterPlan, name: str = "selfplay") -> Placement:
                 "or lower learner.num_ranks, rollout.num_workers or preference.num_replicas")
     groups = {role: placement_group([r.resources.bundle() for _ in range(r.count)], strategy="PACK",
                                     name=f"{name}-{role}")
-              for role, r in roles.items()}
+              for role, r in roles.items() if r.count}  # no group for a role without actors (colocated engines)
     placement = Placement(groups, plan)
     deadline = time.monotonic() + plan.placement_timeout_s
     try:

@@ -91,7 +91,12 @@ class RolloutConfig(Section):
     engine: Literal["vllm", "torch"] = _f(
         "vllm", "generation engine; nash_md and ipo_md default to torch, which draws their token-level mixture "
                 "in one pass (vLLM holds only the policy: the sequence sampler, 8 policy samples per response)")
-    num_workers: int = _f(1, "rollout worker actors (engines)", ge=1)
+    num_workers: int = _f(1, "rollout worker actors (engines); with colocate: learner.num_ranks, one per rank", ge=1)
+    colocate: bool = _f(
+        False, "each learner rank hosts its own engine in its process and on its devices, and generates its share "
+               "of the step's prompts with the policy it trains (the torch engine under ZeRO 0-2: the learner's "
+               "own module, no copy; ZeRO-3: the gathered weights loaded into it). One GPU runs the whole loop; "
+               "sync mode only")
     max_restarts: int = _f(3, "times Ray restarts a rollout worker that died; its batch is retried and it gets the "
                               "current weights (verified) before sampling again", ge=0)
     num_cpus: float = _f(1.0, "CPUs per rollout engine", ge=0)
@@ -376,6 +381,22 @@ class Config(Section):
         config holds the values."""
         return self._preset_keys
 
+    def _colocate(self) -> None:
+        r, ranks = self.rollout, self.learner.num_ranks
+        if self.mode == "async":
+            raise KeyProblem("mode", "async overlaps generation with training, which rollout.colocate=true runs on "
+                                     "the same devices in turn: use mode=sync")
+        if r.engine == "vllm":
+            raise KeyProblem("rollout.engine", "vllm is not colocated with the learner yet: rollout.colocate=true "
+                                               "runs the torch engine (its default)")
+        if "num_workers" in r.model_fields_set and r.num_workers != ranks:
+            raise KeyProblem("rollout.num_workers", f"is learner.num_ranks ({ranks}) with rollout.colocate=true "
+                                                    "(one engine per rank): leave it unset")
+        if r.cpu_threads_bind != "auto":
+            raise KeyProblem("rollout.cpu_threads_bind", "binds rollout workers of their own; colocated engines "
+                                                         "compute on their learner rank's threads: leave it auto")
+        r.num_workers = ranks
+
     def __eq__(self, other: object) -> bool:  # equal keys, whichever presets filled them in
         return isinstance(other, Config) and self.model_dump() == other.model_dump()
 
@@ -392,6 +413,8 @@ class Config(Section):
         if not (self.learner.warmup_steps == 0 or 0 <= self.learner.warmup_steps < self.run.total_steps):
             raise KeyProblem("learner.warmup_steps", f"must be >= 0 and below run.total_steps "
                                                      f"({self.run.total_steps})")
+        if self.rollout.colocate:
+            self._colocate()
         if self.rollout.prompts_per_step % self.learner.num_ranks:
             raise KeyProblem("learner.num_ranks", f"must divide rollout.prompts_per_step "
                              f"({self.rollout.prompts_per_step}): each rank trains on an equal share of the step's "

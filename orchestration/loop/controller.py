@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
+from selfplay.actors.colocated_fleet import ColocatedFleet
 from selfplay.actors.learner_group import LearnerGroup
 from selfplay.actors.preference_replicas import PreferenceReplicas
 from selfplay.actors.preference_service import PreferenceService
@@ -178,7 +179,7 @@ class Controller:
         mixing = needs.sample_from == "mixture" or needs.opponent == "mixture"
         reference = self.model_path if mixing and c.rollout.engine == "torch" else None
         self.phase("start-up: actors")
-        self.rollouts = [
+        self.rollouts = [] if c.rollout.colocate else [
             RolloutWorker.options(**self.placement.options("rollout", i), max_restarts=c.rollout.max_restarts)
             .remote(c.rollout.engine, self.model_path, c.policy.dtype, c.run.seed + i, vllm_options, reference,
                     {"run": c.run.name, "engine": str(i)} if c.metrics.prometheus else None)
@@ -196,6 +197,10 @@ class Controller:
         # Surface start-up errors (bad model, engine refusal) before the loop starts.
         self.phase("start-up: models")
         ray.get([w.weights_state.remote() for w in self.rollouts] + self.learner.submit("weights_digest"))
+        if c.rollout.colocate:
+            self.fleet = ColocatedFleet(self.learner, verify=c.sync.verify_digest)
+            self.fleet.attach(c.run.seed, mixture=mixing)
+            return
         self.fleet = RolloutFleet(self.rollouts, self.learner, TransportSpec(
             self.transport, c.sync.bucket_mb * 2**20, timeout_s=collective_timeout_s(c.run.step_timeout_s),
             workers_per_engine=c.rollout.vllm.tensor_parallel_size if c.rollout.engine == "vllm" else 1,
@@ -216,6 +221,9 @@ class Controller:
         check_shared_storage(set(where), self.run_dir, self.model_path, where)
         away = [i for i, node in enumerate(nodes["rollout"]) if node != nodes["learner"][0]]
         self.engines_local = [node == nodes["learner"][0] for node in nodes["rollout"]]
+        if c.rollout.colocate:
+            self.transport = "in_process"  # the engines are the learner ranks'
+            return
         self.transport = choose_transport(c.sync.transport, self.engines_local,
                                           bool(self.plan.roles["rollout"].resources.num_gpus))
         if c.sync.transport == "shared_memory" and away:
@@ -395,7 +403,7 @@ class Controller:
         c, s = self.config, self.state
         timer = Timer(self.phase)
         self._watch(step)
-        self._hang_if_requested(step, ("generate", self.rollouts[0]), ("score", self.preference.replicas[0]))
+        self._hang_if_requested(step, ("generate", self.fleet.workers[0]), ("score", self.preference.replicas[0]))
         with timer.phase("experience"), self.checkpointed_on(PreferenceServiceError):
             item = self.pipeline.get() if self.pipeline else self.produce(step)  # async: the wait only
         lag = self._usable_lag(item)
@@ -411,7 +419,7 @@ class Controller:
         if self.algorithm.reference_resets_after(step):
             self.learner.call("reset_reference")
         if step % c.sync.every_steps == 0 or step == c.run.total_steps:
-            self._hang_if_requested(step, ("push", self.rollouts[0]))
+            self._hang_if_requested(step, ("push", self.fleet.workers[0]))
             with timer.phase("push"):
                 self.push_weights()
             fault_point("after_push", step)
@@ -503,6 +511,7 @@ class Controller:
                 "policy_version": s.policy_version, "win_rate_vs_initial": final_eval["win_rate_vs_initial"],
                 "wall_seconds": s.wall_seconds, "preference_calls": s.preference_calls,
                 "rollout_engine": c.rollout.engine, "win_rate_curve": s.win_rates, "mode": c.mode,
+                "placement": "colocated" if c.rollout.colocate else "separate", "weight_transport": self.transport,
                 "dropped_stale": s.dropped_stale, "rejected_batches": s.rejected_batches,
                 "initial_eval_score": s.initial_eval_score, "final_eval_score": final_eval.get("eval_score"),
                 "initial_exploitability": s.initial_exploitability,
