@@ -33,10 +33,11 @@ class ColocatedFleet:
     def workers(self) -> list:
         return self.learner.ranks
 
-    def attach(self, seed: int, mixture: bool) -> None:
-        """Build every rank's engine (rank r seeded ``seed + r``, as rollout worker r is)."""
-        self.learner.gather([rank.attach_engine.remote(seed + r, mixture) for r, rank in enumerate(self.workers)],
-                            "attach_engine")
+    def attach(self, kind: str, seed: int, mixture: bool, vllm_options: dict) -> None:
+        """Build every rank's engine at once (vLLM's start-up is a collective of the ranks' world), rank r seeded
+        ``seed + r`` as rollout worker r is."""
+        self.learner.gather([rank.attach_engine.remote(kind, seed + r, mixture, vllm_options)
+                             for r, rank in enumerate(self.workers)], "attach_engine")
 
     def open_transport(self) -> None:
         """Nothing to open: the weights never leave the process."""

@@ -45,6 +45,8 @@ class LearnerWorker:
 
     def train_step(self, batch: TrainingBatch, loss_scale: float = 1.0, num_micro_batches: int | None = None
                    ) -> dict[str, float]:
+        if getattr(self, "_sleep", None) is not None:
+            self._sleep.before_train()  # a colocated vLLM engine gives the GPU back while the rank trains
         return self._learner.train_step(batch, loss_scale, num_micro_batches) | {
             "learner/peak_memory_gib": peak_memory_gib()}
 
@@ -91,31 +93,47 @@ class LearnerWorker:
 
     # -- the colocated engine (actors/colocated_fleet.py) ---------------------------------------------
 
-    def attach_engine(self, seed: int, mixture: bool) -> None:
-        """This rank's engine. Under ZeRO 0-2 it generates with the rank's own module, and the reference mu of the
-        token-level mixture (``mixture``) is the rank's own frozen reference: no copy of either. Under ZeRO-3 the
-        rank holds only partitions, so the engine has its own full copy, loaded from the gathered parameters at
-        each push (and mu from the initial model, which is what the mixture algorithms' reference stays)."""
+    def attach_engine(self, kind: str, seed: int, mixture: bool, vllm_options: dict | None = None) -> None:
+        """This rank's engine. The torch engine under ZeRO 0-2 generates with the rank's own module, and the
+        reference mu of the token-level mixture (``mixture``) is the rank's own frozen reference: no copy of either.
+        Under ZeRO-3 the rank holds only partitions, so the engine has its own full copy, loaded from the gathered
+        parameters at each push (and mu from the initial model, which is what the mixture algorithms' reference
+        stays). A vLLM engine always holds its own copy, loaded in process at each push; it joins the rank's
+        torch.distributed world through vLLM's external launcher, which reads the rank from the environment."""
+        import os
+
+        from selfplay.rollout.engine_sleep import EngineSleep
         from selfplay.rollout.torch_engine import TorchEngine
 
         learner = self._learner
-        if learner.zero_stage == 3:
+        if kind == "vllm":
+            from selfplay.rollout.vllm_engine import VLLMEngine
+
+            # Ray shows each actor only its own GPUs: the local device is 0.
+            os.environ.update(RANK=str(self._rank), WORLD_SIZE=str(self._world_size), LOCAL_RANK="0")
+            self._engine = VLLMEngine(self._model_path, dtype=learner.dtype, seed=seed, colocated=True,
+                                      **(vllm_options or {}))
+            self._sleep = EngineSleep(self._engine, enabled=self._engine.sleeps)
+        elif learner.zero_stage == 3:
             self._engine = TorchEngine(self._model_path, dtype=learner.dtype, seed=seed,
                                        reference_path=self._model_path if mixture else None)
         else:
             self._engine = TorchEngine.around(learner.engine.module, self._model_path, seed=seed,
                                               reference=learner.reference if mixture else None)
+        if kind != "vllm":
+            self._sleep = EngineSleep(self._engine, enabled=False)
         self._engine_digest = ""
 
     def load_engine_weights(self, version: int, verify: bool = True) -> tuple[int, str]:
         """The push, in process: the engine takes the policy as ``version``; returns (version, digest of what it
         holds). A shared module holds the policy already: only its version moves, and the digest is of the
         rank's parameters themselves. Under ZeRO-3 every rank gathers (collectives) and loads its own engine."""
-        if self._engine.shared:
+        if getattr(self._engine, "shared", False):
             self._engine.policy_version = version
             self._engine_digest = self._learner.weights_digest() if verify else ""
         else:
-            self._engine_digest = self._engine.load_weights(self._learner.full_parameters(), version, verify)
+            self._sleep.before_load()
+            self._engine_digest = self._engine.load_weights(self._learner.device_parameters(), version, verify)
         return version, self._engine_digest
 
     def engine_state(self) -> tuple[int, str]:
@@ -123,17 +141,22 @@ class LearnerWorker:
 
     def engine_shares_weights(self) -> bool:
         """Whether every parameter the engine generates with is the learner's own storage (no second copy)."""
+        if not getattr(self._engine, "shared", False):
+            return False
         mine = {p.data_ptr() for p in self._learner.engine.module.parameters()}
         return all(p.data_ptr() in mine for p in self._engine._model.parameters())
 
     def generate(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec, prompts=None):
+        self._sleep.before_generate()
         return self._engine.generate(prompt_token_ids, prompt_indices, spec, prompts)
 
     def generate_mixture(self, prompt_token_ids: list[list[int]], prompt_indices: list[int], spec, beta: float,
                          prompts=None, policy_n: int = 0):
+        self._sleep.before_generate()
         return self._engine.generate_mixture(prompt_token_ids, prompt_indices, spec, beta, prompts, policy_n)
 
     def next_token_logprobs(self, prefixes: list[list[int]], token_ids: list[int]) -> list[list[float]]:
+        self._sleep.before_generate()
         return self._engine.next_token_logprobs(prefixes, token_ids)
 
     def reset_reference(self) -> None:

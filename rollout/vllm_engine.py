@@ -1,4 +1,9 @@
-"""vLLM rollout engine: the default. The same code runs vLLM's CPU build here and its CUDA build on GPUs."""
+"""vLLM rollout engine: the default. The same code runs vLLM's CPU build here and its CUDA build on GPUs.
+
+Colocated (rollout.colocate), the engine lives in a learner rank's process: built with vLLM's
+``external_launcher`` executor it joins the torch.distributed world DeepSpeed already made (as TRL's colocate
+mode does), loads the rank's weights in process through the worker's ``reload_weights`` hook, and on GPUs sleeps
+while the rank trains (``rollout/engine_sleep.py``)."""
 
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ from selfplay.rollout.records import Completion, SamplingSpec
 class VLLMEngine:
     def __init__(self, model_path: str, dtype: str = "float32", seed: int = 0, kv_cache_gib: int = 1,
                  gpu_memory_utilization: float = 0.5, enforce_eager: bool = True, max_model_len: int = 64,
-                 tensor_parallel_size: int = 1, enable_prefix_caching: bool = True, log_stats: bool = False) -> None:
+                 tensor_parallel_size: int = 1, enable_prefix_caching: bool = True, log_stats: bool = False,
+                 colocated: bool = False) -> None:
         # In-process engine core: one process per rollout actor, and collective_rpc is a plain call.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
@@ -29,11 +35,16 @@ class VLLMEngine:
         # rewinds the request's generator, which CPU generators do not allow), so prefills are never chunked
         # there: each prompt is scheduled whole.
         cpu_only = {} if torch.cuda.is_available() else {"enable_chunked_prefill": False}
+        # Colocated: the learner rank's torch.distributed world is vLLM's (one engine per rank, data parallel);
+        # sleep mode frees the GPU for training (vLLM's CPU build has none).
+        self.sleeps = colocated and torch.cuda.is_available()
+        placement = {"distributed_executor_backend": "external_launcher", "enable_sleep_mode": self.sleeps} \
+            if colocated else {}
         self._llm = LLM(model=model_path, dtype=resolve_dtype(dtype), seed=seed, enforce_eager=enforce_eager,
                         max_model_len=max_model_len or None, gpu_memory_utilization=gpu_memory_utilization,
                         tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=enable_prefix_caching,
                         worker_extension_cls="selfplay.rollout.vllm_worker_extension.SelfplayWorkerExtension",
-                        disable_log_stats=not log_stats, **cpu_only)
+                        disable_log_stats=not log_stats, **cpu_only, **placement)
         self._tokenizer = self._llm.get_tokenizer()
         self._eos_ids = eos_token_ids(self._tokenizer, model_path)
         self.policy_version = 0
@@ -108,6 +119,22 @@ class VLLMEngine:
         self.policy_version = version
         # Every tensor-parallel worker loaded every tensor: one digest, or the push did not arrive intact.
         return digests[0] if len(set(digests)) == 1 else f"workers disagree: {sorted(set(digests))}"
+
+    def load_weights(self, named_tensors, version: int, verify: bool = True) -> str:
+        """Load (name, tensor) pairs in place as ``version``, inside this process (a colocated rank's own
+        parameters, streamed: under ZeRO-3 each is gathered only while it loads); returns the digest."""
+        digests = self._llm.collective_rpc("selfplay_load_weights", args=(named_tensors, verify))
+        self._llm.reset_prefix_cache()
+        self.policy_version = version
+        return digests[0]
+
+    def sleep(self) -> None:
+        """Free the GPU for training: weights offloaded to host memory, KV cache dropped (vLLM's level 1)."""
+        self._llm.sleep(level=1)
+
+    def wake_up(self, tags: list[str]) -> None:
+        """``["weights"]`` before a load, ``["kv_cache"]`` before generating."""
+        self._llm.wake_up(tags=tags)
 
     def close_weight_transport(self) -> None:
         if getattr(self, "_transport", None) is not None:

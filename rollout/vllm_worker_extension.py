@@ -51,6 +51,21 @@ class SelfplayWorkerExtension:
         self._selfplay_refresh_tied_head()
         return digest.hexdigest() if verify else ""
 
+    def selfplay_load_weights(self, named_tensors, verify: bool = True) -> str:
+        """Load (name, tensor) pairs handed over in this process (a colocated learner rank's parameters) in place;
+        returns their digest ("" when ``verify`` is off)."""
+        digest = WeightsDigest()
+
+        def stream():
+            for name, tensor in named_tensors:
+                if verify:
+                    digest.add(name, tensor)
+                yield name, tensor
+
+        self.reload_weights(weights_iterator=stream())  # type: ignore[attr-defined]
+        self._selfplay_refresh_tied_head()
+        return digest.hexdigest() if verify else ""
+
     def _selfplay_refresh_tied_head(self) -> None:
         """A model with tied embeddings receives no ``lm_head`` weight: it shares the embedding's tensor, which
         was updated in place. But vLLM's CPU build packs the head's weight into a oneDNN handle after loading,

@@ -20,20 +20,51 @@ from tests.conftest import run_in_process
 
 def test_colocated_engines_follow_the_learner_ranks():
     config = load_config(None, ["rollout.colocate=true", "learner.num_ranks=2"])
-    assert config.rollout.num_workers == 2 and config.rollout.engine == "torch"
-    assert "rollout.engine=torch" in config.preset_keys
+    assert config.rollout.num_workers == 2 and config.rollout.engine == "vllm"  # vLLM colocates too
     assert role_counts(config) == {"learner": 2, "rollout": 0, "preference": 1}  # no actors of their own
 
 
 @pytest.mark.parametrize("override, key", [
     ("mode=async", "'mode'"),
-    ("rollout.engine=vllm", "'rollout.engine'"),
+    ("rollout.vllm.tensor_parallel_size=2", "'rollout.vllm.tensor_parallel_size' must be 1"),
     ("rollout.num_workers=2", "'rollout.num_workers' is learner.num_ranks (1)"),
     ("rollout.cpu_threads_bind=1", "'rollout.cpu_threads_bind'"),
 ])
 def test_what_colocation_cannot_do_is_refused_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace("(", r"\(").replace(")", r"\)")):
         load_config(None, ["rollout.colocate=true", override])
+
+
+class _RecordingEngine:
+    def __init__(self):
+        self.calls = []
+
+    def sleep(self):
+        self.calls.append("sleep")
+
+    def wake_up(self, tags):
+        self.calls.append(f"wake {','.join(tags)}")
+
+
+def test_a_colocated_engine_sleeps_while_the_rank_trains_and_wakes_in_order():
+    from selfplay.rollout.engine_sleep import EngineSleep
+
+    engine = _RecordingEngine()
+    sleep = EngineSleep(engine, enabled=True)
+    sleep.before_generate()  # built awake: nothing to do
+    sleep.before_train()
+    sleep.before_train()  # already asleep (a step without a push or a generation between)
+    sleep.before_load()
+    sleep.before_generate()
+    sleep.before_train()
+    sleep.before_generate()  # no push this step: the weights come back with the cache
+    assert engine.calls == ["sleep", "wake weights", "wake kv_cache", "sleep", "wake weights", "wake kv_cache"]
+    assert sleep.state == "awake"
+    off = EngineSleep(_RecordingEngine(), enabled=False)  # the torch engine, vLLM's CPU build: same states, no calls
+    off.before_train()
+    assert off.state == "asleep" and off.engine.calls == []
+    off.before_generate()
+    assert off.state == "awake" and off.engine.calls == []
 
 
 @pytest.fixture(scope="module")
@@ -73,39 +104,45 @@ def _losses(run_dir):
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_session_per_module")
 class TestColocatedLoop:
-    def test_colocated_sppo_learns_without_a_copy_of_the_weights(self, tmp_path_factory):
-        from selfplay.orchestration.commands.launch import prepare
-
-        config = load_config(None, [f"run.output_dir={tmp_path_factory.mktemp('sppo')}", "run.name=sppo",
-                                    "rollout.colocate=true", "checkpoint.at_end=false", "ray.num_cpus=4"])
-        controller = prepare(config)
-        try:
-            assert controller.fleet.shares_weights() == [True]  # the engine's parameters are the learner's
-            summary = controller.run()
-        finally:
-            controller.shutdown()
+    def test_colocated_vllm_sppo_learns_on_the_embedded_default(self, tmp_path_factory):
+        """README's colocated run: the default engine, vLLM, in the learner rank's process (external launcher),
+        the weights loaded in process at every step."""
+        run_dir, summary = run_in_process(tmp_path_factory.mktemp("sppo"), "sppo", "rollout.colocate=true",
+                                          "checkpoint.at_end=false")
         assert summary["placement"] == "colocated" and summary["weight_transport"] == "in_process"
+        assert summary["rollout_engine"] == "vllm"
         assert summary["steps"] == summary["policy_version"] == 120 and summary["verified_pushes"] == 120
         assert summary["last_push"]["bytes"] == 0  # nothing left the process
         assert summary["win_rate_vs_initial"] >= 0.75, summary["win_rate_curve"]
 
-    def test_colocated_and_separate_placement_sample_and_train_alike_and_resume_bitwise(self, tmp_path_factory):
+    def test_colocated_torch_engine_shares_the_weights_equals_separate_placement_and_resumes_bitwise(
+            self, tmp_path_factory):
+        from selfplay.orchestration.commands.launch import prepare, resume
+
         tmp = tmp_path_factory.mktemp("alike")
-        steps = ["run.total_steps=4", "checkpoint.at_end=true"]
-        colocated, summary = run_in_process(tmp, "colocated", "rollout.colocate=true", *steps)
-        separate, _ = run_in_process(tmp, "separate", "rollout.engine=torch", *steps)
+        steps = ["run.total_steps=4", "rollout.engine=torch"]
+        config = load_config(None, [f"run.output_dir={tmp}", "run.name=colocated", "rollout.colocate=true",
+                                    "eval.every_steps=0", "checkpoint.every_steps=0", "ray.num_cpus=4", *steps])
+        controller = prepare(config)
+        try:  # the engine generates with the learner's own parameters: no second copy of the weights
+            assert controller.fleet.shares_weights() == [True]
+            controller.run()
+        finally:
+            controller.shutdown()
+        colocated = controller.run_dir
+        separate, _ = run_in_process(tmp, "separate", *steps)
         np.testing.assert_allclose(_losses(colocated), _losses(separate), rtol=0, atol=1e-5)
         # Resume: two steps, then the other two from the checkpoint, equal the straight run bit for bit.
-        half, _ = run_in_process(tmp, "half", "rollout.colocate=true", "run.total_steps=2", "checkpoint.at_end=true")
-        from selfplay.orchestration.commands.launch import resume
-
+        half, _ = run_in_process(tmp, "half", "rollout.colocate=true", "rollout.engine=torch", "run.total_steps=2")
         resume(half, ["run.total_steps=4"])
         assert _losses(half) == _losses(colocated)
 
-    def test_two_colocated_ranks_equal_one_rank_fed_by_two_engines(self, tmp_path_factory):
+    def test_two_colocated_vllm_ranks_equal_one_rank_fed_by_two_engines(self, tmp_path_factory):
+        """Two ranks, each with its vLLM engine in the ranks' torch.distributed world, sample the shards that two
+        separate engines sample, and train as one learner rank does on the whole batch."""
         tmp = tmp_path_factory.mktemp("ranks")
         steps = ["run.total_steps=3", "algorithm.name=dpo"]
         two, summary = run_in_process(tmp, "two", "rollout.colocate=true", "learner.num_ranks=2", *steps)
-        one, _ = run_in_process(tmp, "one", "rollout.engine=torch", "rollout.num_workers=2", *steps)
+        one, _ = run_in_process(tmp, "one", "rollout.num_workers=2", *steps)
         np.testing.assert_allclose(_losses(two), _losses(one), rtol=0, atol=2e-5)
         assert summary["placement"] == "colocated"

@@ -31,10 +31,6 @@ def embedded_preset() -> dict:
 GAME_PRESET = {"rollout": {"max_tokens": 1}, "eval": {"samples_per_prompt": 32}}
 
 
-# A colocated engine is the torch engine unless the config names one: generation uses the learner's own module.
-COLOCATED_PRESET = {"rollout": {"engine": "torch"}}
-
-
 def _section(data: dict, key: str) -> dict:
     value = data.get(key)
     return value if isinstance(value, dict) else {}
@@ -56,8 +52,7 @@ def apply_presets(data: dict) -> list[str]:
     """Fill in every preset that applies to the raw config ``data``; returns the dotted keys filled in."""
     embedded = not _section(data, "policy").get("model_path")
     applies = [(embedded and _section(data, "task").get("name") == "game", GAME_PRESET),
-               (embedded, embedded_preset()),
-               (_section(data, "rollout").get("colocate") is True, COLOCATED_PRESET)]
+               (embedded, embedded_preset())]
     name = _section(data, "algorithm").get("name", "sppo")
     chosen = registry.entries().get(name) if isinstance(name, str) else None
     if chosen is not None and chosen.preset:  # an unknown name is reported by the loader, naming the choices

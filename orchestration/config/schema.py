@@ -93,10 +93,10 @@ class RolloutConfig(Section):
                 "in one pass (vLLM holds only the policy: the sequence sampler, 8 policy samples per response)")
     num_workers: int = _f(1, "rollout worker actors (engines); with colocate: learner.num_ranks, one per rank", ge=1)
     colocate: bool = _f(
-        False, "each learner rank hosts its own engine in its process and on its devices, and generates its share "
-               "of the step's prompts with the policy it trains (the torch engine under ZeRO 0-2: the learner's "
-               "own module, no copy; ZeRO-3: the gathered weights loaded into it). One GPU runs the whole loop; "
-               "sync mode only")
+        False, "each learner rank hosts its own engine in its process and on its device, and samples its share of "
+               "the step's prompts with the policy it trains; the push is a load inside the process. vllm: its own "
+               "copy of the weights, loaded through reload_weights, asleep while the rank trains (GPUs); torch under "
+               "ZeRO 0-2: the rank's own module, no copy. One GPU runs the whole loop; sync mode only")
     max_restarts: int = _f(3, "times Ray restarts a rollout worker that died; its batch is retried and it gets the "
                               "current weights (verified) before sampling again", ge=0)
     num_cpus: float = _f(1.0, "CPUs per rollout engine", ge=0)
@@ -386,9 +386,9 @@ class Config(Section):
         if self.mode == "async":
             raise KeyProblem("mode", "async overlaps generation with training, which rollout.colocate=true runs on "
                                      "the same devices in turn: use mode=sync")
-        if r.engine == "vllm":
-            raise KeyProblem("rollout.engine", "vllm is not colocated with the learner yet: rollout.colocate=true "
-                                               "runs the torch engine (its default)")
+        if r.engine == "vllm" and r.vllm.tensor_parallel_size > 1:
+            raise KeyProblem("rollout.vllm.tensor_parallel_size", "must be 1 with rollout.colocate=true: each "
+                                                                  "learner rank hosts one engine on its own device")
         if "num_workers" in r.model_fields_set and r.num_workers != ranks:
             raise KeyProblem("rollout.num_workers", f"is learner.num_ranks ({ranks}) with rollout.colocate=true "
                                                     "(one engine per rank): leave it unset")

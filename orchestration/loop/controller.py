@@ -199,7 +199,7 @@ class Controller:
         ray.get([w.weights_state.remote() for w in self.rollouts] + self.learner.submit("weights_digest"))
         if c.rollout.colocate:
             self.fleet = ColocatedFleet(self.learner, verify=c.sync.verify_digest)
-            self.fleet.attach(c.run.seed, mixture=mixing)
+            self.fleet.attach(c.rollout.engine, c.run.seed, mixing, vllm_options)
             return
         self.fleet = RolloutFleet(self.rollouts, self.learner, TransportSpec(
             self.transport, c.sync.bucket_mb * 2**20, timeout_s=collective_timeout_s(c.run.step_timeout_s),
