@@ -192,3 +192,16 @@ def test_gpu_7b_config_loads_once_the_resource_keys_exist():
         pytest.skip("learner.num_gpus and the other per-role resource keys are not in orchestration/config/schema.py yet")
     config = load_config(GPU_7B)
     assert config.preset_keys == [] and config.learner.num_ranks == 4
+
+
+@pytest.mark.parametrize("name, ranks", [("one-gpu.yaml", 1), ("gpu-7b-colocated.yaml", 8)])
+def test_colocated_gpu_configs_resolve(name, ranks):
+    """The colocated GPU configs load as written (their GPU runs are not possible here): one engine per rank."""
+    from selfplay.orchestration.cluster.placement import role_counts
+    from selfplay.orchestration.config.loading import load_config
+
+    config = load_config(REPO / "configs" / name)
+    assert config.rollout.colocate and config.rollout.engine == "vllm" and config.preset_keys == []
+    assert role_counts(config)["rollout"] == 0 and config.rollout.num_workers == config.learner.num_ranks == ranks
+    # the learner's and the reward model's bundles share GPUs: together within whole GPUs
+    assert config.learner.num_gpus + config.preference.num_gpus <= 1

@@ -137,12 +137,14 @@ class TestColocatedLoop:
         resume(half, ["run.total_steps=4"])
         assert _losses(half) == _losses(colocated)
 
-    def test_two_colocated_vllm_ranks_equal_one_rank_fed_by_two_engines(self, tmp_path_factory):
-        """Two ranks, each with its vLLM engine in the ranks' torch.distributed world, sample the shards that two
-        separate engines sample, and train as one learner rank does on the whole batch."""
+    def test_two_colocated_vllm_zero3_ranks_equal_one_rank_fed_by_two_engines(self, tmp_path_factory):
+        """Two ZeRO-3 ranks, each with its vLLM engine in the ranks' torch.distributed world, loaded from the
+        parameters gathered at each push, sample the shards two separate engines sample and train as one learner
+        rank does on the whole batch."""
         tmp = tmp_path_factory.mktemp("ranks")
         steps = ["run.total_steps=3", "algorithm.name=dpo"]
-        two, summary = run_in_process(tmp, "two", "rollout.colocate=true", "learner.num_ranks=2", *steps)
+        two, summary = run_in_process(tmp, "two", "rollout.colocate=true", "learner.num_ranks=2", "learner.zero_stage=3",
+                                      *steps)
         one, _ = run_in_process(tmp, "one", "rollout.num_workers=2", *steps)
         np.testing.assert_allclose(_losses(two), _losses(one), rtol=0, atol=2e-5)
         assert summary["placement"] == "colocated"
