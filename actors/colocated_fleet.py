@@ -16,6 +16,7 @@ import time
 
 from selfplay.actors.learner_group import LearnerGroup
 from selfplay.actors.preference_replicas import contiguous_shards
+from selfplay.actors.rollout_fleet import shard_generate_call
 from selfplay.rollout.records import Completion, SamplingSpec
 
 
@@ -44,14 +45,8 @@ class ColocatedFleet:
 
     def generate(self, indices: list[int], token_ids: list[list[int]], prompts: list, spec: SamplingSpec,
                  mixture_beta: float | None = None, policy_n: int = 0) -> list[list[Completion]]:
-        def call(rank, shard):
-            shard_spec = SamplingSpec(**{**spec.__dict__,
-                                         "seed": None if spec.seed is None else spec.seed + shard[0]})
-            args = ([token_ids[i] for i in shard], [indices[i] for i in shard], shard_spec)
-            records = [prompts[i] for i in shard]
-            return rank.generate.remote(*args, records) if mixture_beta is None \
-                else rank.generate_mixture.remote(*args, mixture_beta, records, policy_n)
-        return self._sharded(len(token_ids), call, "generate")
+        return self._sharded(len(token_ids), shard_generate_call(indices, token_ids, prompts, spec, mixture_beta,
+                                                                 policy_n), "generate")
 
     def next_token_logprobs(self, prefixes: list[list[int]], token_ids: list[int]) -> list[list[float]]:
         return self._sharded(len(prefixes), lambda rank, shard: rank.next_token_logprobs.remote(

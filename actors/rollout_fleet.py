@@ -45,6 +45,20 @@ class TransportSpec:
     engines_local: list[bool] | None = None  # each engine on learner rank 0's node? (the mixed transport routes by it)
 
 
+def shard_generate_call(indices: list[int], token_ids: list[list[int]], prompts: list, spec: SamplingSpec,
+                        mixture_beta: float | None, policy_n: int):
+    """``call(actor, shard)``: the generate (or, with ``mixture_beta``, generate_mixture) call of one contiguous
+    shard of the prompts. A shard's seed depends on where it starts, not on the actor: a retry, or another
+    placement with as many engines, samples the same way."""
+    def call(actor, shard):
+        shard_spec = SamplingSpec(**{**spec.__dict__, "seed": None if spec.seed is None else spec.seed + shard[0]})
+        args = ([token_ids[i] for i in shard], [indices[i] for i in shard], shard_spec)
+        records = [prompts[i] for i in shard]
+        return actor.generate.remote(*args, records) if mixture_beta is None \
+            else actor.generate_mixture.remote(*args, mixture_beta, records, policy_n)
+    return call
+
+
 class RolloutFleet:
     def __init__(self, workers: list, learner, transport: TransportSpec, max_restarts: int) -> None:
         self.workers = workers
@@ -118,15 +132,8 @@ class RolloutFleet:
                 [prefixes[i] for i in shard], token_ids))
 
     def _generate(self, indices, token_ids, prompts, spec, mixture_beta, policy_n) -> list[list[Completion]]:
-        def call(worker, shard):
-            # A shard's seed depends on where it starts, not on the worker: a retry samples the same way.
-            shard_spec = SamplingSpec(**{**spec.__dict__,
-                                         "seed": None if spec.seed is None else spec.seed + shard[0]})
-            args = ([token_ids[i] for i in shard], [indices[i] for i in shard], shard_spec)
-            records = [prompts[i] for i in shard]
-            return worker.generate.remote(*args, records) if mixture_beta is None \
-                else worker.generate_mixture.remote(*args, mixture_beta, records, policy_n)
-        return self._sharded(len(token_ids), call)
+        return self._sharded(len(token_ids), shard_generate_call(indices, token_ids, prompts, spec, mixture_beta,
+                                                                 policy_n))
 
     def _sharded(self, count: int, call) -> list:
         """``call(worker, shard)`` -> a future of one result per item of the shard, for contiguous shards of

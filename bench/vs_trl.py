@@ -1,6 +1,7 @@
 """selfplay against TRL at matched settings, side by side in one run.
 
-    .venv/bin/python bench/vs_trl.py [--sizes tiny,mid] [--repeats 2] [--algorithms dpo,nash_md] [key=value ...]
+    .venv/bin/python bench/vs_trl.py [--sizes tiny,mid] [--repeats 2] [--algorithms dpo,nash_md]
+                                     [--placements separate,colocated] [key=value ...]
 
 Pairs: selfplay DPO against TRL's OnlineDPO (current TRL, ``trl_envs.ONLINE_DPO_VERSION``), selfplay Nash-MD against
 TRL's NashMD (the last TRL release that has it, ``trl_envs.NASH_MD_VERSION``). Each TRL version gets a venv of its
@@ -14,7 +15,9 @@ score_b))), 16 prompts x 2 completions per step, temperature 1, fp32, EOS ignore
 and learning rate 1e-4. Every run is a fresh process (``bench/selfplay_side.py``, ``bench/trl_side.py``); the two
 systems alternate which goes first from one repeat to the next. Printed per pair: completions/s of both (median
 over repeats), the ratio, the share of the machine's CPU time each kept busy, the start-up time (process start to
-the first step) and, for selfplay, the mean seconds per step of each phase. ``key=value`` arguments go to
+the first step) and, for selfplay, the mean seconds per step of each phase. selfplay runs once per placement:
+``separate`` (rollout workers of their own, the default) and ``colocated`` (``rollout.colocate=true``: each learner
+rank hosts its engine, the weights never leave the process), against the same TRL runs. ``key=value`` arguments go to
 selfplay's config (e.g. ``rollout.engine=torch``). The TRL process runs with the malloc that selfplay preloads into
 its CPU actors (``ray.host_allocator``: tcmalloc where installed), so that neither side wins by its allocator.
 """
@@ -62,13 +65,18 @@ def spawn(command: list[str], out: Path, env: dict[str, str]) -> dict:
     return json.loads(out.read_text())
 
 
-def side_commands(algorithm: str, model: Path, size: str, overrides: list[str]) -> dict[str, list[str]]:
+PLACEMENTS = {"separate": [], "colocated": ["rollout.colocate=true"]}
+
+
+def side_commands(algorithm: str, model: Path, size: str, overrides: list[str], placements: list[str]
+                  ) -> dict[str, list[str]]:
+    """The command of each side: ``trl``, and selfplay in each of ``placements`` (``selfplay/<placement>``)."""
     steps, warmup, tokens = SIZES[size]
     common = ["--model", str(model), "--steps", str(steps), "--warmup", str(warmup), "--prompts-per-step", "16",
               "--max-new-tokens", str(tokens)]
     trainer, version = TRL_TRAINER[algorithm]
-    return {"selfplay": [sys.executable, str(BENCH / "selfplay_side.py"), "--algorithm", algorithm, *common,
-                         *overrides],
+    return {**{f"selfplay/{placement}": [sys.executable, str(BENCH / "selfplay_side.py"), "--algorithm", algorithm,
+                                         *common, *PLACEMENTS[placement], *overrides] for placement in placements},
             "trl": [str(trl_python(version)), str(BENCH / "trl_side.py"), "--trainer", trainer,
                     "--completions", "2", *common]}
 
@@ -83,17 +91,18 @@ def report(size: str, algorithm: str, runs: dict[str, list[dict]]) -> None:
     def median(side: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[side])
 
-    sp, trl = median("selfplay", "completions_per_s"), median("trl", "completions_per_s")
+    trl = median("trl", "completions_per_s")
     trainer, version = TRL_TRAINER[algorithm]
-    engine = runs["selfplay"][0]["engine"]
-    print(f"{size:5s} {algorithm:8s} selfplay ({engine} engine) {sp:8.2f} completions/s | TRL {trainer} {version} "
-          f"{trl:8.2f} | ratio {sp / trl:.2f} | busy {median('selfplay', 'busy_share'):.2f} vs "
-          f"{median('trl', 'busy_share'):.2f} | start-up {median('selfplay', 'startup_s'):.1f} s vs "
-          f"{median('trl', 'startup_s'):.1f} s", flush=True)
-    phases = {k: statistics.median(r["phases"][k] for r in runs["selfplay"]) for k in runs["selfplay"][0]["phases"]}
     trl_step = statistics.median(statistics.mean(r["step_seconds"][-3:]) for r in runs["trl"])
-    print(f"      selfplay per step: " + ", ".join(f"{k.split('/')[1]} {v:.3f} s" for k, v in phases.items())
-          + f"; TRL step {trl_step:.3f} s", flush=True)
+    for side in (s for s in runs if s != "trl"):
+        sp, placement, engine = median(side, "completions_per_s"), side.split("/")[1], runs[side][0]["engine"]
+        print(f"{size:5s} {algorithm:8s} selfplay {placement:9s} ({engine} engine) {sp:8.2f} completions/s | TRL "
+              f"{trainer} {version} {trl:8.2f} | ratio {sp / trl:.2f} | busy {median(side, 'busy_share'):.2f} vs "
+              f"{median('trl', 'busy_share'):.2f} | start-up {median(side, 'startup_s'):.1f} s vs "
+              f"{median('trl', 'startup_s'):.1f} s", flush=True)
+        phases = {k: statistics.median(r["phases"][k] for r in runs[side]) for k in runs[side][0]["phases"]}
+        print(f"      per step: " + ", ".join(f"{k.split('/')[1]} {v:.3f} s" for k, v in phases.items())
+              + f"; TRL step {trl_step:.3f} s", flush=True)
 
 
 def main() -> None:
@@ -101,13 +110,14 @@ def main() -> None:
     parser.add_argument("--sizes", default="tiny,mid")
     parser.add_argument("--algorithms", default="dpo,nash_md")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--placements", default="separate,colocated", help="selfplay's: separate, colocated")
     parser.add_argument("overrides", nargs="*", help="key=value for selfplay's config")
     args = parser.parse_args()
-    sizes, algorithms = args.sizes.split(","), args.algorithms.split(",")
-    for name in sizes + algorithms:
-        if name not in SIZES and name not in TRL_TRAINER:
-            parser.error(f"unknown size or algorithm {name!r} (sizes: {', '.join(SIZES)}; algorithms: "
-                         f"{', '.join(TRL_TRAINER)})")
+    sizes, algorithms, placements = args.sizes.split(","), args.algorithms.split(","), args.placements.split(",")
+    for name in sizes + algorithms + placements:
+        if name not in SIZES and name not in TRL_TRAINER and name not in PLACEMENTS:
+            parser.error(f"unknown size, algorithm or placement {name!r} (sizes: {', '.join(SIZES)}; algorithms: "
+                         f"{', '.join(TRL_TRAINER)}; placements: {', '.join(PLACEMENTS)})")
     for algorithm in algorithms:
         trl_python(TRL_TRAINER[algorithm][1])  # build the venvs before anything is timed
     allocator = host_allocator(args.overrides)
@@ -118,15 +128,15 @@ def main() -> None:
         for size in sizes:
             model = build_model(size, root)
             for algorithm in algorithms:
-                commands = side_commands(algorithm, model, size, args.overrides)
-                runs: dict[str, list[dict]] = {"selfplay": [], "trl": []}
+                commands = side_commands(algorithm, model, size, args.overrides, placements)
+                runs: dict[str, list[dict]] = {side: [] for side in commands}
                 for repeat in range(args.repeats):
-                    order = ["selfplay", "trl"] if repeat % 2 == 0 else ["trl", "selfplay"]
+                    order = list(commands) if repeat % 2 == 0 else list(reversed(commands))
                     for side in order:
                         print(f"{size} {algorithm} repeat {repeat + 1}/{args.repeats}: {side}", flush=True)
                         env = host_allocator_env(allocator) if side == "trl" else {}
-                        runs[side].append(spawn(commands[side], root / f"{size}-{algorithm}-{side}-{repeat}.json",
-                                                env))
+                        out = root / f"{size}-{algorithm}-{side.replace('/', '-')}-{repeat}.json"
+                        runs[side].append(spawn(commands[side], out, env))
                 results.append((size, algorithm, runs))
     print(f"\nselfplay vs TRL (2 completions per prompt, 16 prompts per step, sync mode, medians; malloc "
           f"{allocator or 'system'}):")
