@@ -1,11 +1,12 @@
 """Every command in README.md and docs/ runs as written, every link points at a file, every config key named exists.
 
-What is checked, without starting Ray, vLLM or a training run. Each dry run is a fresh process that imports torch
-(about a second of CPU), so the ~50 distinct ones take 30-40 s on 2 idle cores, run in parallel:
+What is checked, without starting Ray, vLLM or a training run. A command that sets environment variables (a plug-in
+module) runs through the console script next to this interpreter, in a process of its own; the others through the
+script's own ``main`` in this process (a fresh process imports torch, about a second of CPU each):
 
 - every ``selfplay train ...`` found in a fenced ```bash block (also after ``ray job submit ... --``, behind
   environment assignments, inside ``$(...)``; backslash continuations joined) runs with ``--dry-run`` appended, from
-  the repository root, through the console script next to this interpreter, and exits 0. ``--dry-run`` resolves the
+  the repository root, and exits 0. ``--dry-run`` resolves the
   whole config: an unknown key, a bad value or a cross-key rule broken fails it;
 - the config file and key=value overrides of ``selfplay resume``, ``serve-preference`` and ``config`` commands are
   resolved the same way (they read the same config as ``train``), and every other subcommand named (``status``,
@@ -20,6 +21,8 @@ A command is skipped only when it needs what this machine cannot have; each is l
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import shlex
@@ -252,17 +255,43 @@ def _calls(command: Command) -> list[Call]:
 DEFAULT_DRY_RUN: Call = ((), ("train", "--dry-run"))
 
 
+def _selfplay_here(call: Call) -> subprocess.CompletedProcess:
+    """A call without environment assignments, through the console script's own ``main`` in this process (a
+    process each would import torch again: a second of CPU per call), from the repository root, offline."""
+    from selfplay.orchestration.commands.cli import main
+
+    _, args = call
+    out, err = io.StringIO(), io.StringIO()
+    here, offline = os.getcwd(), os.environ.get("HF_HUB_OFFLINE")
+    os.chdir(ROOT)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse: --help, or a usage error
+                code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        os.chdir(here)
+        if offline is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = offline
+    return subprocess.CompletedProcess(["selfplay", *args], code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="module")
 def results(request) -> dict[Call, subprocess.CompletedProcess]:
-    """Every distinct call the selected tests need, run once (a dry run imports torch: about a second of CPU each),
-    on as many cores as the machine has."""
+    """Every distinct call the selected tests need, run once: those that set environment variables (a plug-in
+    module, a token) through the console script, in processes of their own, the others in this process."""
     selected = [item.callspec.params["command"] for item in request.session.items
                 if hasattr(item, "callspec") and "command" in item.callspec.params]
     calls = {DEFAULT_DRY_RUN}
     calls.update(call for command in selected if not _skip_reason(command) for call in _calls(command))
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        futures = {call: pool.submit(_selfplay, call) for call in sorted(calls)}
-    return {call: future.result() for call, future in futures.items()}
+        futures = {call: pool.submit(_selfplay, call) for call in sorted(calls) if call[0]}
+        here = {call: _selfplay_here(call) for call in sorted(calls) if not call[0]}
+    return {**here, **{call: future.result() for call, future in futures.items()}}
 
 
 def test_the_docs_hold_commands_to_check():
