@@ -44,7 +44,22 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from bench.machine_busy import MachineBusy
-from selfplay.tasks.sorting import make_prompts, score
+
+
+def _sorting_task():
+    """selfplay's sorting task, read from its file: this runs in TRL's own venv, where selfplay is not installed
+    (tasks/sorting.py imports nothing of selfplay's)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sorting_task", Path(__file__).resolve().parents[1] / "tasks"
+                                                  / "sorting.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_SORTING = _sorting_task()
+make_prompts, score = _SORTING.make_prompts, _SORTING.score
 
 try:  # BasePairwiseJudge exists up to trl 1.0
     from trl.experimental.judges import BasePairwiseJudge
