@@ -21,15 +21,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session_per_module"
 
 
 @pytest.mark.parametrize("name, extra, floor", [
-    ("nash_md", [], 0.6),                                     # token-level mixture (torch engine, the default)
+    # token-level mixture (torch engine, the default), colocated: the learner rank's own module and reference are
+    # the engine's pi and mu (separate placement's token mixture: tests/test_game_preference.py)
+    ("nash_md-colocated", ["rollout.colocate=true"], 0.6),
     ("nash_md-sequence", ["rollout.engine=vllm"], 0.6),      # sequence-level mixture (vLLM)
     ("online_ipo", [], 0.6),
     ("ipo_md", [], 0.6),                                      # token-level mixture
-    ("dpo", [], 0.6),
+    # colocated vLLM (separate placement samples and trains alike: tests/test_colocated.py; separate DPO on vLLM:
+    # tests/test_chat_model_end_to_end.py)
+    ("dpo-colocated", ["rollout.colocate=true"], 0.6),
 ])
 def test_algorithm_raises_win_rate(tmp_path_factory, name, extra, floor):
     summary = _run(tmp_path_factory, name, *extra)
     assert summary["steps"] == STEPS and summary["policy_version"] == STEPS
+    assert summary["placement"] == ("colocated" if "rollout.colocate=true" in extra else "separate")
     assert summary["win_rate_vs_initial"] > floor, summary
     assert summary["final_eval_score"] > summary["initial_eval_score"]
 
