@@ -103,7 +103,10 @@ def train_in_process(tmp_path, name: str, *overrides) -> dict:
                                     *BASE, *overrides]))
 
 
-def test_learner_killed_auto_resume_ends_bitwise_equal(tmp_path, uninterrupted):
+@pytest.mark.parametrize("placement", [[], ["rollout.colocate=true"]], ids=["separate", "colocated"])
+def test_learner_killed_auto_resume_ends_bitwise_equal(tmp_path, uninterrupted, placement):
+    """Colocated, the engines die with the learner ranks that host them: the same learner failure, the same
+    restart, and the same weights at the end as the uninterrupted separate run (the placements train alike)."""
     result, killed = {}, []
 
     def killer() -> None:
@@ -116,7 +119,7 @@ def test_learner_killed_auto_resume_ends_bitwise_equal(tmp_path, uninterrupted):
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     try:
-        summary = train_in_process(tmp_path, "learner", "checkpoint.every_steps=5", "run.auto_resume=1")
+        summary = train_in_process(tmp_path, "learner", "checkpoint.every_steps=5", "run.auto_resume=1", *placement)
     finally:
         result["done"] = True
         thread.join(timeout=10)
