@@ -117,10 +117,18 @@ def test_a_sibling_room_import_is_refused(tmp_path):
     assert len(found) == 1 and "a sibling" in found[0], found
 
 
+def _python_files(folder: str) -> list[Path]:
+    """The project's Python files under ``folder``: not those of hidden folders (bench/.envs holds TRL's venvs)."""
+    root = ROOT / folder
+    if not root.exists():
+        return []
+    return [p for p in sorted(root.rglob("*.py")) if not any(part.startswith(".") for part in p.relative_to(root).parts)]
+
+
 def test_tests_scripts_and_benchmarks_import_selfplay_by_its_one_name():
     bare = [f"{path.relative_to(ROOT)}: {imported}"
-            for folder in ("tests", "bench", "scripts", "examples") if (ROOT / folder).exists()
-            for path in sorted((ROOT / folder).rglob("*.py"))
+            for folder in ("tests", "bench", "scripts", "examples")
+            for path in _python_files(folder)
             for imported in _imports(path) if imported.split(".")[0] in set(FOLDERS) - {"selfplay"}]
     assert bare == []
 
@@ -134,7 +142,7 @@ def test_no_code_held_in_a_string_imports_a_bare_name():
     bare = re.compile(rf"\bfrom (?:{names})(?:\.\w+)* import\b|(?:^|;\s*)import (?:{names})\b")
     found = []
     for folder in (*FOLDERS, "tests", "bench", "scripts", "examples"):
-        for path in sorted((ROOT / folder).rglob("*.py")) if (ROOT / folder).exists() else ():
+        for path in _python_files(folder):
             if path.name == "test_layers.py":
                 continue
             for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
