@@ -136,9 +136,6 @@ class LearnerWorker:
             self._engine_digest = self._engine.load_weights(self._learner.device_parameters(), version, verify)
         return version, self._engine_digest
 
-    def engine_state(self) -> tuple[int, str]:
-        return self._engine.policy_version, self._engine_digest
-
     def engine_shares_weights(self) -> bool:
         """Whether every parameter the engine generates with is the learner's own storage (no second copy)."""
         if not getattr(self._engine, "shared", False):
