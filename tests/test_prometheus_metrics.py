@@ -129,9 +129,16 @@ def test_run_metrics_through_ray_agent_and_prometheus(tmp_path, ray_session_per_
         # The counters grew between scrapes taken during the run, under the run's label.
         assert len({s for s, _ in totals}) >= 2 and totals == sorted(totals, key=lambda t: t[0]), totals
         assert totals[-1][1] is not None and totals[-1][1] > 0, "no vLLM engine statistics"
+        # The final evaluation's row (the exploitability) is written moments before the run returns; Ray's agent
+        # has it once the driver's next report is in (RAY_metrics_report_interval_ms, 1 s here).
+        exploitability = ("ray_selfplay_exploitability", name, "controller", None)
+        deadline = time.monotonic() + 15
         final = _scrape(port)
+        while exploitability not in final and time.monotonic() < deadline:
+            time.sleep(0.5)
+            final = _scrape(port)
         assert final.get(("ray_selfplay_step", name, "controller", None)) == 40, sorted(final)
-        assert ("ray_selfplay_exploitability", name, "controller", None) in final
+        assert exploitability in final, sorted(final)
 
         # Every panel's expression answers from Prometheus (kind-specific series: valid PromQL, may be empty).
         missing = {}
