@@ -113,15 +113,14 @@ class LearnerWorker:
             os.environ.update(RANK=str(self._rank), WORLD_SIZE=str(self._world_size), LOCAL_RANK="0")
             self._engine = VLLMEngine(self._model_path, dtype=learner.dtype, seed=seed, colocated=True,
                                       **(vllm_options or {}))
-            self._sleep = EngineSleep(self._engine, enabled=self._engine.sleeps)
         elif learner.zero_stage == 3:
             self._engine = TorchEngine(self._model_path, dtype=learner.dtype, seed=seed,
                                        reference_path=self._model_path if mixture else None)
         else:
             self._engine = TorchEngine.around(learner.engine.module, self._model_path, seed=seed,
                                               reference=learner.reference if mixture else None)
-        if kind != "vllm":
-            self._sleep = EngineSleep(self._engine, enabled=False)
+        # Only vLLM on a GPU has sleep mode; the other engines go through the same states with no call made.
+        self._sleep = EngineSleep(self._engine, enabled=getattr(self._engine, "sleeps", False))
         self._engine_digest = ""
 
     def load_engine_weights(self, version: int, verify: bool = True) -> tuple[int, str]:
